@@ -1,0 +1,175 @@
+// The storage engine's front door: a single-file, segmented, checksummed,
+// memory-mapped event log with a stream index and a checkpoint file.
+// See format-spec.md for every byte it writes and README.md for a guide.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/options.h"
+#include "engine/status.h"
+#include "engine/types.h"
+
+namespace es {
+
+struct AppendResult {
+  StreamVersion version;          // the stream's version after the append
+  GlobalPosition first_position;  // positions written, dense: first..last
+  GlobalPosition last_position;
+  // True when the batch was an idempotent retry of events already stored
+  // (nothing written; the positions are those of the stored events).
+  bool deduplicated = false;
+};
+
+enum class ReadDirection : uint8_t { kForward, kBackward };
+
+// Filters for read_all. Empty fields match everything.
+struct ReadFilter {
+  std::vector<std::string> event_types;  // any of these types
+  std::string stream_type;               // only streams of this type
+  std::optional<std::string> tenant;     // only this tenant ("" = events without tenant)
+};
+
+// Return true to continue, false to stop the read early.
+using EventCallback = std::function<bool(const RecordedEvent&)>;
+
+struct StreamInfo {
+  std::string type;
+  std::string id;
+  StreamVersion version;  // number of events in the stream
+};
+
+struct StoreStats {
+  uint32_t format_version = 0;
+  uint64_t segment_size = 0;
+  uint32_t event_segments = 0;
+  uint32_t index_segments = 0;
+  uint32_t free_segments = 0;
+  uint64_t events = 0;                 // == committed position
+  uint64_t streams = 0;
+  GlobalPosition first_position;       // 0 when empty
+  GlobalPosition last_position;
+  uint64_t file_bytes = 0;             // data file + checkpoint file, as allocated
+  uint64_t log_bytes = 0;              // bytes of frames in event segments
+  uint64_t compressed_frames = 0;
+  uint64_t raw_record_bytes = 0;       // record bytes before compression
+  uint64_t stored_record_bytes = 0;    // record bytes as stored (compressed or not)
+  uint64_t index_persisted_position = 0;  // how far the persisted index reaches
+};
+
+// One problem found by verify().
+struct VerifyProblem {
+  std::string file;
+  int64_t segment = -1;  // -1 when not inside a segment (file header, checkpoint file)
+  int64_t offset = -1;   // byte offset in the file
+  std::string what;
+};
+
+struct VerifyReport {
+  uint64_t frames = 0;
+  uint64_t events = 0;
+  uint64_t streams = 0;
+  uint64_t bytes_checked = 0;
+  std::vector<VerifyProblem> problems;  // empty = clean
+  bool clean() const { return problems.empty(); }
+};
+
+// Progress callback for long operations: bytes done of total.
+using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
+
+struct RepairReport {
+  bool changed = false;          // false: nothing to repair
+  GlobalPosition kept_through;   // last position kept
+  uint64_t bytes_cut = 0;
+  std::string side_file;         // where the cut bytes were saved ("" if none)
+  std::vector<VerifyProblem> problems;  // what was found before repairing
+};
+
+// Thread safety: safe for concurrent use. Appends from many threads are
+// serialized and group-committed; reads are concurrent with appends and with
+// each other and see the committed prefix.
+class Store {
+ public:
+  // Opens or creates the store at `path` (the data file; the checkpoint file
+  // is `path` + ".ckpt"). Recovers from a crash: a torn batch at the tail is
+  // cut off (read-write) or ignored (read-only). Damage before the durable end
+  // is a kCorruption error naming segment and offset; run repair() then.
+  // Errors: kBusy (another writer process, message has its pid), kIoError,
+  // kCorruption, kNotSupported (newer format), kNotFound (kMustExist).
+  static Result<std::unique_ptr<Store>> open(const std::string& path,
+                                             const StoreOptions& options = {});
+
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+  // Closes without reporting failure; prefer close().
+  ~Store();
+
+  // Writes a checkpoint (read-write), releases lock, mappings and files.
+  // Afterwards every call returns kClosed. Idempotent.
+  Status close();
+
+  // Appends `events` (1 .. 65535 events, all-or-nothing) to `stream` if
+  // `expected` accepts its current version. Idempotent retry: if the stream's
+  // last events carry exactly the ids of `events` (same order) and `expected`
+  // accepted the version before them, nothing is written and the stored
+  // positions are returned with deduplicated = true.
+  // Errors: kConflict (actual_version() = current version), kInvalidArgument,
+  // kIoError (then the store refuses writes: kClosed until reopened), kReadOnly.
+  Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
+                              std::span<const EventData> events,
+                              const AppendOptions& options = {});
+
+  // Calls `fn` for up to `max_count` events of `stream`: forward from version
+  // `from` (1 = first), or backward from `from` (0 or past the end = last).
+  // A missing stream reads as empty (ok). Stops early when fn returns false.
+  Status read_stream(const StreamId& stream, StreamVersion from, uint64_t max_count,
+                     ReadDirection direction, const EventCallback& fn) const;
+
+  // Calls `fn` for up to `max_count` events matching `filter` in global order,
+  // starting at position `from` (1 = first).
+  Status read_all(GlobalPosition from, const ReadFilter& filter, uint64_t max_count,
+                  const EventCallback& fn) const;
+
+  // Current version of a stream (0 if it does not exist).
+  StreamVersion stream_version(const StreamId& stream) const;
+
+  // Every stream, in name order.
+  std::vector<StreamInfo> list_streams() const;
+
+  // The last committed position (0 = empty store).
+  GlobalPosition committed_position() const;
+
+  // Read-only handles: picks up what a live writer committed since open/the
+  // last refresh. Returns the new committed position. Read-write: a no-op.
+  Result<GlobalPosition> refresh();
+
+  // Persists the stream index and writes the checkpoint file, so that the next
+  // open need not scan the log. Syncs the data first.
+  Status checkpoint();
+
+  StoreStats stats() const;
+  const std::string& path() const;
+
+  // Checks every checksum of the store at `path` without modifying it (works
+  // while a writer is live). I/O failure to open is an error; damage is
+  // reported in the VerifyReport.
+  static Result<VerifyReport> verify(const std::string& path, const ProgressCallback& progress = {},
+                                     std::shared_ptr<Os> os = nullptr);
+
+  // Cuts the log after the last good frame, saving the cut bytes to a side
+  // file (`path` + ".cut-<unix time>"), then rewrites the checkpoint. Needs
+  // the writer lock. Use when open() reports corruption before the durable end.
+  static Result<RepairReport> repair(const std::string& path, std::shared_ptr<Os> os = nullptr);
+
+  class Impl;
+
+ private:
+  explicit Store(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace es
