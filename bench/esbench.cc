@@ -1,0 +1,305 @@
+// esbench: runs event-store workloads (append, reads, replay, open) against the
+// eventsource engine and SQLite, printing one JSON object per result on stdout
+// and a human-readable table on stderr. Exits non-zero if any workload fails.
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "bench/workloads.h"
+
+namespace esbench {
+namespace {
+
+constexpr const char* kUsage = R"(usage: esbench [flags]
+
+Runs event-store workloads and prints one JSON object per result line on
+stdout: {"workload","backend","n","seconds","ops_per_s","mb_per_s","p50_us",
+"p99_us","store_bytes","rss_bytes", plus extra keys}. A human-readable table
+and progress notes go to stderr, so stdout stays machine-readable.
+Exits 1 if any workload fails (an error, or a read that returns other events
+than were written), 2 on bad flags.
+
+flags:
+  --backend engine|sqlite|all   store to measure (default engine; all = both,
+                                side by side)
+  --workload NAME[,NAME..]|all  default all: append, append_sync,
+                                concurrent_append, read_stream, read_type,
+                                replay, open
+  --n N               events (default 1000000; 1e6 notation accepted)
+  --payload BYTES     payload size, exact (default 200)
+  --streams N         streams, written round-robin (default 10000)
+  --batch N           events per append in append (default 100, max 65535)
+  --durability none|group|each   durability of append (default none)
+  --threads N         threads of concurrent_append (default 16)
+  --store PATH        directory for the stores (default: a fresh temp dir in
+                      $TMPDIR or /tmp, removed at the end; a given PATH is kept)
+  --seed N            seed of payloads and random reads (default 42)
+  --help
+
+workloads:
+  append             n events in batches of --batch, each with the exact
+                     expected version; ops = events/s, latency per append call
+  append_sync        one event per append, durability each; n capped at 2000
+  concurrent_append  --threads threads appending single events to their own
+                     streams, durability each (group commit); n capped at 20000
+  read_stream        all events of min(streams, 1000) random streams of the
+                     append store; latency per stream
+  read_type          1000 pages of 100 events of one type (5 types round-robin)
+                     from a random position; latency per page
+  replay             a fresh process opens the store read-only and reads every
+                     event in global order; ops = events/s
+  open               open after a killed writer (open_crashed) and after a clean
+                     close (open_clean) of 10^4, 10^5, 10^6 events (10^7 when
+                     n >= 10^7; never more than n); p50/p99 of 3 opens
+
+Every read touches every payload byte. mb_per_s counts logical record bytes:
+payload, type, stream name, tenant, metadata and 72 bytes of fixed fields.
+Payloads cycle through a pool of up to 4096 distinct JSON order events.
+SQLite runs in WAL mode, synchronous=OFF for durability none and FULL
+otherwise, with one connection serialized by a mutex.
+)";
+
+struct Flags {
+  Config cfg;
+  std::string mode;  // "", "--internal-replay" or "--internal-crash-writer"
+  int result_fd = -1;
+  bool help = false;
+};
+
+bool parse_count(const std::string& text, uint64_t* out) {
+  if (text.empty()) return false;
+  errno = 0;
+  char* end = nullptr;
+  const unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (errno == 0 && *end == '\0' && text[0] != '-') {
+    *out = v;
+    return true;
+  }
+  // Scientific notation: 1e6, 2.5e5.
+  errno = 0;
+  const double d = std::strtod(text.c_str(), &end);
+  if (errno != 0 || *end != '\0' || !(d >= 0) || d > 1e18 || d != std::floor(d)) return false;
+  *out = static_cast<uint64_t>(d);
+  return true;
+}
+
+std::vector<std::string> split(const std::string& text) {
+  std::vector<std::string> out;
+  size_t begin = 0;
+  while (begin <= text.size()) {
+    const size_t comma = text.find(',', begin);
+    const size_t end = comma == std::string::npos ? text.size() : comma;
+    if (end > begin) out.push_back(text.substr(begin, end - begin));
+    if (comma == std::string::npos) break;
+    begin = comma + 1;
+  }
+  return out;
+}
+
+// Returns "" on success, else the problem.
+std::string parse_flags(int argc, char** argv, Flags* flags) {
+  Config& cfg = flags->cfg;
+  for (int i = 1; i < argc; ++i) {
+    std::string arg = argv[i];
+    std::string value;
+    bool has_value = false;
+    if (const size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+      has_value = true;
+    }
+    if (arg == "--help" || arg == "-h") {
+      flags->help = true;
+      continue;
+    }
+    if (arg == "--internal-replay" || arg == "--internal-crash-writer") {
+      flags->mode = arg;
+      continue;
+    }
+    if (!has_value) {
+      if (i + 1 >= argc) return arg + " needs a value";
+      value = argv[++i];
+    }
+    uint64_t number = 0;
+    auto need_count = [&](uint64_t min, uint64_t max) -> std::string {
+      if (!parse_count(value, &number) || number < min || number > max) {
+        return fmt::format("{} wants a number in {}..{}, got '{}'", arg, min, max, value);
+      }
+      return "";
+    };
+    std::string problem;
+    if (arg == "--backend") {
+      if (value == "all") {
+        cfg.backends = {"engine", "sqlite"};
+      } else if (value == "engine" || value == "sqlite") {
+        cfg.backends = {value};
+      } else {
+        return "--backend wants engine, sqlite or all, got '" + value + "'";
+      }
+    } else if (arg == "--workload") {
+      cfg.workloads.clear();
+      for (const std::string& w : split(value)) {
+        if (w == "all") {
+          cfg.workloads.assign(kWorkloads.begin(), kWorkloads.end());
+          continue;
+        }
+        bool known = false;
+        for (std::string_view k : kWorkloads) known = known || k == w;
+        if (!known) return "unknown workload '" + w + "' (see --help)";
+        cfg.workloads.push_back(w);
+      }
+      if (cfg.workloads.empty()) return "--workload is empty";
+    } else if (arg == "--n") {
+      if (problem = need_count(1, 1ull << 40); problem.empty()) cfg.n = number;
+    } else if (arg == "--payload") {
+      if (problem = need_count(0, 16ull << 20); problem.empty()) cfg.payload = number;
+    } else if (arg == "--streams") {
+      if (problem = need_count(1, 100000000); problem.empty()) cfg.streams = number;
+    } else if (arg == "--batch") {
+      if (problem = need_count(1, 65535); problem.empty()) cfg.batch = number;
+    } else if (arg == "--threads") {
+      if (problem = need_count(1, 4096); problem.empty()) cfg.threads = number;
+    } else if (arg == "--seed") {
+      if (problem = need_count(0, UINT64_MAX); problem.empty()) cfg.seed = number;
+    } else if (arg == "--result-fd") {
+      if (problem = need_count(0, 65535); problem.empty())
+        flags->result_fd = static_cast<int>(number);
+    } else if (arg == "--durability") {
+      if (value == "none") {
+        cfg.durability = es::Durability::kNone;
+      } else if (value == "group") {
+        cfg.durability = es::Durability::kGroup;
+      } else if (value == "each") {
+        cfg.durability = es::Durability::kEach;
+      } else {
+        return "--durability wants none, group or each, got '" + value + "'";
+      }
+    } else if (arg == "--store") {
+      if (value.empty()) return "--store is empty";
+      cfg.store = value;
+      cfg.keep_store = true;
+    } else {
+      return "unknown flag '" + arg + "' (see --help)";
+    }
+    if (!problem.empty()) return problem;
+  }
+  if (cfg.workloads.empty()) cfg.workloads.assign(kWorkloads.begin(), kWorkloads.end());
+  return "";
+}
+
+std::string self_exe(const char* argv0) {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return argv0;
+  return std::string(buf, static_cast<size_t>(n));
+}
+
+std::string cell(std::optional<double> v, int precision) {
+  return v ? fmt::format("{:.{}f}", *v, precision) : "-";
+}
+
+void print_table(const std::vector<Measurement>& results) {
+  fmt::print(stderr, "\n{:<18} {:<7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8}\n",
+             "workload", "backend", "n", "seconds", "ops/s", "MB/s", "p50 us", "p99 us", "store MB",
+             "RSS MB");
+  for (const Measurement& m : results) {
+    if (m.failed()) {
+      fmt::print(stderr, "{:<18} {:<7} FAILED: {}\n", m.workload, m.backend, m.error);
+      continue;
+    }
+    fmt::print(stderr, "{:<18} {:<7} {:>9} {:>9.3f} {:>12} {:>8} {:>10} {:>10} {:>9.1f} {:>8.1f}\n",
+               m.workload, m.backend, m.n, m.seconds, cell(m.ops_per_s, 0), cell(m.mb_per_s, 1),
+               cell(m.p50_us, 1), cell(m.p99_us, 1), static_cast<double>(m.store_bytes) / 1e6,
+               static_cast<double>(m.rss_bytes) / 1e6);
+  }
+}
+
+int run(int argc, char** argv) {
+  Flags flags;
+  if (std::string problem = parse_flags(argc, argv, &flags); !problem.empty()) {
+    fmt::print(stderr, "esbench: {}\n", problem);
+    return 2;
+  }
+  if (flags.help) {
+    fmt::print("{}", kUsage);
+    return 0;
+  }
+  Config& cfg = flags.cfg;
+  cfg.self_exe = self_exe(argv[0]);
+  if (!flags.mode.empty()) {
+    if (flags.result_fd < 0 || cfg.store.empty() || cfg.backends.size() != 1) {
+      fmt::print(stderr, "esbench: {} needs --result-fd, --store and one --backend\n", flags.mode);
+      return 2;
+    }
+    if (flags.mode == "--internal-replay") {
+      return replay_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
+    }
+    return crash_writer_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
+  }
+
+  std::string base = cfg.store;
+  if (base.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string pattern = std::string(tmp && *tmp ? tmp : "/tmp") + "/esbench-XXXXXX";
+    if (::mkdtemp(pattern.data()) == nullptr) {
+      fmt::print(stderr, "esbench: mkdtemp {}: {}\n", pattern, std::strerror(errno));
+      return 1;
+    }
+    base = pattern;
+  } else {
+    std::error_code ec;
+    std::filesystem::create_directories(base, ec);
+    if (ec) {
+      fmt::print(stderr, "esbench: cannot create {}: {}\n", base, ec.message());
+      return 1;
+    }
+  }
+  fmt::print(stderr,
+             "esbench: n={} payload={} streams={} batch={} durability={} threads={} seed={} "
+             "store={}\n",
+             cfg.n, cfg.payload, cfg.streams, cfg.batch, durability_name(cfg.durability),
+             cfg.threads, cfg.seed, base);
+
+  std::vector<Measurement> results;
+  {
+    Runner runner(cfg, base);
+    for (const std::string& workload : cfg.workloads) {
+      for (const std::string& backend : cfg.backends) {
+        for (Measurement& m : runner.run(workload, backend)) {
+          if (m.failed()) {
+            fmt::print(stderr, "esbench: FAILED {} on {}: {}\n", m.workload, m.backend, m.error);
+          } else {
+            fmt::print("{}\n", m.to_json());
+            std::fflush(stdout);
+          }
+          results.push_back(std::move(m));
+        }
+      }
+    }
+  }
+  print_table(results);
+  if (!cfg.keep_store) {
+    std::error_code ec;
+    std::filesystem::remove_all(base, ec);
+  }
+  size_t failures = 0;
+  for (const Measurement& m : results) failures += m.failed() ? 1 : 0;
+  if (failures > 0) {
+    fmt::print(stderr, "esbench: {} of {} results FAILED\n", failures, results.size());
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace esbench
+
+int main(int argc, char** argv) { return esbench::run(argc, argv); }

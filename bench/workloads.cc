@@ -1,0 +1,852 @@
+// The esbench workloads. Each one writes and/or reads through a Backend,
+// times with steady_clock, and verifies what it reads back (counts, versions,
+// positions and payload byte sums) so a broken store fails the run.
+#include "bench/workloads.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <latch>
+#include <thread>
+
+namespace esbench {
+namespace {
+
+namespace fs = std::filesystem;
+
+constexpr uint64_t kMaxPoolBytes = 64ull << 20;
+constexpr uint64_t kMaxPoolPayloads = 4096;
+
+// Where reads deposit byte sums they do not otherwise check, so the compiler
+// cannot skip touching the payloads.
+volatile uint64_t g_sink = 0;
+
+es::Status failure(std::string message) {
+  return es::Status(es::Code::kInvalidArgument, std::move(message));
+}
+
+std::string json_string(std::string_view s) {
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"' || c == '\\') {
+      out.push_back('\\');
+      out.push_back(c);
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += fmt::format("\\u{:04x}", static_cast<int>(c));
+    } else {
+      out.push_back(c);
+    }
+  }
+  out.push_back('"');
+  return out;
+}
+
+std::string json_number(std::optional<double> v, int precision) {
+  if (!v || !std::isfinite(*v)) return "null";
+  return fmt::format("{:.{}f}", *v, precision);
+}
+
+std::optional<double> rate(double amount, double seconds) {
+  if (seconds <= 0) return std::nullopt;
+  return amount / seconds;
+}
+
+uint64_t logical_bytes(const es::StreamId& stream, std::string_view type,
+                       std::string_view payload) {
+  return payload.size() + type.size() + stream.type.size() + 1 + stream.id.size() +
+         kFixedRecordBytes;
+}
+
+// What a write phase did, kept client-side to verify later reads.
+struct WriteStats {
+  std::vector<uint64_t> versions;     // per stream: its version after the phase
+  std::vector<uint64_t> stream_sums;  // per stream: byte sum of its payloads
+  uint64_t events = 0;
+  uint64_t calls = 0;
+  uint64_t payload_sum = 0;
+  uint64_t payload_bytes = 0;
+  uint64_t data_bytes = 0;  // logical record bytes (see ReadEvent::record_bytes)
+  double seconds = 0;
+  Samples latency;  // per append call
+};
+
+// Appends `n` events in batches of `batch`, batch k to stream k % streams,
+// each with the exact expected version; event i gets type i % 5 and payload i.
+es::Status write_events(Backend& backend, const PayloadPool& pool,
+                        const std::vector<es::StreamId>& streams, uint64_t n, uint64_t batch,
+                        es::Durability durability, WriteStats* out) {
+  out->versions.assign(streams.size(), 0);
+  out->stream_sums.assign(streams.size(), 0);
+  out->latency.reserve((n + batch - 1) / batch);
+  std::vector<BenchEvent> events(batch);
+  const auto start = Clock::now();
+  uint64_t i = 0;
+  while (i < n) {
+    const uint64_t count = std::min(batch, n - i);
+    const uint64_t s = out->calls % streams.size();
+    for (uint64_t k = 0; k < count; ++k) {
+      const std::string& payload = pool.at(i + k);
+      events[k].type = kEventTypes[(i + k) % kEventTypes.size()];
+      events[k].payload = payload;
+      out->stream_sums[s] += pool.sum_at(i + k);
+      out->payload_sum += pool.sum_at(i + k);
+      out->payload_bytes += payload.size();
+      out->data_bytes += logical_bytes(streams[s], events[k].type, payload);
+    }
+    const auto t0 = Clock::now();
+    es::Status status =
+        backend.append(streams[s], out->versions[s], std::span(events.data(), count), durability);
+    out->latency.add_seconds(seconds_since(t0));
+    if (!status.ok()) {
+      return es::Status(status.code(), fmt::format("append #{} ({} events to {} at version {}): {}",
+                                                   out->calls, count, streams[s].name(),
+                                                   out->versions[s], status.to_string()));
+    }
+    out->versions[s] += count;
+    out->events += count;
+    ++out->calls;
+    i += count;
+  }
+  out->seconds = seconds_since(start);
+  return es::Status();
+}
+
+std::vector<es::StreamId> order_streams(uint64_t count) {
+  std::vector<es::StreamId> ids;
+  ids.reserve(count);
+  for (uint64_t s = 0; s < count; ++s) ids.push_back(es::StreamId{"Order", std::to_string(s)});
+  return ids;
+}
+
+size_t pool_count(const Config& cfg) {
+  uint64_t count = std::min<uint64_t>(std::max<uint64_t>(cfg.n, 1), kMaxPoolPayloads);
+  if (cfg.payload > 0) count = std::min<uint64_t>(count, kMaxPoolBytes / cfg.payload);
+  return std::max<uint64_t>(count, 1);
+}
+
+void remove_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+}
+
+es::Status make_fresh_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::remove_all(dir, ec);
+  if (!fs::create_directories(dir, ec) || ec) {
+    return es::Status(es::Code::kIoError, "cannot create " + dir + ": " + ec.message());
+  }
+  return es::Status();
+}
+
+es::Status copy_dir(const std::string& from, const std::string& to) {
+  ES_RETURN_IF_ERROR(make_fresh_dir(to));
+  std::error_code ec;
+  fs::copy(from, to, fs::copy_options::recursive | fs::copy_options::overwrite_existing, ec);
+  if (ec) return es::Status(es::Code::kIoError, "copy " + from + " to " + to + ": " + ec.message());
+  return es::Status();
+}
+
+std::string error_text(const es::Status& status) { return status.to_string(); }
+
+// Runs this program with `args` (after argv[0]) and a pipe on which the child
+// reports; returns the child's pid and sets *read_fd.
+es::Result<pid_t> spawn_child(const Config& cfg, std::vector<std::string> args, int* read_fd) {
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return es::io_error("pipe2", errno);
+  // The write end must survive exec: dup it without O_CLOEXEC.
+  const int child_fd = ::fcntl(fds[1], F_DUPFD, 3);
+  if (child_fd < 0) return es::io_error("fcntl(F_DUPFD)", errno);
+  args.push_back("--result-fd");
+  args.push_back(std::to_string(child_fd));
+  std::vector<std::string> all = {cfg.self_exe};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid < 0) return es::io_error("fork", errno);
+  if (pid == 0) {
+    ::execv(cfg.self_exe.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(fds[1]);
+  ::close(child_fd);
+  *read_fd = fds[0];
+  return pid;
+}
+
+// Reads from `fd` until EOF, or until a newline when `line_only`.
+std::string read_report(int fd, bool line_only) {
+  std::string out;
+  char buf[4096];
+  for (;;) {
+    const ssize_t got = ::read(fd, buf, sizeof buf);
+    if (got < 0 && errno == EINTR) continue;
+    if (got <= 0) break;
+    out.append(buf, static_cast<size_t>(got));
+    if (line_only && out.find('\n') != std::string::npos) break;
+  }
+  return out;
+}
+
+std::string wait_text(int wstatus) {
+  if (WIFEXITED(wstatus)) return fmt::format("exit status {}", WEXITSTATUS(wstatus));
+  if (WIFSIGNALED(wstatus)) return fmt::format("killed by signal {}", WTERMSIG(wstatus));
+  return "unknown wait status";
+}
+
+void write_report(int fd, const std::string& text) {
+  size_t done = 0;
+  while (done < text.size()) {
+    const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    done += static_cast<size_t>(n);
+  }
+}
+
+std::vector<std::string> child_args(const Config& cfg, const char* mode, const std::string& backend,
+                                    const std::string& dir, uint64_t n) {
+  return {mode,
+          "--backend",
+          backend,
+          "--store",
+          dir,
+          "--n",
+          std::to_string(n),
+          "--payload",
+          std::to_string(cfg.payload),
+          "--streams",
+          std::to_string(cfg.streams),
+          "--batch",
+          std::to_string(cfg.batch),
+          "--seed",
+          std::to_string(cfg.seed)};
+}
+
+// Event counts for `open`: 10^4 .. 10^6 (10^7 only when n >= 10^7), never more than n.
+std::vector<uint64_t> open_sizes(uint64_t n) {
+  std::vector<uint64_t> sizes;
+  for (uint64_t size : {10000ull, 100000ull, 1000000ull, 10000000ull}) {
+    if (size <= n) sizes.push_back(size);
+  }
+  if (sizes.empty()) sizes.push_back(std::max<uint64_t>(n, 1));
+  return sizes;
+}
+
+}  // namespace
+
+const char* durability_name(es::Durability d) {
+  switch (d) {
+    case es::Durability::kNone:
+      return "none";
+    case es::Durability::kGroup:
+      return "group";
+    case es::Durability::kEach:
+      return "each";
+  }
+  return "?";
+}
+
+std::string Measurement::to_json() const {
+  std::string out = fmt::format(
+      R"({{"workload":{},"backend":{},"n":{},"seconds":{},"ops_per_s":{},"mb_per_s":{},)"
+      R"("p50_us":{},"p99_us":{},"store_bytes":{},"rss_bytes":{})",
+      json_string(workload), json_string(backend), n, json_number(seconds, 6),
+      json_number(ops_per_s, 1), json_number(mb_per_s, 2), json_number(p50_us, 2),
+      json_number(p99_us, 2), store_bytes, rss_bytes);
+  for (const auto& [key, value] : extra) out += fmt::format(",{}:{}", json_string(key), value);
+  out += "}";
+  return out;
+}
+
+std::unique_ptr<Backend> make_backend(const std::string& name) {
+  if (name == "engine") return make_engine_backend();
+  if (name == "sqlite") return make_sqlite_backend();
+  return nullptr;
+}
+
+struct Runner::Dataset {
+  std::string dir;
+  WriteStats writes;
+  uint64_t store_bytes = 0;
+};
+
+Runner::Runner(Config config, std::string base_dir)
+    : cfg_(std::move(config)),
+      base_(std::move(base_dir)),
+      pool_(cfg_.seed, cfg_.payload, pool_count(cfg_)),
+      stream_ids_(order_streams(cfg_.streams)) {}
+
+Runner::~Runner() = default;
+
+std::string Runner::fresh_dir(const std::string& name) { return base_ + "/" + name; }
+
+Measurement Runner::start(const std::string& workload, const std::string& backend) const {
+  Measurement m;
+  m.workload = workload;
+  m.backend = backend;
+  m.extra.emplace_back("payload", std::to_string(cfg_.payload));
+  return m;
+}
+
+std::vector<Measurement> Runner::run(const std::string& workload, const std::string& backend) {
+  if (workload == "append") return {run_append(backend)};
+  if (workload == "append_sync") return {run_append_sync(backend)};
+  if (workload == "concurrent_append") return {run_concurrent_append(backend)};
+  if (workload == "read_stream") return {run_read_stream(backend)};
+  if (workload == "read_type") return {run_read_type(backend)};
+  if (workload == "replay") return {run_replay(backend)};
+  if (workload == "open") return run_open(backend);
+  Measurement m = start(workload, backend);
+  m.error = "unknown workload";
+  return {m};
+}
+
+// Shared shape of the single-threaded write workloads.
+Measurement Runner::run_append(const std::string& backend) {
+  Measurement m = start("append", backend);
+  auto ds = std::make_unique<Dataset>();
+  ds->dir = fresh_dir(backend + "-append");
+  if (es::Status s = make_fresh_dir(ds->dir); !s.ok()) {
+    m.error = error_text(s);
+    return m;
+  }
+  std::unique_ptr<Backend> b = make_backend(backend);
+  es::Status status = b->open(ds->dir, false);
+  if (status.ok()) {
+    status = write_events(*b, pool_, stream_ids_, cfg_.n, cfg_.batch, cfg_.durability, &ds->writes);
+  }
+  if (status.ok()) {
+    auto last = b->last_position();
+    if (!last.ok()) {
+      status = last.take_status();
+    } else if (*last != ds->writes.events) {
+      status = failure(
+          fmt::format("store reports {} events after appending {}", *last, ds->writes.events));
+    }
+  }
+  m.rss_bytes = rss_bytes();
+  es::Status close_status = b->close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+  const WriteStats& w = ds->writes;
+  ds->store_bytes = dir_allocated_bytes(ds->dir);
+  m.n = w.events;
+  m.seconds = w.seconds;
+  m.ops_per_s = rate(static_cast<double>(w.events), w.seconds);
+  m.mb_per_s = rate(static_cast<double>(w.data_bytes) / 1e6, w.seconds);
+  m.p50_us = ds->writes.latency.percentile(50);
+  m.p99_us = ds->writes.latency.percentile(99);
+  m.store_bytes = ds->store_bytes;
+  m.extra.emplace_back("batch", std::to_string(cfg_.batch));
+  m.extra.emplace_back("durability", json_string(durability_name(cfg_.durability)));
+  m.extra.emplace_back("streams", std::to_string(cfg_.streams));
+  m.extra.emplace_back("calls", std::to_string(w.calls));
+  datasets_[backend] = std::move(ds);
+  return m;
+}
+
+Measurement Runner::run_append_sync(const std::string& backend) {
+  Measurement m = start("append_sync", backend);
+  const std::string dir = fresh_dir(backend + "-append_sync");
+  if (es::Status s = make_fresh_dir(dir); !s.ok()) {
+    m.error = error_text(s);
+    return m;
+  }
+  const uint64_t n = std::min(cfg_.n, kAppendSyncCap);
+  WriteStats w;
+  std::unique_ptr<Backend> b = make_backend(backend);
+  es::Status status = b->open(dir, false);
+  if (status.ok()) {
+    status = write_events(*b, pool_, stream_ids_, n, 1, es::Durability::kEach, &w);
+  }
+  m.rss_bytes = rss_bytes();
+  es::Status close_status = b->close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+  m.n = w.events;
+  m.seconds = w.seconds;
+  m.ops_per_s = rate(static_cast<double>(w.events), w.seconds);
+  m.mb_per_s = rate(static_cast<double>(w.data_bytes) / 1e6, w.seconds);
+  m.p50_us = w.latency.percentile(50);
+  m.p99_us = w.latency.percentile(99);
+  m.store_bytes = dir_allocated_bytes(dir);
+  m.extra.emplace_back("batch", "1");
+  m.extra.emplace_back("durability", json_string("each"));
+  m.extra.emplace_back("cap", std::to_string(kAppendSyncCap));
+  if (!cfg_.keep_store) remove_dir(dir);
+  return m;
+}
+
+Measurement Runner::run_concurrent_append(const std::string& backend) {
+  Measurement m = start("concurrent_append", backend);
+  const std::string dir = fresh_dir(backend + "-concurrent_append");
+  if (es::Status s = make_fresh_dir(dir); !s.ok()) {
+    m.error = error_text(s);
+    return m;
+  }
+  const uint64_t total = std::min(cfg_.n, kConcurrentCap);
+  const uint64_t threads = std::max<uint64_t>(1, std::min(cfg_.threads, total));
+  const uint64_t streams_per_thread = std::max<uint64_t>(1, cfg_.streams / threads);
+  std::unique_ptr<Backend> b = make_backend(backend);
+  es::Status status = b->open(dir, false);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+
+  struct PerThread {
+    Samples latency;
+    es::Status status;
+    uint64_t events = 0;
+    uint64_t data_bytes = 0;
+  };
+  std::vector<PerThread> per(threads);
+  std::latch start_line(static_cast<ptrdiff_t>(threads + 1));
+  std::vector<std::thread> workers;
+  for (uint64_t t = 0; t < threads; ++t) {
+    workers.emplace_back([&, t] {
+      PerThread& me = per[t];
+      const uint64_t count = total / threads + (t < total % threads ? 1 : 0);
+      std::vector<es::StreamId> mine;
+      for (uint64_t j = 0; j < streams_per_thread; ++j) {
+        mine.push_back(es::StreamId{"Conc", fmt::format("{}-{}", t, j)});
+      }
+      std::vector<uint64_t> versions(mine.size(), 0);
+      me.latency.reserve(count);
+      start_line.arrive_and_wait();
+      for (uint64_t k = 0; k < count; ++k) {
+        const uint64_t s = k % mine.size();
+        const uint64_t index = t * total + k;
+        BenchEvent event{kEventTypes[k % kEventTypes.size()], pool_.at(index)};
+        const auto t0 = Clock::now();
+        es::Status st =
+            b->append(mine[s], versions[s], std::span(&event, 1), es::Durability::kEach);
+        me.latency.add_seconds(seconds_since(t0));
+        if (!st.ok()) {
+          me.status = es::Status(st.code(), fmt::format("thread {} append to {}: {}", t,
+                                                        mine[s].name(), st.to_string()));
+          return;
+        }
+        ++versions[s];
+        ++me.events;
+        me.data_bytes += logical_bytes(mine[s], event.type, event.payload);
+      }
+    });
+  }
+  start_line.arrive_and_wait();
+  const auto t0 = Clock::now();
+  for (std::thread& w : workers) w.join();
+  const double seconds = seconds_since(t0);
+
+  Samples latency;
+  uint64_t events = 0;
+  uint64_t data_bytes = 0;
+  for (PerThread& p : per) {
+    if (status.ok() && !p.status.ok()) status = p.status;
+    latency.merge(p.latency);
+    events += p.events;
+    data_bytes += p.data_bytes;
+  }
+  if (status.ok()) {
+    auto last = b->last_position();
+    if (!last.ok()) {
+      status = last.take_status();
+    } else if (*last != total) {
+      status =
+          failure(fmt::format("store reports {} events after {} concurrent appends", *last, total));
+    }
+  }
+  m.rss_bytes = rss_bytes();
+  es::Status close_status = b->close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+  m.n = events;
+  m.seconds = seconds;
+  m.ops_per_s = rate(static_cast<double>(events), seconds);
+  m.mb_per_s = rate(static_cast<double>(data_bytes) / 1e6, seconds);
+  m.p50_us = latency.percentile(50);
+  m.p99_us = latency.percentile(99);
+  m.store_bytes = dir_allocated_bytes(dir);
+  m.extra.emplace_back("threads", std::to_string(threads));
+  m.extra.emplace_back("batch", "1");
+  m.extra.emplace_back("durability", json_string("each"));
+  m.extra.emplace_back("cap", std::to_string(kConcurrentCap));
+  if (!cfg_.keep_store) remove_dir(dir);
+  return m;
+}
+
+es::Result<Runner::Dataset*> Runner::dataset(const std::string& backend) {
+  auto it = datasets_.find(backend);
+  if (it != datasets_.end()) return it->second.get();
+  fmt::print(stderr, "esbench: writing {} events to {} for the read workloads (untimed)\n", cfg_.n,
+             backend);
+  auto ds = std::make_unique<Dataset>();
+  ds->dir = fresh_dir(backend + "-data");
+  ES_RETURN_IF_ERROR(make_fresh_dir(ds->dir));
+  std::unique_ptr<Backend> b = make_backend(backend);
+  ES_RETURN_IF_ERROR(b->open(ds->dir, false));
+  es::Status status =
+      write_events(*b, pool_, stream_ids_, cfg_.n, cfg_.batch, es::Durability::kNone, &ds->writes);
+  es::Status close_status = b->close();
+  ES_RETURN_IF_ERROR(status);
+  ES_RETURN_IF_ERROR(close_status);
+  ds->store_bytes = dir_allocated_bytes(ds->dir);
+  Dataset* raw = ds.get();
+  datasets_[backend] = std::move(ds);
+  return raw;
+}
+
+Measurement Runner::run_read_stream(const std::string& backend) {
+  Measurement m = start("read_stream", backend);
+  auto ds_or = dataset(backend);
+  if (!ds_or.ok()) {
+    m.error = error_text(ds_or.status());
+    return m;
+  }
+  const Dataset& ds = **ds_or;
+  std::unique_ptr<Backend> b = make_backend(backend);
+  es::Status status = b->open(ds.dir, false);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+  // K distinct random streams (partial Fisher-Yates).
+  std::vector<uint64_t> order(cfg_.streams);
+  for (uint64_t s = 0; s < order.size(); ++s) order[s] = s;
+  Rng rng(mix_seed(cfg_.seed, 0x5157));
+  const uint64_t k = std::min<uint64_t>(cfg_.streams, kReadStreamCount);
+  for (uint64_t i = 0; i < k; ++i) std::swap(order[i], order[i + rng.below(order.size() - i)]);
+
+  Samples latency;
+  latency.reserve(k);
+  uint64_t events = 0;
+  uint64_t data_bytes = 0;
+  const auto start_time = Clock::now();
+  for (uint64_t i = 0; i < k && status.ok(); ++i) {
+    const uint64_t s = order[i];
+    uint64_t count = 0;
+    uint64_t sum = 0;
+    bool in_order = true;
+    const auto t0 = Clock::now();
+    status = b->read_stream(stream_ids_[s], [&](const ReadEvent& e) {
+      ++count;
+      if (e.version != count) in_order = false;
+      sum += byte_sum(e.payload);
+      data_bytes += e.record_bytes;
+      return true;
+    });
+    latency.add_seconds(seconds_since(t0));
+    events += count;
+    if (status.ok() &&
+        (count != ds.writes.versions[s] || sum != ds.writes.stream_sums[s] || !in_order)) {
+      status = failure(fmt::format(
+          "read_stream {}: read {} events (byte sum {}, versions {}), wrote {} (byte sum {})",
+          stream_ids_[s].name(), count, sum, in_order ? "in order" : "OUT OF ORDER",
+          ds.writes.versions[s], ds.writes.stream_sums[s]));
+    }
+  }
+  const double seconds = seconds_since(start_time);
+  m.rss_bytes = rss_bytes();
+  es::Status close_status = b->close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+  m.n = events;
+  m.seconds = seconds;
+  m.ops_per_s = rate(static_cast<double>(events), seconds);
+  m.mb_per_s = rate(static_cast<double>(data_bytes) / 1e6, seconds);
+  m.p50_us = latency.percentile(50);
+  m.p99_us = latency.percentile(99);
+  m.store_bytes = ds.store_bytes;
+  m.extra.emplace_back("calls", std::to_string(k));
+  m.extra.emplace_back("store_events", std::to_string(ds.writes.events));
+  return m;
+}
+
+Measurement Runner::run_read_type(const std::string& backend) {
+  Measurement m = start("read_type", backend);
+  auto ds_or = dataset(backend);
+  if (!ds_or.ok()) {
+    m.error = error_text(ds_or.status());
+    return m;
+  }
+  const Dataset& ds = **ds_or;
+  const uint64_t total = ds.writes.events;
+  std::unique_ptr<Backend> b = make_backend(backend);
+  es::Status status = b->open(ds.dir, false);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+  Rng rng(mix_seed(cfg_.seed, 0x7e9e));
+  const uint64_t pages = std::min<uint64_t>(kReadTypePages, std::max<uint64_t>(1, total / 100));
+  const uint64_t types = kEventTypes.size();
+  // Events of type t among global indexes 0..x (event i has type i % types).
+  auto count_upto = [types](uint64_t t, int64_t x) -> uint64_t {
+    return x >= static_cast<int64_t>(t) ? (static_cast<uint64_t>(x) - t) / types + 1 : 0;
+  };
+  Samples latency;
+  latency.reserve(pages);
+  uint64_t events = 0;
+  uint64_t data_bytes = 0;
+  uint64_t touched = 0;
+  const auto start_time = Clock::now();
+  for (uint64_t page = 0; page < pages && status.ok() && total > 0; ++page) {
+    const uint64_t t = rng.below(types);
+    const uint64_t from = 1 + rng.below(total);
+    const std::string_view type = kEventTypes[t];
+    uint64_t count = 0;
+    uint64_t last = 0;
+    bool ok = true;
+    const auto t0 = Clock::now();
+    status = b->read_all(from, type, kReadTypePageSize, [&](const ReadEvent& e) {
+      ++count;
+      if (e.type != type || e.position < from || e.position <= last ||
+          (e.position - 1) % types != t) {
+        ok = false;
+      }
+      last = e.position;
+      touched += byte_sum(e.payload);
+      data_bytes += e.record_bytes;
+      return true;
+    });
+    latency.add_seconds(seconds_since(t0));
+    events += count;
+    const uint64_t expected =
+        std::min<uint64_t>(kReadTypePageSize, count_upto(t, static_cast<int64_t>(total) - 1) -
+                                                  count_upto(t, static_cast<int64_t>(from) - 2));
+    if (status.ok() && (count != expected || !ok)) {
+      status =
+          failure(fmt::format("read_all type {} from {}: read {} events ({}), expected {}", type,
+                              from, count, ok ? "all matching" : "SOME WRONG", expected));
+    }
+  }
+  const double seconds = seconds_since(start_time);
+  g_sink = touched;
+  m.rss_bytes = rss_bytes();
+  es::Status close_status = b->close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return m;
+  }
+  m.n = events;
+  m.seconds = seconds;
+  m.ops_per_s = rate(static_cast<double>(events), seconds);
+  m.mb_per_s = rate(static_cast<double>(data_bytes) / 1e6, seconds);
+  m.p50_us = latency.percentile(50);
+  m.p99_us = latency.percentile(99);
+  m.store_bytes = ds.store_bytes;
+  m.extra.emplace_back("calls", std::to_string(pages));
+  m.extra.emplace_back("page", std::to_string(kReadTypePageSize));
+  m.extra.emplace_back("store_events", std::to_string(total));
+  return m;
+}
+
+Measurement Runner::run_replay(const std::string& backend) {
+  Measurement m = start("replay", backend);
+  auto ds_or = dataset(backend);
+  if (!ds_or.ok()) {
+    m.error = error_text(ds_or.status());
+    return m;
+  }
+  const Dataset& ds = **ds_or;
+  int fd = -1;
+  auto pid = spawn_child(cfg_, child_args(cfg_, "--internal-replay", backend, ds.dir, cfg_.n), &fd);
+  if (!pid.ok()) {
+    m.error = error_text(pid.status());
+    return m;
+  }
+  const std::string report = read_report(fd, false);
+  ::close(fd);
+  int wstatus = 0;
+  ::waitpid(*pid, &wstatus, 0);
+  uint64_t events = 0, sum = 0, bytes = 0, rss = 0;
+  double seconds = 0, open_seconds = 0;
+  if (std::sscanf(report.c_str(), "ok %" SCNu64 " %" SCNu64 " %" SCNu64 " %lf %lf %" SCNu64,
+                  &events, &sum, &bytes, &seconds, &open_seconds, &rss) != 6) {
+    std::string text = report;
+    while (!text.empty() && text.back() == '\n') text.pop_back();
+    m.error = fmt::format("replay child failed ({}): {}", wait_text(wstatus),
+                          text.empty() ? "no report" : text);
+    return m;
+  }
+  if (events != ds.writes.events || sum != ds.writes.payload_sum) {
+    m.error = fmt::format("replay read {} events (payload byte sum {}), wrote {} (byte sum {})",
+                          events, sum, ds.writes.events, ds.writes.payload_sum);
+    return m;
+  }
+  m.n = events;
+  m.seconds = seconds;
+  m.ops_per_s = rate(static_cast<double>(events), seconds);
+  m.mb_per_s = rate(static_cast<double>(bytes) / 1e6, seconds);
+  m.store_bytes = ds.store_bytes;
+  m.rss_bytes = rss;
+  m.extra.emplace_back("open_s", json_number(open_seconds, 6));
+  m.extra.emplace_back("process", json_string("fresh"));
+  return m;
+}
+
+std::vector<Measurement> Runner::run_open(const std::string& backend) {
+  std::vector<Measurement> out;
+  for (uint64_t size : open_sizes(cfg_.n)) {
+    const std::string dir = fresh_dir(fmt::format("{}-open-{}", backend, size));
+    const std::string snapshot = dir + ".crashed";
+    Measurement crashed = start("open_crashed", backend);
+    Measurement clean = start("open_clean", backend);
+    crashed.n = clean.n = size;
+
+    // A child writes `size` events and is SIGKILLed after its last append
+    // returned; the crashed store is kept as a snapshot, restored before each
+    // timed open. The last recovered store, closed cleanly, serves open_clean.
+    es::Status status = make_fresh_dir(dir);
+    int fd = -1;
+    std::optional<pid_t> child;
+    if (status.ok()) {
+      auto pid =
+          spawn_child(cfg_, child_args(cfg_, "--internal-crash-writer", backend, dir, size), &fd);
+      if (pid.ok()) {
+        child = *pid;
+      } else {
+        status = pid.take_status();
+      }
+    }
+    if (child) {
+      const std::string report = read_report(fd, true);
+      ::close(fd);
+      ::kill(*child, SIGKILL);
+      int wstatus = 0;
+      ::waitpid(*child, &wstatus, 0);
+      if (report.rfind("ready", 0) != 0) {
+        std::string text = report;
+        while (!text.empty() && text.back() == '\n') text.pop_back();
+        status = failure(fmt::format("crash writer child failed ({}): {}", wait_text(wstatus),
+                                     text.empty() ? "no report" : text));
+      }
+    }
+    if (status.ok()) status = copy_dir(dir, snapshot);
+
+    auto timed_opens = [&](bool restore, Measurement* m) -> es::Status {
+      Samples samples;
+      for (int trial = 0; trial < kOpenTrials; ++trial) {
+        if (restore) ES_RETURN_IF_ERROR(copy_dir(snapshot, dir));
+        std::unique_ptr<Backend> b = make_backend(backend);
+        const auto t0 = Clock::now();
+        es::Status st = b->open(dir, false);
+        samples.add_seconds(seconds_since(t0));
+        if (!st.ok()) return st;
+        auto last = b->last_position();
+        m->rss_bytes = rss_bytes();
+        es::Status close_status = b->close();
+        if (!last.ok()) return last.take_status();
+        if (*last != size) {
+          return failure(fmt::format("open found {} events, {} were written", *last, size));
+        }
+        ES_RETURN_IF_ERROR(close_status);
+      }
+      m->p50_us = samples.percentile(50);
+      m->p99_us = samples.percentile(99);
+      m->seconds = *m->p50_us / 1e6;
+      m->store_bytes = dir_allocated_bytes(dir);
+      m->extra.emplace_back("trials", std::to_string(kOpenTrials));
+      return es::Status();
+    };
+
+    if (status.ok()) status = timed_opens(true, &crashed);
+    if (!status.ok()) crashed.error = error_text(status);
+    out.push_back(std::move(crashed));
+    if (status.ok()) status = timed_opens(false, &clean);
+    if (!status.ok()) clean.error = error_text(status);
+    out.push_back(std::move(clean));
+    remove_dir(snapshot);
+    if (!cfg_.keep_store) remove_dir(dir);
+  }
+  return out;
+}
+
+int replay_child(const Config& cfg, const std::string& backend, const std::string& dir,
+                 int result_fd) {
+  (void)cfg;
+  std::unique_ptr<Backend> b = make_backend(backend);
+  if (b == nullptr) {
+    write_report(result_fd, "error unknown backend\n");
+    return 2;
+  }
+  const auto open_start = Clock::now();
+  es::Status status = b->open(dir, true);
+  const double open_seconds = seconds_since(open_start);
+  uint64_t events = 0, sum = 0, bytes = 0;
+  double seconds = 0;
+  if (status.ok()) {
+    bool in_order = true;
+    const auto t0 = Clock::now();
+    status = b->read_all(1, "", UINT64_MAX, [&](const ReadEvent& e) {
+      ++events;
+      if (e.position != events) in_order = false;
+      sum += byte_sum(e.payload);
+      bytes += e.record_bytes;
+      return true;
+    });
+    seconds = seconds_since(t0);
+    if (status.ok() && !in_order) status = failure("read_all returned positions out of order");
+  }
+  const uint64_t rss = rss_bytes();
+  es::Status close_status = b->close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) {
+    write_report(result_fd, "error " + status.to_string() + "\n");
+    return 1;
+  }
+  write_report(result_fd, fmt::format("ok {} {} {} {:.9f} {:.9f} {}\n", events, sum, bytes, seconds,
+                                      open_seconds, rss));
+  return 0;
+}
+
+int crash_writer_child(const Config& cfg, const std::string& backend, const std::string& dir,
+                       int result_fd) {
+  std::unique_ptr<Backend> b = make_backend(backend);
+  if (b == nullptr) {
+    write_report(result_fd, "error unknown backend\n");
+    return 2;
+  }
+  const PayloadPool pool(cfg.seed, cfg.payload, pool_count(cfg));
+  const std::vector<es::StreamId> streams = order_streams(cfg.streams);
+  WriteStats w;
+  es::Status status = b->open(dir, false);
+  if (status.ok()) {
+    status = write_events(*b, pool, streams, cfg.n, cfg.batch, es::Durability::kNone, &w);
+  }
+  if (!status.ok()) {
+    write_report(result_fd, "error " + status.to_string() + "\n");
+    return 1;
+  }
+  write_report(result_fd, "ready\n");
+  for (;;) ::pause();  // until SIGKILL: no close, no checkpoint
+}
+
+}  // namespace esbench
