@@ -65,7 +65,7 @@ class EngineBackend final : public Backend {
         stream, es::ExpectedVersion::exact(es::StreamVersion(expected_version)), batch, options);
     if (!result.ok()) return result.take_status();
     if (result->version.value != expected_version + events.size()) {
-      return es::Status(es::Code::kInvalidArgument,
+      return es::Status(es::Code::kCorruption,
                         "append to " + stream.name() + " returned version " +
                             std::to_string(result->version.value) + ", expected " +
                             std::to_string(expected_version + events.size()));

@@ -31,8 +31,9 @@ constexpr uint64_t kMaxPoolPayloads = 4096;
 // cannot skip touching the payloads.
 volatile uint64_t g_sink = 0;
 
+// What was read back (or counted) differs from what was written.
 es::Status failure(std::string message) {
-  return es::Status(es::Code::kInvalidArgument, std::move(message));
+  return es::Status(es::Code::kCorruption, "read-back mismatch: " + std::move(message));
 }
 
 std::string json_string(std::string_view s) {
@@ -165,7 +166,12 @@ es::Result<pid_t> spawn_child(const Config& cfg, std::vector<std::string> args, 
   if (::pipe2(fds, O_CLOEXEC) != 0) return es::io_error("pipe2", errno);
   // The write end must survive exec: dup it without O_CLOEXEC.
   const int child_fd = ::fcntl(fds[1], F_DUPFD, 3);
-  if (child_fd < 0) return es::io_error("fcntl(F_DUPFD)", errno);
+  if (child_fd < 0) {
+    const int e = errno;
+    ::close(fds[0]);
+    ::close(fds[1]);
+    return es::io_error("fcntl(F_DUPFD)", e);
+  }
   args.push_back("--result-fd");
   args.push_back(std::to_string(child_fd));
   std::vector<std::string> all = {cfg.self_exe};
@@ -176,7 +182,11 @@ es::Result<pid_t> spawn_child(const Config& cfg, std::vector<std::string> args, 
   std::fflush(stdout);
   std::fflush(stderr);
   const pid_t pid = ::fork();
-  if (pid < 0) return es::io_error("fork", errno);
+  if (pid < 0) {
+    const int e = errno;
+    for (int fd : {fds[0], fds[1], child_fd}) ::close(fd);
+    return es::io_error("fork", e);
+  }
   if (pid == 0) {
     ::execv(cfg.self_exe.c_str(), argv.data());
     ::_exit(127);
@@ -739,14 +749,16 @@ std::vector<Measurement> Runner::run_open(const std::string& backend) {
     if (child) {
       const std::string report = read_report(fd, true);
       ::close(fd);
-      ::kill(*child, SIGKILL);
+      const bool ready = report.rfind("ready", 0) == 0;
+      if (ready) ::kill(*child, SIGKILL);
       int wstatus = 0;
       ::waitpid(*child, &wstatus, 0);
-      if (report.rfind("ready", 0) != 0) {
+      if (!ready) {
         std::string text = report;
         while (!text.empty() && text.back() == '\n') text.pop_back();
-        status = failure(fmt::format("crash writer child failed ({}): {}", wait_text(wstatus),
-                                     text.empty() ? "no report" : text));
+        status = es::Status(es::Code::kIoError,
+                            fmt::format("crash writer child failed ({}): {}", wait_text(wstatus),
+                                        text.empty() ? "no report" : text));
       }
     }
     if (status.ok()) status = copy_dir(dir, snapshot);
