@@ -1,0 +1,44 @@
+// The checkpoint file (PATH.ckpt): the durable end of the log and where the
+// persisted stream index is. An accelerator and a watermark, never the only
+// copy of anything. See format-spec.md "Checkpoint file".
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "engine/os.h"
+#include "engine/status.h"
+#include "engine/types.h"
+
+namespace es {
+
+inline constexpr uint64_t kNoSlot = ~0ull;
+
+struct Checkpoint {
+  Uuid store_id;
+  uint64_t durable_position = 0;   // every event <= this was synced before the file was written
+  uint64_t last_frame_offset = 0;  // file offset of the frame holding durable_position (0: empty)
+  uint64_t index_slot = kNoSlot;   // first slot of the persisted index segment
+  uint64_t index_epoch = 0;
+  int64_t written_us = 0;
+};
+
+std::string checkpoint_path(const std::string& data_path);
+
+// Writes PATH.ckpt atomically: temp file, fsync, rename, fsync(dir).
+// A crash at any step leaves the old or the new checkpoint, both valid.
+Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpoint& c,
+                             uint64_t seed, unsigned file_mode);
+
+// Reads PATH.ckpt. Missing: nullopt, problem empty. Unreadable/damaged/from
+// another store: nullopt with `problem` saying why (the caller falls back to a
+// full scan). I/O errors other than ENOENT are returned.
+Result<std::optional<Checkpoint>> read_checkpoint_file(Os& os, const std::string& data_path,
+                                                       const Uuid& store_id, uint64_t seed,
+                                                       std::string* problem);
+
+// Parses the bytes of a checkpoint file ("" = valid, else the reason).
+std::string parse_checkpoint(const uint8_t* p, size_t n, uint64_t seed, Checkpoint* out);
+
+}  // namespace es

@@ -1,0 +1,127 @@
+// Frames and records: encoding an append batch into one checksummed,
+// optionally zstd-compressed frame, and validating/decoding frames and
+// records read back from untrusted bytes. See format-spec.md "Frames".
+#pragma once
+
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "engine/types.h"
+
+namespace es {
+
+struct FrameHeader {
+  uint64_t checksum = 0;
+  uint32_t frame_len = 0;
+  uint8_t type = 0;
+  uint8_t flags = 0;
+  uint64_t file_offset = 0;
+  uint64_t epoch = 0;
+  uint64_t first_position = 0;
+  uint64_t durable_position = 0;
+  uint32_t count = 0;
+  uint32_t body_len = 0;
+  uint32_t raw_len = 0;
+  bool compressed() const;
+};
+
+enum class FrameState : uint8_t {
+  kValid,         // structure and checksum verified
+  kNeverWritten,  // all-zero header: the end of the written log
+  kBad,           // anything else; *error says why
+};
+
+// Validates the frame at `p` (with `avail` bytes up to the segment end) that
+// must sit at file offset `offset` in a segment of epoch `epoch`.
+// Never reads outside [p, p + avail).
+FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
+                       uint64_t seed, FrameHeader* out, std::string* error);
+
+// Decodes the record at `p` (`avail` bytes left in the body). Verifies
+// lengths, reserved bytes and the record checksum. Views point into `p`.
+bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
+                   uint32_t* record_len, std::string* error);
+
+// Decompresses a zstd frame body into `out` (exactly raw_len bytes expected).
+bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out,
+                     std::string* error);
+
+// Calls fn(const RecordedEvent&, uint32_t index) for each record of a valid
+// frame at `frame` (decompressing into *buf when needed). Returns false with
+// *error when a record is malformed or the records do not fill the body.
+template <class Fn>
+bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
+                     std::string* error, Fn&& fn);
+
+// Builds one frame. Callers serialize (one encoder per writer).
+class FrameEncoder {
+ public:
+  struct RecordFields {
+    const StreamId* stream;
+    const EventData* event;
+    Uuid id;
+    int64_t timestamp_us;
+    uint64_t position;
+    uint64_t version;
+  };
+
+  void reset();
+  void add(const RecordFields& r, uint64_t seed);
+  // Finishes the frame; compresses the body when it reaches `compress_min`
+  // (0 = never) and saves at least 1/8. Returns the frame bytes (valid until reset()).
+  std::span<const uint8_t> finish(uint64_t file_offset, uint64_t epoch, uint64_t first_position,
+                                  uint64_t durable_position, uint32_t compress_min, int level,
+                                  uint64_t seed);
+  // Size the frame would have uncompressed (for the "fits in segment" check).
+  uint64_t uncompressed_frame_len() const;
+  bool compressed() const { return compressed_; }
+  // Offsets of each record inside the uncompressed body.
+  const std::vector<uint32_t>& record_offsets() const { return offsets_; }
+  uint64_t raw_body_len() const { return body_.size(); }
+
+ private:
+  std::string body_;
+  std::string frame_;
+  std::string zbuf_;
+  std::vector<uint32_t> offsets_;
+  bool compressed_ = false;
+};
+
+// Encoded size of one record (for validation before encoding).
+uint64_t record_size(const StreamId& stream, const EventData& e);
+
+// Returns the body of a valid frame, decompressed into *buf if needed.
+bool frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf, const uint8_t** body,
+                std::string* error);
+
+template <class Fn>
+bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
+                     std::string* error, Fn&& fn) {
+  const uint8_t* body;
+  if (!frame_body(frame, h, buf, &body, error)) return false;
+  uint64_t off = 0;
+  for (uint32_t i = 0; i < h.count; ++i) {
+    RecordedEvent ev;
+    uint32_t len;
+    if (!decode_record(body + off, h.raw_len - off, seed, &ev, &len, error)) {
+      *error = "record " + std::to_string(i) + " of frame: " + *error;
+      return false;
+    }
+    if (ev.position.value != h.first_position + i) {
+      *error = "record " + std::to_string(i) + " has position " + std::to_string(ev.position.value) +
+               ", frame says " + std::to_string(h.first_position + i);
+      return false;
+    }
+    if (!fn(ev, i, static_cast<uint32_t>(off))) return true;
+    off += len;
+  }
+  if (off != h.raw_len) {
+    *error = "frame body has bytes after its last record";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace es

@@ -1,0 +1,165 @@
+// Store::Impl: the engine's state and the helpers shared by store.cc (open,
+// recovery, append, group commit, checkpoint) and verify.cc (verify, repair).
+// Internal: include only from engine/ and tests.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include "engine/checkpoint_file.h"
+#include "engine/frame.h"
+#include "engine/os.h"
+#include "engine/segment.h"
+#include "engine/store.h"
+#include "engine/stream_index.h"
+
+namespace es {
+
+// What the slot scan found in each segment slot of the data file.
+struct SlotInfo {
+  format::SegmentKind kind = format::SegmentKind::kFree;
+  uint64_t epoch = 0;
+  uint64_t first_position = 0;
+  uint64_t slot_count = 1;
+  uint64_t payload_len = 0;
+};
+
+// An event segment in log order, as readers see it. Immutable once published.
+struct EventSeg {
+  uint64_t slot = 0;
+  uint64_t epoch = 0;
+  uint64_t first_position = 0;
+};
+
+// Where a bad frame was found while scanning the log.
+struct BadFrame {
+  size_t seg_index = 0;  // index into the event segment list
+  uint64_t offset = 0;   // file offset
+  uint64_t expected_position = 0;
+  std::string why;
+};
+
+class Store::Impl {
+ public:
+  Impl(std::string path, const StoreOptions& options);
+  ~Impl();
+
+  Status open();
+  Status close();
+
+  // --- layout helpers ---
+  uint64_t slot_offset(uint64_t slot) const { return format::kFileHeaderSize + slot * seg_size_; }
+  uint64_t slot_of(uint64_t file_offset) const {
+    return (file_offset - format::kFileHeaderSize) / seg_size_;
+  }
+  const uint8_t* slot_map(uint64_t slot) const {
+    return slot < map_cap_ ? maps_[slot].load(std::memory_order_acquire) : nullptr;
+  }
+  std::string where(uint64_t slot, uint64_t offset) const;
+
+  // --- I/O helpers (errors name the file and the operation) ---
+  Status write_all(const void* p, size_t n, uint64_t off, const char* what);
+  Status read_exact(void* p, size_t n, uint64_t off, const char* what);
+  Status sync_data(const char* what);
+  Status map_slot(uint64_t slot);
+  Status zero_range(uint64_t off, uint64_t len);
+
+  // --- open / recovery ---
+  Status create_file();
+  Status read_slots();
+  Status load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan_off, uint64_t* expected);
+  // Scans frames from (segs_[seg_index], offset), indexing events. Stops at
+  // the end of the log or the first bad frame (returned in *bad).
+  Status scan_log(size_t seg_index, uint64_t offset, uint64_t expected, std::optional<BadFrame>* bad);
+  // True when some frame after `bad` proves that the bad frame had been durable.
+  bool later_frame_proves_durable(const BadFrame& bad) const;
+  struct Range {
+    uint64_t off, len;
+  };
+  // Appends the bytes of `ranges` to the side file (created on first use).
+  Status save_ranges(const std::vector<Range>& ranges, std::string* side_file,
+                     uint64_t* bytes_saved);
+  Status cut_log(const BadFrame& bad, std::string* side_file, uint64_t* bytes_cut,
+                 bool save_side_file);
+  Status index_frame(const uint8_t* frame, const FrameHeader& h, uint64_t offset, uint64_t slot);
+
+  // --- writes ---
+  Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
+                              std::span<const EventData> events, const AppendOptions& options);
+  Result<uint64_t> allocate_slots(format::SegmentKind kind, uint64_t count,
+                                  uint64_t first_position, uint64_t payload_len);
+  Status roll_segment(uint64_t first_position);
+  Status wait_durable(uint64_t position, Durability mode);
+  Status checkpoint_locked();
+  void publish_committed(uint64_t position);
+  Status poison(Status why);
+
+  // --- reads ---
+  // Reads the record a locator points to; views valid until the next call on this thread.
+  Status read_locator(uint64_t locator, RecordedEvent* ev) const;
+  Status read_stream(const StreamId& stream, StreamVersion from, uint64_t max_count,
+                     ReadDirection direction, const EventCallback& fn) const;
+  Status read_all(GlobalPosition from, const ReadFilter& filter, uint64_t max_count,
+                  const EventCallback& fn) const;
+  Result<GlobalPosition> refresh();
+  StoreStats stats() const;
+
+  // --- state ---
+  std::string path_;
+  StoreOptions opt_;
+  std::shared_ptr<Os> os_;
+  bool read_only_ = false;
+  int fd_ = -1;
+  bool closed_ = false;
+  FileHeader header_;
+  uint64_t seed_ = 0;
+  uint64_t seg_size_ = 0;
+
+  std::vector<SlotInfo> slots_;  // guarded by write_mu_
+  size_t map_cap_ = 0;
+  std::unique_ptr<std::atomic<const uint8_t*>[]> maps_;
+  std::unique_ptr<EventSeg[]> segs_;
+  std::atomic<uint32_t> seg_count_{0};
+
+  mutable std::shared_mutex index_mu_;
+  StreamIndex index_;
+  const uint8_t* index_map_ = nullptr;
+  size_t index_map_len_ = 0;
+  uint64_t index_slot_ = kNoSlot;
+  uint64_t index_epoch_ = 0;
+  uint64_t index_covers_ = 0;
+  std::optional<Checkpoint> ckpt_;
+  std::string ckpt_problem_;
+
+  std::atomic<uint64_t> committed_{0};
+
+  std::mutex write_mu_;
+  uint64_t next_position_ = 1;
+  uint64_t tail_offset_ = 0;  // 0: no event segment yet
+  uint64_t tail_slot_ = 0;
+  uint64_t tail_epoch_ = 0;
+  uint64_t next_epoch_ = 1;
+  uint64_t last_frame_offset_ = 0;
+  uint64_t bytes_since_checkpoint_ = 0;
+  std::atomic<bool> poisoned_{false};
+  mutable std::mutex poison_mu_;
+  Status poison_;  // guarded by poison_mu_
+  std::string poison_message() const;
+  // Repair mode (Store::repair): full scan, cut at the first bad frame, save the cut.
+  bool repair_mode_ = false;
+  RepairReport* repair_report_ = nullptr;
+  FrameEncoder encoder_;
+
+  std::mutex sync_mu_;
+  std::condition_variable sync_cv_;
+  std::atomic<uint64_t> written_{0};
+  std::atomic<uint64_t> synced_{0};
+  bool syncing_ = false;
+  std::atomic<int> in_flight_{0};
+};
+
+}  // namespace es

@@ -1,0 +1,351 @@
+// Store::verify (read every checksum and cross-check the index, reporting
+// every problem with its location, changing nothing) and Store::repair.
+#include <fcntl.h>
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+
+#include "engine/coding.h"
+#include "engine/format.h"
+#include "engine/store_impl.h"
+
+namespace es {
+
+namespace fh = format::frame_header;
+namespace sh = format::segment_header;
+using format::SegmentKind;
+
+namespace {
+
+class Verifier {
+ public:
+  Verifier(std::string path, std::shared_ptr<Os> os, const ProgressCallback& progress)
+      : path_(std::move(path)), os_(std::move(os)), progress_(progress) {}
+  ~Verifier() {
+    if (map_ != nullptr) os_->unmap(map_, size_);
+    if (fd_ >= 0) os_->close(fd_);
+  }
+
+  Result<VerifyReport> run();
+
+ private:
+  void problem(int64_t segment, int64_t offset, std::string what) {
+    report_.problems.push_back(VerifyProblem{path_, segment, offset, std::move(what)});
+  }
+  uint64_t slot_offset(uint64_t slot) const { return format::kFileHeaderSize + slot * seg_size_; }
+  void scan_segments();
+  void scan_segment(size_t si, uint64_t* expected, bool* stopped);
+  // First offset >= from in segment `si` where a valid frame starts, or 0.
+  uint64_t resync(size_t si, uint64_t from, FrameHeader* h) const;
+  void check_checkpoint_and_index();
+  void check_index(uint64_t slot, const SlotInfo& si, uint64_t durable);
+
+  std::string path_;
+  std::shared_ptr<Os> os_;
+  ProgressCallback progress_;
+  int fd_ = -1;
+  const uint8_t* map_ = nullptr;
+  uint64_t size_ = 0;
+  uint64_t seg_size_ = 0;
+  uint64_t seed_ = 0;
+  FileHeader header_;
+  std::vector<SlotInfo> slots_;
+  std::vector<EventSeg> segs_;
+  std::map<std::string, uint64_t> versions_;
+  std::map<uint64_t, std::pair<std::string, uint64_t>> by_position_;  // only used for index checks
+  uint64_t last_position_ = 0;
+  uint64_t torn_tail_offset_ = 0;
+  VerifyReport report_;
+};
+
+Result<VerifyReport> Verifier::run() {
+  fd_ = os_->open(path_, O_RDONLY, 0);
+  if (fd_ < 0)
+    return io_error(fmt::format("{}: cannot open: {}", path_, std::strerror(-fd_)), -fd_);
+  int64_t size = os_->file_size(fd_);
+  if (size < 0)
+    return io_error(fmt::format("{}: fstat failed", path_), static_cast<int>(-size));
+  size_ = static_cast<uint64_t>(size);
+  if (size_ < format::file_header::kSize) {
+    problem(-1, 0, fmt::format("file is {} bytes, too short for a store header", size_));
+    return report_;
+  }
+  int err = 0;
+  map_ = static_cast<const uint8_t*>(os_->map_read(fd_, 0, size_, &err));
+  if (map_ == nullptr)
+    return io_error(fmt::format("{}: mmap failed: {}", path_, std::strerror(err)), err);
+  std::string why = parse_file_header(map_, size_, &header_);
+  if (!why.empty()) {
+    problem(-1, 0, "file header: " + why);
+    return report_;
+  }
+  if (header_.version != format::kFormatVersion)
+    return not_supported(fmt::format("{}: format version {} is not {}", path_, header_.version,
+                                     format::kFormatVersion));
+  seg_size_ = header_.segment_size;
+  seed_ = header_.seed();
+  report_.bytes_checked += format::file_header::kSize;
+  if ((size_ - format::kFileHeaderSize) % seg_size_ != 0)
+    problem(-1, static_cast<int64_t>(size_),
+            fmt::format("file size {} is not the header plus whole segments of {} bytes (a "
+                        "partial segment at the end is ignored)",
+                        size_, seg_size_));
+  uint64_t nslots = (size_ - format::kFileHeaderSize) / seg_size_;
+  slots_.resize(nslots);
+  for (uint64_t slot = 0; slot < nslots; ++slot) {
+    const uint8_t* p = map_ + slot_offset(slot);
+    SegmentHeader h;
+    std::string w;
+    switch (parse_segment_header(p, slot, seed_, &h, &w)) {
+      case SegmentHeaderState::kZero: break;
+      case SegmentHeaderState::kBad:
+        if (!all_zero(p + sh::kSize, fh::kSize))
+          problem(static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)),
+                  "segment header: " + w);
+        break;
+      case SegmentHeaderState::kValid:
+        if (h.slot_count > nslots - slot) {
+          problem(static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)),
+                  "segment spans past the end of the file");
+          break;
+        }
+        slots_[slot] = SlotInfo{h.kind, h.epoch, h.first_position, h.slot_count, h.payload_len};
+        if (h.kind == SegmentKind::kEvents) segs_.push_back(EventSeg{slot, h.epoch, h.first_position});
+        slot += h.slot_count - 1;
+        break;
+    }
+    report_.bytes_checked += sh::kSize;
+  }
+  std::sort(segs_.begin(), segs_.end(),
+            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+  scan_segments();
+  check_checkpoint_and_index();
+  report_.streams = versions_.size();
+  return report_;
+}
+
+uint64_t Verifier::resync(size_t si, uint64_t from, FrameHeader* h) const {
+  const EventSeg& seg = segs_[si];
+  const uint64_t end = slot_offset(seg.slot) + seg_size_;
+  for (uint64_t off = align_up(from, format::kFrameAlign); off + fh::kSize <= end;
+       off += format::kFrameAlign) {
+    if (get_u64(map_ + off + fh::kFileOffset) != off) continue;
+    std::string why;
+    if (check_frame(map_ + off, end - off, off, seg.epoch, seed_, h, &why) == FrameState::kValid)
+      return off;
+  }
+  return 0;
+}
+
+void Verifier::scan_segments() {
+  uint64_t expected = 1;
+  bool stopped = false;
+  for (size_t si = 0; si < segs_.size() && !stopped; ++si) {
+    const EventSeg& seg = segs_[si];
+    if (seg.first_position != expected) {
+      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(slot_offset(seg.slot)),
+              fmt::format("segment starts at position {}, expected {} (events {}..{} are missing)",
+                          seg.first_position, expected, expected, seg.first_position - 1));
+      expected = seg.first_position;
+    }
+    scan_segment(si, &expected, &stopped);
+    if (progress_) progress_(slot_offset(seg.slot) + seg_size_, size_);
+  }
+  last_position_ = expected - 1;
+}
+
+void Verifier::scan_segment(size_t si, uint64_t* expected, bool* stopped) {
+  const EventSeg& seg = segs_[si];
+  const uint64_t base = slot_offset(seg.slot);
+  const uint64_t end = base + seg_size_;
+  std::string buf;
+  uint64_t off = base + sh::kSize;
+  while (off < end) {
+    FrameHeader h;
+    std::string why;
+    FrameState st = check_frame(map_ + off, end - off, off, seg.epoch, seed_, &h, &why);
+    if (st == FrameState::kNeverWritten) return;
+    if (st == FrameState::kValid && h.first_position != *expected) {
+      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
+              fmt::format("frame starts at position {}, expected {}", h.first_position, *expected));
+      *expected = h.first_position;
+    }
+    if (st == FrameState::kBad) {
+      FrameHeader next;
+      uint64_t at = resync(si, off + format::kFrameAlign, &next);
+      bool later_segment = si + 1 < segs_.size();
+      if (at == 0 && later_segment && segs_[si + 1].first_position == *expected)
+        return;  // junk after a failed write, retried in the next segment
+      if (at == 0 && !later_segment) {
+        // Nothing valid follows: a torn tail (a crashed or live writer). The
+        // next read-write open cuts it; it holds no acknowledged event.
+        torn_tail_offset_ = off;
+        *stopped = true;
+        return;
+      }
+      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
+              at == 0 ? why + " (rest of the segment skipped)"
+                      : fmt::format("{} ({} bytes skipped to the next valid frame)", why, at - off));
+      if (at == 0) return;
+      off = at;
+      continue;
+    }
+    report_.frames++;
+    report_.bytes_checked += h.frame_len;
+    bool ok = for_each_record(map_ + off, h, seed_, &buf, &why,
+                              [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
+      std::string key = ev.stream_name();
+      uint64_t& v = versions_[key];
+      if (ev.version.value != v + 1)
+        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
+                fmt::format("record {}: stream {} jumps from version {} to {}", i, key, v,
+                            ev.version.value));
+      v = ev.version.value;
+      report_.events++;
+      return true;
+    });
+    if (!ok) problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off), why);
+    *expected = h.first_position + h.count;
+    off += h.frame_len;
+  }
+}
+
+void Verifier::check_checkpoint_and_index() {
+  std::string why;
+  Result<std::optional<Checkpoint>> c =
+      read_checkpoint_file(*os_, path_, header_.store_id, seed_, &why);
+  const std::string ck = checkpoint_path(path_);
+  if (!c.ok()) {
+    report_.problems.push_back(VerifyProblem{ck, -1, 0, c.status().message()});
+    return;
+  }
+  if (!why.empty()) {
+    report_.problems.push_back(VerifyProblem{ck, -1, 0, why + " (open falls back to a full scan)"});
+    return;
+  }
+  if (!c.value()) return;
+  const Checkpoint& cp = **c;
+  report_.bytes_checked += format::checkpoint::kSize;
+  if (cp.durable_position > last_position_)
+    report_.problems.push_back(VerifyProblem{
+        ck, -1, static_cast<int64_t>(format::checkpoint::kDurablePosition),
+        fmt::format("checkpoint says events up to {} are durable, the log ends at {}",
+                    cp.durable_position, last_position_)});
+  if (torn_tail_offset_ != 0 && cp.durable_position > last_position_) {
+    // Already reported above; the torn tail is before the durable end.
+  }
+  if (cp.index_slot == kNoSlot) return;
+  if (cp.index_slot >= slots_.size() || slots_[cp.index_slot].kind != SegmentKind::kIndex ||
+      slots_[cp.index_slot].epoch != cp.index_epoch) {
+    problem(cp.index_slot < slots_.size() ? static_cast<int64_t>(cp.index_slot) : -1, -1,
+            "the index segment named by the checkpoint is missing");
+    return;
+  }
+  check_index(cp.index_slot, slots_[cp.index_slot], cp.durable_position);
+}
+
+void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) {
+  const uint64_t base = slot_offset(slot);
+  if (si.payload_len > si.slot_count * seg_size_ - sh::kSize) {
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base), "index length exceeds its segment");
+    return;
+  }
+  StreamIndex index;
+  StreamIndex::BlobInfo info;
+  std::string why = index.load_blob(map_ + base + sh::kSize, si.payload_len, seed_, true, &info);
+  report_.bytes_checked += si.payload_len;
+  if (!why.empty()) {
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), "index: " + why);
+    return;
+  }
+  if (info.covers_position != durable)
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
+            fmt::format("index covers position {}, checkpoint says {}", info.covers_position, durable));
+  // Every locator must lead to the record of that stream and version.
+  std::string buf;
+  for (const auto& [key, e] : index.entries()) {
+    for (uint64_t v = 1; v <= e.version(); ++v) {
+      uint64_t loc = e.locator(v);
+      uint64_t off = loc & format::kLocatorOffsetMask;
+      bool compressed = (loc & format::kLocatorCompressed) != 0;
+      std::string err = "index points outside the event segments";
+      RecordedEvent ev;
+      bool found = false;
+      if (off >= format::kFileHeaderSize && off < size_) {
+        uint64_t s = (off - format::kFileHeaderSize) / seg_size_;
+        uint64_t end = slot_offset(s) + seg_size_;
+        if (s < slots_.size() && slots_[s].kind == SegmentKind::kEvents && end <= size_) {
+          if (!compressed) {
+            uint32_t len;
+            found = off >= slot_offset(s) + sh::kSize &&
+                    decode_record(map_ + off, end - off, seed_, &ev, &len, &err);
+          } else {
+            FrameHeader h;
+            uint32_t want = static_cast<uint32_t>((loc >> 48) & 0x7fff);
+            if (check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &err) ==
+                FrameState::kValid) {
+              for_each_record(map_ + off, h, seed_, &buf, &err,
+                              [&](const RecordedEvent& r, uint32_t i, uint32_t) {
+                if (i == want) {
+                  ev = r;
+                  found = true;
+                  return false;
+                }
+                return true;
+              });
+            }
+          }
+        }
+      }
+      if (found && (ev.stream_name() != key || ev.version.value != v)) {
+        found = false;
+        err = fmt::format("it holds {} version {}", ev.stream_name(), ev.version.value);
+      }
+      if (!found) {
+        problem(static_cast<int64_t>(slot), static_cast<int64_t>(base),
+                fmt::format("index entry {} version {} -> offset {}: {}", key, v, hex(off), err));
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+Result<VerifyReport> Store::verify(const std::string& path, const ProgressCallback& progress,
+                                   std::shared_ptr<Os> os) {
+  Verifier v(path, os ? std::move(os) : default_os(), progress);
+  return v.run();
+}
+
+Result<RepairReport> Store::repair(const std::string& path, std::shared_ptr<Os> os) {
+  RepairReport report;
+  {
+    ES_ASSIGN_OR_RETURN(VerifyReport before, verify(path, {}, os));
+    report.problems = std::move(before.problems);
+  }
+  StoreOptions options;
+  options.os = os;
+  options.create = CreateMode::kMustExist;
+  options.mode = OpenMode::kReadWrite;
+  auto impl = std::make_unique<Impl>(path, options);
+  impl->repair_mode_ = true;
+  impl->repair_report_ = &report;
+  Status s = impl->open();
+  if (!s.ok()) {
+    impl->closed_ = true;
+    impl->close().ignore_error();
+    return s;
+  }
+  // A full scan replaced whatever the old checkpoint said; close() writes a new one.
+  if (!report.problems.empty()) report.changed = true;
+  report.kept_through = GlobalPosition(impl->committed_.load());
+  ES_RETURN_IF_ERROR(impl->close());
+  return report;
+}
+
+}  // namespace es
