@@ -10,7 +10,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cinttypes>
 #include <cmath>
 #include <cstdio>
@@ -325,7 +324,6 @@ std::vector<Measurement> Runner::run(const std::string& workload, const std::str
   return {m};
 }
 
-// Shared shape of the single-threaded write workloads.
 Measurement Runner::run_append(const std::string& backend) {
   Measurement m = start("append", backend);
   auto ds = std::make_unique<Dataset>();
