@@ -1,0 +1,239 @@
+#!/usr/bin/env bash
+# End-to-end test of esdump and es_example: example run, verify, export ->
+# import -> export round trip, import errors, JSON output, a flipped byte
+# found by verify, filters, and usage errors. Usage: esdump_test.sh ESDUMP ES_EXAMPLE
+set -uo pipefail
+
+esdump=$1
+example=$2
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+cd "$tmp"
+
+failures=0
+fail() {
+  echo "FAIL: $*" >&2
+  failures=$((failures + 1))
+}
+
+# run WANT_EXIT CMD...: runs CMD with stdout in out, stderr in err; checks its exit status.
+run() {
+  local want=$1
+  shift
+  local got=0
+  "$@" >out 2>err || got=$?
+  if [ "$got" != "$want" ]; then
+    fail "'$*' exited $got, want $want"
+    sed 's/^/  stdout: /' out | head -n 20 >&2
+    sed 's/^/  stderr: /' err | head -n 20 >&2
+    return 1
+  fi
+  return 0
+}
+
+# expect FILE PATTERN WHAT: FILE contains PATTERN (grep -E).
+expect() {
+  grep -Eq -- "$2" "$1" || fail "$3: '$2' not found in $1: $(head -c 400 "$1")"
+}
+
+# json_lines FILE: every line of FILE is a JSON object.
+json_lines() {
+  python3 -c '
+import json, sys
+n = 0
+for line in open(sys.argv[1], encoding="utf-8"):
+    assert isinstance(json.loads(line), dict), line
+    n += 1
+print(n)' "$1"
+}
+
+echo "== es_example"
+run 0 "$example" demo.evs && {
+  expect out 'conflict' "example shows a conflict"
+  expect out 'deduplicated=true' "example shows an idempotent retry"
+}
+[ -f demo.evs ] || {
+  echo "FAIL: es_example wrote no demo.evs" >&2
+  exit 1
+}
+
+echo "== verify clean"
+run 0 "$esdump" verify demo.evs && expect out ': clean$' "verify summary"
+
+echo "== info"
+run 0 "$esdump" info demo.evs && expect out '^events +[1-9]' "info shows events"
+run 0 "$esdump" info demo.evs --json && python3 -c '
+import json, sys
+info = json.load(open("out"))
+assert info["events"] > 20 and info["streams"] == 20, info
+assert info["last_position"] == info["events"], info' || fail "info --json"
+
+echo "== streams"
+run 0 "$esdump" streams demo.evs && {
+  [ "$(wc -l <out)" = 20 ] || fail "streams: want 20 lines, got $(wc -l <out)"
+  expect out '^Order-order-0001 +version [0-9]+$' "streams line format"
+}
+run 0 "$esdump" streams demo.evs --type Nope && [ ! -s out ] || fail "streams --type filters"
+
+echo "== events"
+run 0 "$esdump" events demo.evs --limit 5 && {
+  [ "$(wc -l <out)" = 5 ] || fail "events --limit 5 printed $(wc -l <out) lines"
+  expect out '^#1 Order-order-0001@1 OrderPlaced [0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:]{8}\.[0-9]{6}Z acme \{' \
+    "human event line"
+}
+run 0 "$esdump" events demo.evs --json && {
+  n=$(json_lines out) || fail "events --json is not JSON lines"
+  python3 -c '
+import json
+lines = [json.loads(l) for l in open("out")]
+keys = list(lines[0].keys())
+assert keys[:6] == ["position", "stream", "version", "type", "id", "time"], keys
+assert [e["position"] for e in lines] == list(range(1, len(lines) + 1))
+assert all(e["time"].endswith("Z") and len(e["time"]) == 27 for e in lines)
+assert all(isinstance(e["data"], dict) for e in lines)
+assert {e["tenant"] for e in lines} == {"acme", "globex"}' || fail "events --json content"
+}
+run 0 "$esdump" events demo.evs --stream Order-order-0001 --json && python3 -c '
+import json
+ev = [json.loads(l) for l in open("out")]
+assert ev and all(e["stream"] == "Order-order-0001" for e in ev)
+assert [e["version"] for e in ev] == list(range(1, len(ev) + 1))' || fail "events --stream"
+run 0 "$esdump" events demo.evs --stream Order-order-0001 --backward --limit 2 --json && python3 -c '
+import json
+ev = [json.loads(l) for l in open("out")]
+assert len(ev) == 2 and ev[0]["version"] == ev[1]["version"] + 1, ev' || fail "events --stream --backward"
+run 0 "$esdump" events demo.evs --backward --limit 3 --json && python3 -c '
+import json
+ev = [json.loads(l) for l in open("out")]
+assert [e["position"] for e in ev] == [ev[0]["position"], ev[0]["position"] - 1, ev[0]["position"] - 2], ev' ||
+  fail "events --backward"
+run 0 "$esdump" events demo.evs --tenant globex --type OrderPlaced --type OrderShipped --json && python3 -c '
+import json
+ev = [json.loads(l) for l in open("out")]
+assert ev and all(e["tenant"] == "globex" and e["type"] in ("OrderPlaced", "OrderShipped") for e in ev)' ||
+  fail "events --tenant --type"
+run 0 "$esdump" events demo.evs --stream-type Nope && [ ! -s out ] || fail "events --stream-type filters"
+
+echo "== export -> import -> export"
+"$esdump" export demo.evs >export1.jsonl || fail "export"
+run 0 "$esdump" import copy.evs export1.jsonl --segment-size 1M && expect err 'imported' "import summary"
+"$esdump" export copy.evs >export2.jsonl || fail "export of the copy"
+cmp -s export1.jsonl export2.jsonl || fail "export -> import -> export differs: $(diff export1.jsonl export2.jsonl | head -n 5)"
+run 0 "$esdump" verify copy.evs
+# From standard input, with small batches, the result is the same.
+run 0 "$esdump" import copy2.evs - --batch 1 --durability each <export1.jsonl &&
+  "$esdump" export copy2.evs >export3.jsonl && cmp -s export1.jsonl export3.jsonl ||
+  fail "import from stdin with --batch 1 differs"
+
+echo "== import: odd payloads, encodings, times, expected versions"
+cat >odd.jsonl <<'EOF'
+{"stream":"Cart-1","type":"Raw","data":"AAEC/w==","data_encoding":"base64","metadata":"bm90IGpzb24=","metadata_encoding":"base64","time":"2024-02-29T23:30:00.5+02:00","expected_version":"no_stream"}
+{"stream":"Cart-1","type":"Json","data":{"b":1,"a":[1.5,"x",null,true]},"metadata":{"k":"v"},"tenant":"t1","id":"0b7e5cc0-4a7a-4e2a-9a3e-3a4c1e2d0f00","correlation_id":"1b7e5cc0-4a7a-4e2a-9a3e-3a4c1e2d0f01","time":"1969-12-31T23:59:59.999999Z"}
+{"stream":"Cart-1","type":"Text","data":"just a string","expected_version":2}
+
+{"stream":"Cart-2","type":"Empty","data":"","data_encoding":"base64","expected_version":"any"}
+EOF
+run 0 "$esdump" import odd.evs odd.jsonl && run 0 "$esdump" export odd.evs && {
+  cp out odd_export.jsonl
+  python3 -c '
+import json
+ev = [json.loads(l) for l in open("odd_export.jsonl")]
+assert len(ev) == 4, ev
+assert ev[0]["data"] == "AAEC/w==" and ev[0]["data_encoding"] == "base64", ev[0]
+assert ev[0]["metadata"] == "bm90IGpzb24=" and ev[0]["metadata_encoding"] == "base64", ev[0]
+assert ev[0]["time"] == "2024-02-29T21:30:00.500000Z", ev[0]
+assert ev[1]["data"] == {"b": 1, "a": [1.5, "x", None, True]} and list(ev[1]["data"]) == ["b", "a"], ev[1]
+assert ev[1]["metadata"] == {"k": "v"} and ev[1]["tenant"] == "t1", ev[1]
+assert ev[1]["id"] == "0b7e5cc0-4a7a-4e2a-9a3e-3a4c1e2d0f00", ev[1]
+assert ev[1]["correlation_id"] == "1b7e5cc0-4a7a-4e2a-9a3e-3a4c1e2d0f01" and "causation_id" not in ev[1], ev[1]
+assert ev[1]["time"] == "1969-12-31T23:59:59.999999Z", ev[1]
+assert ev[2]["data"] == "just a string" and ev[2]["version"] == 3, ev[2]
+assert ev[3]["stream"] == "Cart-2" and ev[3]["data"] == "" and ev[3]["data_encoding"] == "base64", ev[3]
+assert "tenant" not in ev[0] and "metadata" not in ev[3], ev' || fail "odd payloads round trip"
+  run 0 "$esdump" import odd2.evs odd_export.jsonl && "$esdump" export odd2.evs >odd_export2.jsonl &&
+    cmp -s odd_export.jsonl odd_export2.jsonl || fail "odd payloads: export -> import -> export differs"
+}
+# A stale expected version is a conflict naming the line; earlier lines stay.
+printf '%s\n' '{"stream":"Cart-1","type":"Late","data":{},"expected_version":1}' >conflict.jsonl
+run 2 "$esdump" import odd.evs conflict.jsonl && expect err 'conflict.jsonl:1:' "conflict names the line"
+
+echo "== import stops at a malformed line 3"
+{
+  sed -n 1,2p export1.jsonl
+  echo '{"stream": "Order-x", "type": '
+  sed -n 3,5p export1.jsonl
+} >bad.jsonl
+run 2 "$esdump" import bad.evs bad.jsonl && expect err 'bad\.jsonl:3:' "error names line 3"
+run 0 "$esdump" events bad.evs --json && [ "$(json_lines out)" = 2 ] ||
+  fail "lines 1-2 should be committed, got $(wc -l <out) events"
+for line in '{"stream":"Order-1","type":"T"}' '{"stream":"NoDash","type":"T","data":1}' \
+  '{"stream":"Order-1","type":"T","data":1,"time":"yesterday"}' '[1,2]' \
+  '{"stream":"Order-1","type":"T","data":1,"id":"not-a-uuid"}' \
+  '{"stream":"Order-1","type":"T","data":"%%","data_encoding":"base64"}' \
+  '{"stream":"Order-1","type":"T","data":1,"expected_version":-3}' \
+  '{"stream":"Order-1","type":"T","data":1,"colour":"red"}' \
+  "$(python3 -c 'print("[" * 100000)')"; do
+  printf '%s\n' "$line" >one.jsonl
+  run 2 "$esdump" import reject.evs one.jsonl && expect err 'one\.jsonl:1: ' "bad line rejected: ${line:0:60}"
+done
+
+echo "== verify finds a flipped byte"
+cp demo.evs flip.evs
+[ -f demo.evs.ckpt ] && cp demo.evs.ckpt flip.evs.ckpt
+python3 - <<'EOF'
+# Flip one bit inside the first event's payload (the first '"customer"' key).
+data = bytearray(open("flip.evs", "rb").read())
+at = data.find(b'"customer"')
+assert at > 0, "payload not found in the data file"
+data[at + 3] ^= 0x01
+open("flip.evs", "r+b").write(data)
+EOF
+run 1 "$esdump" verify flip.evs && {
+  expect out '^flip\.evs.*segment [0-9]+ offset 0x[0-9a-f]+: ' "problem line names segment and offset"
+  expect out ' [1-9][0-9]* problems?$' "summary counts problems"
+}
+run 1 "$esdump" events flip.evs --json || true
+run 1 "$esdump" export flip.evs || true
+cp flip.evs fix.evs
+[ -f flip.evs.ckpt ] && cp flip.evs.ckpt fix.evs.ckpt
+run 0 "$esdump" repair fix.evs && {
+  expect out 'cut' "repair says what it cut"
+  run 0 "$esdump" verify fix.evs
+  ls fix.evs.cut-* >/dev/null 2>&1 || fail "repair left no side file"
+}
+
+echo "== garbage files never crash"
+head -c 100000 /dev/urandom >garbage.evs
+for cmd in info streams events export verify; do
+  got=0
+  "$esdump" "$cmd" garbage.evs >/dev/null 2>err || got=$?
+  [ "$got" = 1 ] || [ "$got" = 2 ] || fail "esdump $cmd on garbage exited $got: $(head -c 300 err)"
+done
+: >empty.evs
+got=0
+"$esdump" events empty.evs >/dev/null 2>&1 || got=$?
+[ "$got" -lt 3 ] || fail "esdump events on an empty file exited $got"
+
+echo "== usage errors"
+run 2 "$esdump"
+run 2 "$esdump" frobnicate demo.evs && expect err 'unknown command' "unknown command"
+run 2 "$esdump" events && expect err 'missing STORE' "missing store"
+run 2 "$esdump" events demo.evs --limit lots && expect err '--limit' "bad number"
+run 2 "$esdump" events demo.evs --bogus && expect err "unknown option '--bogus'" "unknown option"
+run 2 "$esdump" events demo.evs --from && expect err 'needs a value' "missing value"
+run 2 "$esdump" info demo.evs extra
+run 2 "$esdump" import x.evs in.jsonl --durability sometimes
+run 2 "$esdump" import x.evs in.jsonl --segment-size lots
+run 2 "$esdump" info missing.evs && expect err 'missing\.evs' "error names the file"
+run 2 "$esdump" verify missing.evs && expect err 'missing\.evs' "verify error names the file"
+run 2 "$esdump" import x.evs no-such-input.jsonl && expect err 'no-such-input\.jsonl' "import names the input"
+run 0 "$esdump" --help && expect out 'verify' "main help lists commands"
+for cmd in info streams events export import verify repair; do
+  run 0 "$esdump" "$cmd" --help && expect out "usage: esdump $cmd" "$cmd --help"
+done
+
+if [ "$failures" != 0 ]; then
+  echo "$failures failure(s)" >&2
+  exit 1
+fi
+echo "all esdump tests passed"
