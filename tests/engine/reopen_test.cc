@@ -1,0 +1,218 @@
+// Reopen tests: what a clean close leaves is read back exactly (read-write
+// and read-only), the checkpoint file is only an accelerator (the data file
+// alone reopens to the same state), and appends and idempotent retries carry
+// on across a reopen.
+#include <doctest/doctest.h>
+
+#include <cstdint>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/store.h"
+#include "tests/support/files.h"
+#include "tests/support/store_helpers.h"
+#include "tests/support/temp_dir.h"
+
+namespace es::testing {
+namespace {
+
+struct Snapshot {
+  std::vector<OwnedEvent> events;
+  std::vector<StreamInfo> streams;
+  GlobalPosition committed;
+  StoreStats stats;
+};
+
+Snapshot take_snapshot(const Store& store) {
+  Snapshot s;
+  ReadResult all = read_all_events(store);
+  ES_REQUIRE_OK(all.status);
+  s.events = std::move(all.events);
+  s.streams = store.list_streams();
+  s.committed = store.committed_position();
+  s.stats = store.stats();
+  return s;
+}
+
+void require_same_state(const Store& store, const Snapshot& want) {
+  const Snapshot got = take_snapshot(store);
+  REQUIRE(got.committed == want.committed);
+  REQUIRE(got.events.size() == want.events.size());
+  for (size_t i = 0; i < got.events.size(); ++i) {
+    INFO("event #" << i);
+    REQUIRE(got.events[i] == want.events[i]);
+  }
+  REQUIRE(got.streams.size() == want.streams.size());
+  for (size_t i = 0; i < got.streams.size(); ++i) {
+    INFO("stream #" << i << " " << want.streams[i].type << "-" << want.streams[i].id);
+    CHECK(got.streams[i].type == want.streams[i].type);
+    CHECK(got.streams[i].id == want.streams[i].id);
+    CHECK(got.streams[i].version == want.streams[i].version);
+    // Each stream read on its own matches the global log filtered to it.
+    const StreamId id{want.streams[i].type, want.streams[i].id};
+    ReadResult one = read_stream_events(store, id);
+    ES_REQUIRE_OK(one.status);
+    std::vector<OwnedEvent> expected;
+    for (const OwnedEvent& e : want.events) {
+      if (e.stream() == id) expected.push_back(e);
+    }
+    CHECK(one.events == expected);
+    CHECK(store.stream_version(id) == want.streams[i].version);
+  }
+  CHECK(got.stats.events == want.stats.events);
+  CHECK(got.stats.streams == want.stats.streams);
+  CHECK(got.stats.segment_size == want.stats.segment_size);
+  CHECK(got.stats.first_position == want.stats.first_position);
+  CHECK(got.stats.last_position == want.stats.last_position);
+}
+
+struct LastAppend {
+  StreamId stream;
+  ExpectedVersion expected = ExpectedVersion::any();
+  std::vector<EventData> events;
+  AppendResult result;
+};
+
+// Appends `appends` seeded batches with every field varied and payloads up to
+// 20 KiB (so 1 MiB segments roll). Returns the last append for retries.
+LastAppend fill_varied(Store& store, int appends, uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  LastAppend last;
+  for (int a = 0; a < appends; ++a) {
+    const StreamId stream{a % 3 == 0 ? "Order" : "Customer", "c" + std::to_string(rng() % 20)};
+    std::vector<EventData> events(1 + rng() % 4);
+    for (size_t i = 0; i < events.size(); ++i) {
+      EventData& e = events[i];
+      e.type = "Happened" + std::to_string(rng() % 4);
+      e.payload = std::string(rng() % 20000, static_cast<char>('A' + rng() % 26));
+      e.payload += "#" + std::to_string(a) + "." + std::to_string(i);
+      e.id = make_uuid(seed + a, i);
+      e.tenant = rng() % 3 == 0 ? "" : "tenant" + std::to_string(rng() % 2);
+      e.timestamp_us = 1'650'000'000'000'000 + a;
+      if (rng() % 2) e.correlation_id = make_uuid(rng(), rng());
+      if (rng() % 2) e.causation_id = make_uuid(rng(), rng());
+      e.metadata = "{\"a\":" + std::to_string(a) + "}";
+    }
+    const ExpectedVersion expected = ExpectedVersion::exact(store.stream_version(stream));
+    Result<AppendResult> r = store.append(stream, expected, events);
+    ES_REQUIRE_OK(r);
+    last = LastAppend{stream, expected, events, r.value()};
+  }
+  return last;
+}
+
+TEST_SUITE("reopen") {
+  TEST_CASE("a store reopened after a clean close reads back exactly what was written") {
+    TempDir dir("es-reopen");
+    const std::string path = dir.file("clean.evs");
+    Snapshot before;
+    LastAppend last;
+    {
+      std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+      last = fill_varied(*store, 300, 11);
+      before = take_snapshot(*store);
+      REQUIRE(before.stats.event_segments >= 2);
+      ES_REQUIRE_OK(store->close());
+      ES_CHECK_OK(store->close());  // idempotent
+    }
+    std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+    require_same_state(*store, before);
+
+    // Appends continue where the log ended, in the same streams.
+    const StreamId stream = last.stream;
+    const uint64_t version = store->stream_version(stream).value;
+    std::vector<EventData> more = {make_event("After", "after reopen")};
+    Result<AppendResult> r =
+        store->append(stream, ExpectedVersion::exact(StreamVersion(version)), more);
+    ES_REQUIRE_OK(r);
+    CHECK(r->first_position == GlobalPosition(before.committed.value + 1));
+    CHECK(r->version == StreamVersion(version + 1));
+    ES_REQUIRE_OK(store->close());
+
+    // A read-only open sees everything, including the append after reopen.
+    StoreOptions ro = small_store_options();
+    ro.mode = OpenMode::kReadOnly;
+    std::unique_ptr<Store> reader = open_or_fail(path, ro);
+    CHECK(reader->committed_position() == GlobalPosition(before.committed.value + 1));
+    ReadResult tail = read_all_events(*reader, before.committed);
+    ES_REQUIRE_OK(tail.status);
+    REQUIRE(tail.events.size() == 2);
+    CHECK(tail.events[0] == before.events.back());
+    CHECK(tail.events[1].payload == "after reopen");
+    ES_CHECK_OK(reader->close());
+  }
+
+  TEST_CASE("an idempotent retry is still deduplicated after a reopen") {
+    TempDir dir("es-reopen");
+    const std::string path = dir.file("retry.evs");
+    LastAppend last;
+    GlobalPosition committed;
+    {
+      std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+      last = fill_varied(*store, 40, 12);
+      committed = store->committed_position();
+      ES_REQUIRE_OK(store->close());
+    }
+    std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+    Result<AppendResult> r = store->append(last.stream, last.expected, last.events);
+    ES_REQUIRE_OK(r);
+    CHECK(r->deduplicated);
+    CHECK(r->first_position == last.result.first_position);
+    CHECK(r->last_position == last.result.last_position);
+    CHECK(r->version == last.result.version);
+    CHECK(store->committed_position() == committed);
+    ES_CHECK_OK(store->close());
+  }
+
+  TEST_CASE("a store reopens from the data file alone when the checkpoint file is missing") {
+    TempDir dir("es-reopen");
+    const std::string path = dir.file("nockpt.evs");
+    Snapshot before;
+    {
+      std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+      (void)fill_varied(*store, 200, 13);
+      before = take_snapshot(*store);
+      ES_REQUIRE_OK(store->close());
+    }
+    REQUIRE(file_exists(path + ".ckpt"));
+    remove_file(path + ".ckpt");
+    {
+      std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+      require_same_state(*store, before);
+      ES_REQUIRE_OK(store->close());
+    }
+    CHECK(file_exists(path + ".ckpt"));  // close wrote a new one
+    // Read-only without a checkpoint too.
+    remove_file(path + ".ckpt");
+    StoreOptions ro = small_store_options();
+    ro.mode = OpenMode::kReadOnly;
+    std::unique_ptr<Store> reader = open_or_fail(path, ro);
+    require_same_state(*reader, before);
+    ES_CHECK_OK(reader->close());
+  }
+
+  TEST_CASE("an empty store reopens empty") {
+    TempDir dir("es-reopen");
+    const std::string path = dir.file("empty.evs");
+    {
+      std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+      ES_REQUIRE_OK(store->close());
+    }
+    std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+    CHECK(store->committed_position() == GlobalPosition(0));
+    CHECK(store->list_streams().empty());
+    ReadResult all = read_all_events(*store);
+    ES_CHECK_OK(all.status);
+    CHECK(all.events.empty());
+    ReadResult none = read_stream_events(*store, StreamId{"Order", "1"});
+    ES_CHECK_OK(none.status);
+    CHECK(none.events.empty());
+    CHECK(store->stream_version(StreamId{"Order", "1"}) == StreamVersion(0));
+    ES_CHECK_OK(store->close());
+  }
+}
+
+}  // namespace
+}  // namespace es::testing
