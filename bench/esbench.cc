@@ -42,14 +42,19 @@ flags:
   --store PATH        directory for the stores (default: a fresh temp dir in
                       $TMPDIR or /tmp, removed at the end; a given PATH is kept)
   --seed N            seed of payloads and random reads (default 42)
+  --time-limit S      append_sync and concurrent_append stop after S seconds
+                      (default 10, 0 = none) and report the n they reached,
+                      with "time_limited":true
   --help
 
 workloads:
   append             n events in batches of --batch, each with the exact
                      expected version; ops = events/s, latency per append call
   append_sync        one event per append, durability each; n capped at 2000
+                     (and by --time-limit)
   concurrent_append  --threads threads appending single events to their own
                      streams, durability each (group commit); n capped at 20000
+                     (and by --time-limit); latency per append
   read_stream        all events of min(streams, 1000) random streams of the
                      append store; latency per stream
   read_type          1000 pages of 100 events of one type (5 types round-robin)
@@ -172,6 +177,13 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
     } else if (arg == "--result-fd") {
       if (problem = need_count(0, 65535); problem.empty())
         flags->result_fd = static_cast<int>(number);
+    } else if (arg == "--time-limit") {
+      char* end = nullptr;
+      const double seconds = std::strtod(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || !(seconds >= 0) || seconds > 1e6) {
+        return "--time-limit wants seconds >= 0, got '" + value + "'";
+      }
+      cfg.time_limit_s = seconds;
     } else if (arg == "--durability") {
       if (value == "none") {
         cfg.durability = es::Durability::kNone;
@@ -264,9 +276,9 @@ int run(int argc, char** argv) {
   }
   fmt::print(stderr,
              "esbench: n={} payload={} streams={} batch={} durability={} threads={} seed={} "
-             "store={}\n",
+             "time-limit={}s store={}\n",
              cfg.n, cfg.payload, cfg.streams, cfg.batch, durability_name(cfg.durability),
-             cfg.threads, cfg.seed, base);
+             cfg.threads, cfg.seed, cfg.time_limit_s, base);
 
   std::vector<Measurement> results;
   {

@@ -54,8 +54,12 @@ std::string make_payload(uint64_t seed, uint64_t index, size_t size) {
     small.push_back('}');
     return small;
   }
-  if (size >= 2) return "{" + std::string(size - 2, ' ') + "}";
-  return std::string(size, ' ');
+  std::string tiny(size, ' ');
+  if (size >= 2) {
+    tiny.front() = '{';
+    tiny.back() = '}';
+  }
+  return tiny;
 }
 
 PayloadPool::PayloadPool(uint64_t seed, size_t payload_size, size_t count) {

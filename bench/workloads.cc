@@ -82,9 +82,11 @@ struct WriteStats {
 
 // Appends `n` events in batches of `batch`, batch k to stream k % streams,
 // each with the exact expected version; event i gets type i % 5 and payload i.
+// Stops early (ok) once `deadline` has passed, if one is given.
 es::Status write_events(Backend& backend, const PayloadPool& pool,
                         const std::vector<es::StreamId>& streams, uint64_t n, uint64_t batch,
-                        es::Durability durability, WriteStats* out) {
+                        es::Durability durability, WriteStats* out,
+                        std::optional<Clock::time_point> deadline = std::nullopt) {
   out->versions.assign(streams.size(), 0);
   out->stream_sums.assign(streams.size(), 0);
   out->latency.reserve((n + batch - 1) / batch);
@@ -116,6 +118,7 @@ es::Status write_events(Backend& backend, const PayloadPool& pool,
     out->events += count;
     ++out->calls;
     i += count;
+    if (deadline && Clock::now() >= *deadline) break;
   }
   out->seconds = seconds_since(start);
   return es::Status();
@@ -145,14 +148,6 @@ es::Status make_fresh_dir(const std::string& dir) {
   if (!fs::create_directories(dir, ec) || ec) {
     return es::Status(es::Code::kIoError, "cannot create " + dir + ": " + ec.message());
   }
-  return es::Status();
-}
-
-es::Status copy_dir(const std::string& from, const std::string& to) {
-  ES_RETURN_IF_ERROR(make_fresh_dir(to));
-  std::error_code ec;
-  fs::copy(from, to, fs::copy_options::recursive | fs::copy_options::overwrite_existing, ec);
-  if (ec) return es::Status(es::Code::kIoError, "copy " + from + " to " + to + ": " + ec.message());
   return es::Status();
 }
 
@@ -301,6 +296,12 @@ Runner::Runner(Config config, std::string base_dir)
 
 Runner::~Runner() = default;
 
+std::optional<Clock::time_point> Runner::deadline() const {
+  if (cfg_.time_limit_s <= 0) return std::nullopt;
+  return Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                            std::chrono::duration<double>(cfg_.time_limit_s));
+}
+
 std::string Runner::fresh_dir(const std::string& name) { return base_ + "/" + name; }
 
 Measurement Runner::start(const std::string& workload, const std::string& backend) const {
@@ -382,7 +383,7 @@ Measurement Runner::run_append_sync(const std::string& backend) {
   std::unique_ptr<Backend> b = make_backend(backend);
   es::Status status = b->open(dir, false);
   if (status.ok()) {
-    status = write_events(*b, pool_, stream_ids_, n, 1, es::Durability::kEach, &w);
+    status = write_events(*b, pool_, stream_ids_, n, 1, es::Durability::kEach, &w, deadline());
   }
   m.rss_bytes = rss_bytes();
   es::Status close_status = b->close();
@@ -401,6 +402,7 @@ Measurement Runner::run_append_sync(const std::string& backend) {
   m.extra.emplace_back("batch", "1");
   m.extra.emplace_back("durability", json_string("each"));
   m.extra.emplace_back("cap", std::to_string(kAppendSyncCap));
+  m.extra.emplace_back("time_limited", w.events < n ? "true" : "false");
   if (!cfg_.keep_store) remove_dir(dir);
   return m;
 }
@@ -430,6 +432,7 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
   };
   std::vector<PerThread> per(threads);
   std::latch start_line(static_cast<ptrdiff_t>(threads + 1));
+  std::optional<Clock::time_point> stop_at;
   std::vector<std::thread> workers;
   for (uint64_t t = 0; t < threads; ++t) {
     workers.emplace_back([&, t] {
@@ -458,9 +461,11 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
         ++versions[s];
         ++me.events;
         me.data_bytes += logical_bytes(mine[s], event.type, event.payload);
+        if (stop_at && Clock::now() >= *stop_at) break;
       }
     });
   }
+  stop_at = deadline();  // before the latch releases the workers
   start_line.arrive_and_wait();
   const auto t0 = Clock::now();
   for (std::thread& w : workers) w.join();
@@ -479,9 +484,9 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
     auto last = b->last_position();
     if (!last.ok()) {
       status = last.take_status();
-    } else if (*last != total) {
-      status =
-          failure(fmt::format("store reports {} events after {} concurrent appends", *last, total));
+    } else if (*last != events) {
+      status = failure(
+          fmt::format("store reports {} events after {} concurrent appends", *last, events));
     }
   }
   m.rss_bytes = rss_bytes();
@@ -502,6 +507,7 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
   m.extra.emplace_back("batch", "1");
   m.extra.emplace_back("durability", json_string("each"));
   m.extra.emplace_back("cap", std::to_string(kConcurrentCap));
+  m.extra.emplace_back("time_limited", events < total ? "true" : "false");
   if (!cfg_.keep_store) remove_dir(dir);
   return m;
 }
@@ -720,51 +726,43 @@ Measurement Runner::run_replay(const std::string& backend) {
   return m;
 }
 
+// Fills a fresh `dir` with `size` events from a child process that is
+// SIGKILLed after its last append returned (no close, no final checkpoint).
+es::Status Runner::crash_write(const std::string& backend, const std::string& dir, uint64_t size) {
+  ES_RETURN_IF_ERROR(make_fresh_dir(dir));
+  int fd = -1;
+  auto pid =
+      spawn_child(cfg_, child_args(cfg_, "--internal-crash-writer", backend, dir, size), &fd);
+  if (!pid.ok()) return pid.take_status();
+  const std::string report = read_report(fd, true);
+  ::close(fd);
+  const bool ready = report.rfind("ready", 0) == 0;
+  if (ready) ::kill(*pid, SIGKILL);
+  int wstatus = 0;
+  ::waitpid(*pid, &wstatus, 0);
+  if (ready) return es::Status();
+  std::string text = report;
+  while (!text.empty() && text.back() == '\n') text.pop_back();
+  return es::Status(es::Code::kIoError,
+                    fmt::format("crash writer child failed ({}): {}", wait_text(wstatus),
+                                text.empty() ? "no report" : text));
+}
+
 std::vector<Measurement> Runner::run_open(const std::string& backend) {
   std::vector<Measurement> out;
   for (uint64_t size : open_sizes(cfg_.n)) {
     const std::string dir = fresh_dir(fmt::format("{}-open-{}", backend, size));
-    const std::string snapshot = dir + ".crashed";
     Measurement crashed = start("open_crashed", backend);
     Measurement clean = start("open_clean", backend);
     crashed.n = clean.n = size;
 
-    // A child writes `size` events and is SIGKILLed after its last append
-    // returned; the crashed store is kept as a snapshot, restored before each
-    // timed open. The last recovered store, closed cleanly, serves open_clean.
-    es::Status status = make_fresh_dir(dir);
-    int fd = -1;
-    std::optional<pid_t> child;
-    if (status.ok()) {
-      auto pid =
-          spawn_child(cfg_, child_args(cfg_, "--internal-crash-writer", backend, dir, size), &fd);
-      if (pid.ok()) {
-        child = *pid;
-      } else {
-        status = pid.take_status();
-      }
-    }
-    if (child) {
-      const std::string report = read_report(fd, true);
-      ::close(fd);
-      const bool ready = report.rfind("ready", 0) == 0;
-      if (ready) ::kill(*child, SIGKILL);
-      int wstatus = 0;
-      ::waitpid(*child, &wstatus, 0);
-      if (!ready) {
-        std::string text = report;
-        while (!text.empty() && text.back() == '\n') text.pop_back();
-        status = es::Status(es::Code::kIoError,
-                            fmt::format("crash writer child failed ({}): {}", wait_text(wstatus),
-                                        text.empty() ? "no report" : text));
-      }
-    }
-    if (status.ok()) status = copy_dir(dir, snapshot);
-
-    auto timed_opens = [&](bool restore, Measurement* m) -> es::Status {
+    // open_crashed: each trial opens what a freshly killed writer left (its
+    // unsynced pages included). open_clean: the last recovered store, closed
+    // cleanly, opened again.
+    auto timed_opens = [&](bool after_crash, Measurement* m) -> es::Status {
       Samples samples;
       for (int trial = 0; trial < kOpenTrials; ++trial) {
-        if (restore) ES_RETURN_IF_ERROR(copy_dir(snapshot, dir));
+        if (after_crash) ES_RETURN_IF_ERROR(crash_write(backend, dir, size));
         std::unique_ptr<Backend> b = make_backend(backend);
         const auto t0 = Clock::now();
         es::Status st = b->open(dir, false);
@@ -787,13 +785,12 @@ std::vector<Measurement> Runner::run_open(const std::string& backend) {
       return es::Status();
     };
 
-    if (status.ok()) status = timed_opens(true, &crashed);
+    es::Status status = timed_opens(true, &crashed);
     if (!status.ok()) crashed.error = error_text(status);
     out.push_back(std::move(crashed));
     if (status.ok()) status = timed_opens(false, &clean);
     if (!status.ok()) clean.error = error_text(status);
     out.push_back(std::move(clean));
-    remove_dir(snapshot);
     if (!cfg_.keep_store) remove_dir(dir);
   }
   return out;

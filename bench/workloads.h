@@ -40,6 +40,8 @@ struct Config {
   std::string store;        // base directory ("" = a fresh temp dir)
   bool keep_store = false;  // true when --store was given
   uint64_t seed = 42;
+  // append_sync and concurrent_append stop after this long (0 = no limit).
+  double time_limit_s = 10;
   std::string self_exe;  // this program, for fork+exec of child processes
 };
 
@@ -87,11 +89,14 @@ class Runner {
   Measurement run_read_type(const std::string& backend);
   Measurement run_replay(const std::string& backend);
   std::vector<Measurement> run_open(const std::string& backend);
+  es::Status crash_write(const std::string& backend, const std::string& dir, uint64_t size);
 
   // The store with cfg.n events for the read workloads (written by `append`,
   // or written now, untimed, when `append` did not run).
   es::Result<Dataset*> dataset(const std::string& backend);
   std::string fresh_dir(const std::string& name);
+  // Now + cfg.time_limit_s, or nullopt without a limit.
+  std::optional<Clock::time_point> deadline() const;
   Measurement start(const std::string& workload, const std::string& backend) const;
 
   Config cfg_;
