@@ -65,6 +65,12 @@ int finish_output(int code) {
   return code;
 }
 
+// "1 event", "2 events", "3 batches".
+std::string plural(uint64_t n, std::string_view noun) {
+  std::string_view suffix = n == 1 ? "" : (noun.ends_with("ch") ? "es" : "s");
+  return fmt::format("{} {}{}", n, noun, suffix);
+}
+
 std::string human_bytes(uint64_t bytes) {
   static constexpr const char* kUnits[] = {"bytes", "KiB", "MiB", "GiB", "TiB"};
   if (bytes < 1024) return fmt::format("{} bytes", bytes);
@@ -489,12 +495,13 @@ class Importer {
     if (events_.empty()) return true;
     Result<AppendResult> r = store_.append(stream_, expected_, events_, append_options_);
     if (!r.ok() && r.status().code() == Code::kInvalidArgument && events_.size() > 1) {
+      ExpectedVersion expected = expected_;  // then each event follows the one before
       for (size_t i = 0; i < events_.size(); ++i) {
-        r = store_.append(stream_, expected_, std::span<const EventData>(&events_[i], 1),
+        r = store_.append(stream_, expected, std::span<const EventData>(&events_[i], 1),
                           append_options_);
         if (!r.ok()) return fail(r.status(), lines_[i], lines_[i]);
         note(*r, 1);
-        expected_ = ExpectedVersion::exact(r->version);
+        expected = ExpectedVersion::exact(r->version);
       }
     } else if (!r.ok()) {
       return fail(r.status(), lines_.front(), lines_.back());
@@ -510,8 +517,8 @@ class Importer {
     std::string range = imported_ == 0
                             ? std::string()
                             : fmt::format(", positions {} .. {}", first_position_, last_position_);
-    err("esdump import: {} {} events into {} streams of {} in {} batches{}{}", what, imported_,
-        streams_.size(), store_.path(), batches_, range,
+    err("esdump import: {} {} into {} of {} in {}{}{}", what, plural(imported_, "event"),
+        plural(streams_.size(), "stream"), store_.path(), plural(batches_, "batch"), range,
         deduplicated_ == 0 ? std::string()
                            : fmt::format(" ({} were already stored and skipped)", deduplicated_));
   }
@@ -530,7 +537,7 @@ class Importer {
     std::string lines = first_line == last_line
                             ? std::string()
                             : fmt::format(" (lines {}-{})", first_line, last_line);
-    err("{}:{}: cannot append to {}{} with expected version {}: {}", input_name_, first_line,
+    err("{}:{}: cannot append to {}{} (expected: {}): {}", input_name_, first_line,
         printable(stream_.name()), lines, expected_.to_string(), s.to_string());
     events_.clear();
     lines_.clear();
@@ -693,8 +700,7 @@ int run_verify(const ParsedArgs& args) {
   if (report->clean()) {
     out_line(summary + "clean");
   } else {
-    size_t n = report->problems.size();
-    out_line(summary + fmt::format("{} problem{}", n, n == 1 ? "" : "s"));
+    out_line(summary + plural(report->problems.size(), "problem"));
   }
   return finish_output(report->clean() ? kExitOk : kExitDamage);
 }
