@@ -635,10 +635,11 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
   return Status();
 }
 
-Status Store::Impl::close() {
-  if (closed_) return Status();
+Status Store::Impl::close() { return release(/*checkpoint=*/!closed_); }
+
+Status Store::Impl::release(bool checkpoint) {
   Status result;
-  if (fd_ >= 0 && !read_only_ && !poisoned_ && maps_) {
+  if (checkpoint && fd_ >= 0 && !read_only_ && !poisoned_ && maps_) {
     std::lock_guard lock(write_mu_);
     result = checkpoint_locked();
   }
@@ -1265,8 +1266,7 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
   auto impl = std::make_unique<Impl>(path, options);
   Status s = impl->open();
   if (!s.ok()) {
-    impl->closed_ = true;  // nothing to checkpoint
-    impl->close().ignore_error();
+    impl->release(/*checkpoint=*/false).ignore_error();  // frees fd (and lock) and mappings
     return s;
   }
   return std::unique_ptr<Store>(new Store(std::move(impl)));

@@ -50,6 +50,9 @@ class Store::Impl {
 
   Status open();
   Status close();
+  // Unmaps and closes the file (releasing the writer lock); writes a
+  // checkpoint first when asked and possible. Idempotent.
+  Status release(bool checkpoint);
 
   // --- layout helpers ---
   uint64_t slot_offset(uint64_t slot) const { return format::kFileHeaderSize + slot * seg_size_; }
@@ -114,7 +117,7 @@ class Store::Impl {
   std::shared_ptr<Os> os_;
   bool read_only_ = false;
   int fd_ = -1;
-  bool closed_ = false;
+  std::atomic<bool> closed_{false};
   FileHeader header_;
   uint64_t seed_ = 0;
   uint64_t seg_size_ = 0;

@@ -337,8 +337,7 @@ Result<RepairReport> Store::repair(const std::string& path, std::shared_ptr<Os> 
   impl->repair_report_ = &report;
   Status s = impl->open();
   if (!s.ok()) {
-    impl->closed_ = true;
-    impl->close().ignore_error();
+    impl->release(/*checkpoint=*/false).ignore_error();
     return s;
   }
   // A full scan replaced whatever the old checkpoint said; close() writes a new one.
