@@ -276,6 +276,14 @@ class EventsPrinter {
       : q_(q), store_(store), command_(command) {}
 
   int run() {
+    if (q_.follow) {
+      // Installed before the first read so that an early Ctrl-C still ends cleanly.
+      struct sigaction action = {};
+      action.sa_handler = on_sigint;
+      sigemptyset(&action.sa_mask);
+      sigaction(SIGINT, &action, nullptr);
+      sigaction(SIGTERM, &action, nullptr);
+    }
     int code = q_.stream ? (q_.backward ? stream_backward() : stream_forward())
                          : (q_.backward ? all_backward() : all_forward());
     if (code == kExitOk && q_.follow) code = follow();
@@ -363,11 +371,6 @@ class EventsPrinter {
 
   // Polls for events a live writer appends until SIGINT or the limit.
   int follow() {
-    struct sigaction action = {};
-    action.sa_handler = on_sigint;
-    sigemptyset(&action.sa_mask);
-    sigaction(SIGINT, &action, nullptr);
-    sigaction(SIGTERM, &action, nullptr);
     while (!g_interrupted && !done()) {
       std::fflush(stdout);
       if (std::ferror(stdout)) return kExitError;

@@ -182,11 +182,12 @@ cp demo.evs flip.evs
 [ -f demo.evs.ckpt ] && cp demo.evs.ckpt flip.evs.ckpt
 python3 - <<'EOF'
 # Flip one bit inside the first event's payload (the first '"customer"' key).
-data = bytearray(open("flip.evs", "rb").read())
-at = data.find(b'"customer"')
-assert at > 0, "payload not found in the data file"
-data[at + 3] ^= 0x01
-open("flip.evs", "r+b").write(data)
+with open("flip.evs", "r+b") as f:
+    data = f.read()
+    at = data.find(b'"customer"')
+    assert at > 0, "payload not found in the data file"
+    f.seek(at + 3)
+    f.write(bytes([data[at + 3] ^ 0x01]))
 EOF
 run 1 "$esdump" verify flip.evs && {
   expect out '^flip\.evs.*segment [0-9]+ offset 0x[0-9a-f]+: ' "problem line names segment and offset"
@@ -231,6 +232,25 @@ run 0 "$esdump" --help && expect out 'verify' "main help lists commands"
 for cmd in info streams events export import verify repair; do
   run 0 "$esdump" "$cmd" --help && expect out "usage: esdump $cmd" "$cmd --help"
 done
+
+echo "== events --follow sees a live writer's appends, stops on SIGINT"
+"$example" live.evs >/dev/null || fail "es_example live.evs"
+before=$("$esdump" events live.evs | wc -l)
+"$esdump" events live.evs --follow --json >follow.out 2>follow.err &
+follower=$!
+"$example" live.evs >/dev/null || fail "second es_example run on live.evs"
+after=$("$esdump" events live.evs | wc -l)
+for _ in $(seq 100); do
+  [ "$(wc -l <follow.out)" -ge "$after" ] && break
+  sleep 0.1
+done
+kill -INT "$follower"
+got=0
+wait "$follower" || got=$?
+[ "$got" = 0 ] || fail "esdump events --follow exited $got after SIGINT: $(cat follow.err)"
+[ "$after" -gt "$before" ] && [ "$(wc -l <follow.out)" = "$after" ] ||
+  fail "--follow printed $(wc -l <follow.out) events, want $after"
+[ "$(json_lines follow.out)" = "$after" ] || fail "--follow output is not JSON lines"
 
 if [ "$failures" != 0 ]; then
   echo "$failures failure(s)" >&2
