@@ -4,8 +4,9 @@
 # found by verify, filters, and usage errors. Usage: esdump_test.sh ESDUMP ES_EXAMPLE
 set -uo pipefail
 
-esdump=$1
-example=$2
+# meson passes paths relative to the build directory; this script cd's away.
+esdump=$(realpath "$1")
+example=$(realpath "$2")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
