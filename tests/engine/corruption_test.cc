@@ -1,7 +1,8 @@
 // Bit rot in committed records: a flipped bit inside an event's payload is
 // found by verify() with its segment and offset, reading the damaged event
 // fails with kCorruption (never returning the damaged bytes), and the other
-// streams still read fine.
+// streams still read fine. Damage before the durable end fails open with its
+// location, and repair() cuts after the last good frame, saving what it cuts.
 #include <doctest/doctest.h>
 
 #include <cstdint>
@@ -12,6 +13,8 @@
 #include <string>
 
 #include "engine/store.h"
+#include "tests/support/batches.h"
+#include "tests/support/child.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
@@ -178,6 +181,81 @@ TEST_SUITE("corruption") {
     CHECK(report->frames == kStreams * kEventsPerStream);  // one frame per single-event batch
     CHECK(report->streams == kStreams);
     CHECK(report->bytes_checked > 0);
+  }
+  TEST_CASE("damage before the durable end fails open with its location and repair cuts it") {
+    constexpr MarkedBatchSpec kSpec{2, 40, 120};
+    constexpr uint64_t kBatches = 10;
+    constexpr uint64_t kDamaged = 5;
+    TempDir dir("es-bitrot");
+    const std::string path = dir.file("durable.evs");
+    // Synced batches from a writer that dies without a checkpoint: the frames
+    // after the damaged one prove it was durable.
+    Child writer = Child::spawn([&](const ChildPipes&) -> int {
+      StoreOptions options = small_store_options();
+      options.durability = Durability::kEach;
+      Result<std::unique_ptr<Store>> store = Store::open(path, options);
+      if (!store.ok()) return 3;
+      for (uint64_t b = 1; b <= kBatches; ++b) {
+        const auto events =
+            make_marked_batch(b, kSpec.events, kSpec.min_payload, kSpec.max_payload);
+        if (!(*store)->append(marked_stream(b), ExpectedVersion::any(), events).ok()) return 5;
+      }
+      _exit(0);
+    });
+    INFO("writer " << describe_wait_status(writer.wait()));
+    REQUIRE(writer.wait_exit_code() == 0);
+
+    const std::string damaged_payload =
+        marked_payload(kDamaged, 1, kSpec.min_payload, kSpec.max_payload);
+    const std::vector<uint64_t> hits = find_all(read_file(path), damaged_payload);
+    REQUIRE(hits.size() == 1);
+    const uint64_t flip_at = hits[0] + damaged_payload.size() / 2;
+    CAPTURE(flip_at);
+    flip_bit(path, flip_at, 2);
+
+    for (OpenMode mode : {OpenMode::kReadWrite, OpenMode::kReadOnly}) {
+      INFO("mode " << static_cast<int>(mode));
+      StoreOptions options = small_store_options();
+      options.mode = mode;
+      Result<std::unique_ptr<Store>> opened = Store::open(path, options);
+      INFO("open -> " << opened.status().to_string());
+      REQUIRE_FALSE(opened.ok());
+      CHECK(opened.status().code() == Code::kCorruption);
+      CHECK(opened.status().segment() >= 0);
+      CHECK(distance(opened.status().offset(), static_cast<int64_t>(flip_at)) < kNear);
+      CHECK(opened.status().message().find(path) != std::string::npos);
+      CHECK(mentions_offset(opened.status().message(), opened.status().offset()));
+    }
+
+    Result<RepairReport> repaired = Store::repair(path);
+    ES_REQUIRE_OK(repaired);
+    CHECK(repaired->changed);
+    CHECK(repaired->kept_through == GlobalPosition((kDamaged - 1) * kSpec.events));
+    CHECK(repaired->bytes_cut > 0);
+    CHECK_FALSE(repaired->problems.empty());
+    REQUIRE_FALSE(repaired->side_file.empty());
+    REQUIRE(file_exists(repaired->side_file));
+    // What was cut is kept: the batches after the damage are in the side file.
+    const std::string side = read_file(repaired->side_file);
+    CHECK(
+        find_all(side, marked_payload(kBatches, 0, kSpec.min_payload, kSpec.max_payload)).size() ==
+        1);
+
+    std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
+    CHECK(store->committed_position() == GlobalPosition((kDamaged - 1) * kSpec.events));
+    ReadResult all = read_all_events(*store);
+    ES_REQUIRE_OK(all.status);
+    const std::string problem = check_marked_log(all.events, kSpec);
+    INFO(problem);
+    CHECK(problem.empty());
+    ES_REQUIRE_OK(store->close());
+    Result<VerifyReport> report = Store::verify(path);
+    ES_REQUIRE_OK(report);
+    CHECK(report->clean());
+    // Nothing left to repair.
+    Result<RepairReport> again = Store::repair(path);
+    ES_REQUIRE_OK(again);
+    CHECK_FALSE(again->changed);
   }
 }
 

@@ -128,6 +128,7 @@ void run_kill_loop(int iterations, int store_every) {
     CHECK(report->clean());
   }
   // The random delays must have caught children in the middle of their run.
+  MESSAGE(iterations << " kills, " << kills_mid_run << " in the middle of a run of appends");
   CHECK(kills_mid_run > 0);
 }
 
@@ -295,6 +296,8 @@ void run_mt_kill_loop(int iterations, int store_every) {
     INFO("first problem: " << (report->clean() ? std::string("-") : report->problems[0].what));
     CHECK(report->clean());
   }
+  MESSAGE(iterations << " kills of four appending threads, " << kills_with_acks
+                     << " after some appends were acked");
   CHECK(kills_with_acks > 0);
 }
 
