@@ -642,7 +642,7 @@ int run_import(const ParsedArgs& args) {
     if (!ev.ok()) {
       // Everything before this line stays committed: append it, then report.
       bool flushed = importer.flush();
-      err("{}:{}: {}", input_name, line_no, ev.status().message());
+      err("{}:{}: {}", input_name, line_no, printable(ev.status().message()));
       (void)flushed;
       code = kExitError;
       break;
@@ -811,7 +811,8 @@ appends them to STORE (created if missing). Keys:
   "tenant"            tenant id
   "metadata"          any JSON, or base64 with "metadata_encoding": "base64"
   "correlation_id", "causation_id"   UUIDs
-  "time"              RFC 3339 with any offset (default: now)
+  "time"              RFC 3339 with any offset (default: now; the engine takes
+                      exactly 1970-01-01T00:00:00Z to mean now, too)
   "expected_version"  an exact version, or "any", "no_stream", "exists": starts a
                       new batch appended with that expectation
   "position", "version"   accepted and ignored (export writes them)
