@@ -506,6 +506,9 @@ TEST_SUITE("model") {
     ModelRun run(seed, small_store_options(), dir.file("model.evs"));
     run.run(4000);
     const StoreStats stats = run.store().stats();
+    MESSAGE(run.appends() << " appends, " << run.conflicts() << " conflicts, " << run.dedups()
+                          << " retries, " << run.reopens() << " reopens, " << stats.event_segments
+                          << " event segments");
     CHECK(stats.event_segments >= 2);  // the workload must have rolled segments
     CHECK(run.appends() > 1000);
     CHECK(run.conflicts() > 50);
@@ -521,8 +524,11 @@ TEST_SUITE("model") {
     StoreOptions options = small_store_options();
     options.compress_min_bytes = 512;
     ModelRun run(seed, options, dir.file("model.evs"));
-    run.run(3000);
+    run.run(5000);
     const StoreStats stats = run.store().stats();
+    MESSAGE(run.appends() << " appends, " << stats.compressed_frames << " compressed frames, "
+                          << stats.stored_record_bytes << " of " << stats.raw_record_bytes
+                          << " record bytes stored, " << stats.event_segments << " event segments");
     CHECK(stats.compressed_frames > 0);
     CHECK(stats.stored_record_bytes < stats.raw_record_bytes);
     CHECK(stats.event_segments >= 2);
