@@ -36,7 +36,7 @@ flags:
   --n N               events (default 1000000; 1e6 notation accepted)
   --payload BYTES     payload size, exact (default 200)
   --streams N         streams, written round-robin (default 10000)
-  --batch N           events per append in append (default 100, max 65535)
+  --batch N           events per append in append (default 100, max 32767)
   --durability none|group|each   durability of append (default none)
   --threads N         threads of concurrent_append (default 16)
   --store PATH        directory for the stores (default: a fresh temp dir in
@@ -171,13 +171,13 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
     } else if (arg == "--streams") {
       if (problem = need_count(1, 100000000); problem.empty()) cfg.streams = number;
     } else if (arg == "--batch") {
-      if (problem = need_count(1, 65535); problem.empty()) cfg.batch = number;
+      if (problem = need_count(1, 32767); problem.empty()) cfg.batch = number;
     } else if (arg == "--threads") {
       if (problem = need_count(1, 4096); problem.empty()) cfg.threads = number;
     } else if (arg == "--seed") {
       if (problem = need_count(0, UINT64_MAX); problem.empty()) cfg.seed = number;
     } else if (arg == "--result-fd") {
-      if (problem = need_count(0, 65535); problem.empty())
+      if (problem = need_count(0, 32767); problem.empty())
         flags->result_fd = static_cast<int>(number);
     } else if (arg == "--time-limit") {
       char* end = nullptr;

@@ -215,6 +215,19 @@ Status Store::Impl::open() {
   segs_ = std::make_unique<EventSeg[]>(map_cap_);
   for (size_t i = 0; i < map_cap_; ++i) maps_[i].store(nullptr, std::memory_order_relaxed);
 
+  if (!read_only_ && size > static_cast<int64_t>(format::kFileHeaderSize) &&
+      (static_cast<uint64_t>(size) - format::kFileHeaderSize) % seg_size_ != 0) {
+    // A file cut short inside a segment (copied half-way, truncated): pad the
+    // last segment back to full size; the missing bytes read as zeros, i.e.
+    // as a torn tail (or as damage, if the checkpoint says they were durable).
+    uint64_t whole = align_up(static_cast<uint64_t>(size) - format::kFileHeaderSize, seg_size_);
+    int r = os_->fallocate(fd_, 0, static_cast<uint64_t>(size),
+                           format::kFileHeaderSize + whole - static_cast<uint64_t>(size));
+    if (r < 0)
+      return io_error(fmt::format("{}: file ends inside a segment and extending it failed: {}",
+                                  path_, errno_text(-r)),
+                      -r);
+  }
   ES_RETURN_IF_ERROR(read_slots());
 
   uint64_t scan_seg = 0, scan_off = 0, expected = 1;
@@ -249,12 +262,20 @@ Status Store::Impl::open() {
   }
   committed_.store(next_position_ - 1, std::memory_order_release);
   written_.store(next_position_ - 1);
-  if (!read_only_) {
-    // Everything recovered becomes durable now, so the durable hints written
-    // into new frames are exact.
+  if (!read_only_ && next_position_ - 1 > index_covers_) {
+    // Everything recovered past the checkpoint becomes durable now, so the
+    // durable hints written into new frames are exact. (A clean open has
+    // nothing past the checkpoint and skips this sync.)
     ES_RETURN_IF_ERROR(sync_data("after recovery"));
   }
   synced_.store(next_position_ - 1);
+  if (!read_only_) {
+    // Index segments the checkpoint does not name are leftovers (replaced,
+    // or written by a checkpoint that crashed before its rename): free them.
+    for (uint64_t slot = 0; slot < slots_.size(); ++slot)
+      if (slots_[slot].kind == SegmentKind::kIndex && slots_[slot].slot_count > 0 && slot != index_slot_)
+        ES_RETURN_IF_ERROR(free_index_segment(slot));
+  }
   return Status();
 }
 
@@ -275,8 +296,9 @@ Status Store::Impl::read_slots() {
   std::vector<EventSeg> events;
   for (uint32_t i = 0; i < seg_count_.load(); ++i) events.push_back(segs_[i]);
   for (uint64_t slot = 0; slot < nslots; ++slot) {
-    // On refresh (read-only), re-read free slots too: the writer may reuse them.
-    if (slot < known && slots_[slot].kind != SegmentKind::kFree) continue;
+    // On refresh (read-only) re-read all but event segments: the writer frees
+    // index segments and reuses slots.
+    if (slot < known && slots_[slot].kind == SegmentKind::kEvents) continue;
     uint8_t buf[sh::kSize + fh::kSize];
     ES_RETURN_IF_ERROR(read_exact(buf, sizeof buf, slot_offset(slot), "reading a segment header"));
     SegmentHeader h;
@@ -416,7 +438,8 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   next_position_ = *expected;
   // Continue after the last indexed frame.
   if (info.covers_position > 0) {
-    uint64_t slot = slot_of(info.log_end_offset);
+    // -1: a last frame that fills its segment ends exactly at the next slot.
+    uint64_t slot = slot_of(info.log_end_offset - 1);
     for (uint32_t i = 0; i < seg_count_; ++i) {
       if (segs_[i].slot == slot) {
         *scan_seg = i;
@@ -541,7 +564,9 @@ bool Store::Impl::later_frame_proves_durable(const BadFrame& bad) const {
     uint64_t base = slot_offset(seg.slot);
     uint64_t end = base + seg_size_;
     const uint8_t* map = slot_map(seg.slot);
-    uint64_t off = si == bad.seg_index ? bad.offset + format::kFrameAlign : base + sh::kSize;
+    // From the bad offset itself: a valid frame with an unexpected position
+    // carries its own durable hint.
+    uint64_t off = si == bad.seg_index ? bad.offset : base + sh::kSize;
     for (; off + fh::kSize <= end; off += format::kFrameAlign) {
       const uint8_t* p = map + (off - base);
       if (get_u64(p + fh::kFileOffset) != off) continue;  // cheap filter first
@@ -610,8 +635,13 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
   uint32_t nsegs = seg_count_.load();
   // Ranges to drop: the rest of the bad frame's segment, then whole later segments.
   std::vector<Range> ranges;
-  const EventSeg& first = segs_[bad.seg_index];
-  ranges.push_back({bad.offset, slot_offset(first.slot) + seg_size_ - bad.offset});
+  const EventSeg first = segs_[bad.seg_index];
+  // A segment bad from its first frame on (e.g. it does not continue the
+  // previous one) goes whole, header included.
+  const bool drop_whole = bad.offset == slot_offset(first.slot) + sh::kSize;
+  const size_t keep_segs = drop_whole ? bad.seg_index : bad.seg_index + 1;
+  ranges.push_back({drop_whole ? slot_offset(first.slot) : bad.offset,
+                    slot_offset(first.slot) + seg_size_ - (drop_whole ? slot_offset(first.slot) : bad.offset)});
   for (size_t si = bad.seg_index + 1; si < nsegs; ++si)
     ranges.push_back({slot_offset(segs_[si].slot), seg_size_});
   *bytes_cut = 0;
@@ -622,15 +652,19 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
   }
   for (const Range& r : ranges) ES_RETURN_IF_ERROR(zero_range(r.off, r.len));
   // Later segments are now all-zero slots: free.
-  for (size_t si = bad.seg_index + 1; si < nsegs; ++si) {
+  for (size_t si = keep_segs; si < nsegs; ++si) {
     slots_[segs_[si].slot] = SlotInfo{};
     os_->unmap(maps_[segs_[si].slot].exchange(nullptr), seg_size_);
   }
-  seg_count_.store(static_cast<uint32_t>(bad.seg_index + 1), std::memory_order_release);
+  seg_count_.store(static_cast<uint32_t>(keep_segs), std::memory_order_release);
   ES_RETURN_IF_ERROR(sync_data("after cutting a torn tail"));
-  tail_slot_ = first.slot;
-  tail_epoch_ = first.epoch;
-  tail_offset_ = bad.offset;
+  if (!drop_whole) {
+    tail_slot_ = first.slot;
+    tail_epoch_ = first.epoch;
+    tail_offset_ = bad.offset;
+  } else if (keep_segs == 0) {
+    tail_offset_ = 0;  // no event segment left: the next append allocates one
+  }  // else: the scan left the tail at the end of the previous segment
   next_position_ = bad.expected_position;
   return Status();
 }
@@ -708,6 +742,14 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
   for (uint64_t k = 0; k < count; ++k)
     slots_[slot + k] = SlotInfo{kind, h.epoch, first_position, k == 0 ? count : 0, payload_len};
   return slot;
+}
+
+Status Store::Impl::free_index_segment(uint64_t slot) {
+  uint64_t span = std::max<uint64_t>(slots_[slot].slot_count, 1);
+  span = std::min<uint64_t>(span, slots_.size() - slot);
+  ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_));
+  for (uint64_t k = 0; k < span; ++k) slots_[slot + k] = SlotInfo{};
+  return Status();
 }
 
 Status Store::Impl::roll_segment(uint64_t first_position) {
@@ -926,6 +968,9 @@ Status Store::Impl::checkpoint_locked() {
   if (read_only_ || closed_) return Status();
   if (poisoned_)
     return closed(fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
+  if (next_position_ - 1 == index_covers_ && index_slot_ != kNoSlot && ckpt_ &&
+      ckpt_->durable_position == index_covers_)
+    return Status();  // nothing written since the last checkpoint
   {
     std::unique_lock lock(sync_mu_);
     while (syncing_) sync_cv_.wait(lock);
@@ -939,9 +984,6 @@ Status Store::Impl::checkpoint_locked() {
     publish_committed(written_.load());
   }
   const uint64_t covers = next_position_ - 1;
-  if (covers == index_covers_ && index_slot_ != kNoSlot && ckpt_ &&
-      ckpt_->durable_position == covers)
-    return Status();  // nothing new since the last checkpoint
   std::string blob = index_.build_blob(covers, tail_offset_, seed_);
   uint64_t count = (sh::kSize + blob.size() + seg_size_ - 1) / seg_size_;
   ES_ASSIGN_OR_RETURN(uint64_t slot, allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
@@ -983,11 +1025,10 @@ Status Store::Impl::checkpoint_locked() {
   index_slot_ = slot;
   index_epoch_ = c.index_epoch;
   index_covers_ = covers;
-  // The previous index segment is no longer referenced: its slots are free.
-  if (old_slot != kNoSlot && old_slot < slots_.size() && old_slot != slot) {
-    uint64_t span = slots_[old_slot].slot_count;
-    for (uint64_t k = 0; k < span && old_slot + k < slots_.size(); ++k) slots_[old_slot + k] = SlotInfo{};
-  }
+  // The previous index segment is no longer referenced: zero it (so no
+  // stale header or blob byte outlives it) and free its slots.
+  if (old_slot != kNoSlot && old_slot < slots_.size() && old_slot != slot)
+    free_index_segment(old_slot).ignore_error();  // retried at the next open
   bytes_since_checkpoint_ = 0;
   return Status();
 }
@@ -1027,22 +1068,25 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev) const {
     return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(slot, off),
                                   why.empty() ? "no frame at the indexed offset" : why, path_),
                       static_cast<int64_t>(slot), static_cast<int64_t>(off));
-  if (body_owner != this || body_frame != off || body_epoch != epoch || body_seed != seed_) {
-    const uint8_t* b;
-    body_owner = nullptr;
-    if (!frame_body(map + in, h, &body, &b, &why))
-      return corruption(fmt::format("{}: {}", where(slot, off), why), static_cast<int64_t>(slot),
-                        static_cast<int64_t>(off));
-    body_owner = this;
-    body_frame = off;
-    body_epoch = epoch;
-    body_seed = seed_;
+  const uint8_t* p = map + in + fh::kSize;
+  if (h.compressed()) {
+    if (body_owner != this || body_frame != off || body_epoch != epoch || body_seed != seed_) {
+      const uint8_t* b;
+      body_owner = nullptr;
+      if (!frame_body(map + in, h, &body, &b, &why))
+        return corruption(fmt::format("{}: {}", where(slot, off), why), static_cast<int64_t>(slot),
+                          static_cast<int64_t>(off));
+      body_owner = this;
+      body_frame = off;
+      body_epoch = epoch;
+      body_seed = seed_;
+    }
+    p = reinterpret_cast<const uint8_t*>(body.data());
   }
-  const uint8_t* p = reinterpret_cast<const uint8_t*>(body.data());
   uint64_t pos = 0;
   for (uint32_t i = 0; i <= want; ++i) {
     uint32_t len;
-    if (i >= h.count || !decode_record(p + pos, body.size() - pos, seed_, ev, &len, &why))
+    if (i >= h.count || !decode_record(p + pos, h.raw_len - pos, seed_, ev, &len, &why))
       return corruption(fmt::format("{}: record {}: {}", where(slot, off), i,
                                     why.empty() ? "index names a record past the frame's count" : why),
                         static_cast<int64_t>(slot), static_cast<int64_t>(off));

@@ -112,13 +112,16 @@ class Store {
   // Afterwards every call returns kClosed. Idempotent.
   Status close();
 
-  // Appends `events` (1 .. 65535 events, all-or-nothing) to `stream` if
+  // Appends `events` (1 .. 32767 events, all-or-nothing) to `stream` if
   // `expected` accepts its current version. Idempotent retry: if the stream's
   // last events carry exactly the ids of `events` (same order) and `expected`
   // accepted the version before them, nothing is written and the stored
   // positions are returned with deduplicated = true.
   // Errors: kConflict (actual_version() = current version), kInvalidArgument,
-  // kIoError (then the store refuses writes: kClosed until reopened), kReadOnly.
+  // kReadOnly, kIoError naming file and operation. After a failed fdatasync
+  // the store refuses writes (kClosed) until reopened; other I/O errors (e.g.
+  // ENOSPC/EFBIG allocating a segment) fail only that append, nothing acked
+  // is lost, and appends may succeed again once space is available.
   Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
                               std::span<const EventData> events,
                               const AppendOptions& options = {});

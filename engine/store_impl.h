@@ -96,6 +96,7 @@ class Store::Impl {
   Result<uint64_t> allocate_slots(format::SegmentKind kind, uint64_t count,
                                   uint64_t first_position, uint64_t payload_len);
   Status roll_segment(uint64_t first_position);
+  Status free_index_segment(uint64_t slot);
   Status wait_durable(uint64_t position, Durability mode);
   Status checkpoint_locked();
   void publish_committed(uint64_t position);

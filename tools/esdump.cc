@@ -34,7 +34,7 @@ constexpr int kExitError = 2;   // usage or I/O error
 
 constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
 constexpr uint64_t kDefaultImportBatch = 100;
-constexpr uint64_t kMaxImportBatch = 65535;     // the engine's per-append limit
+constexpr uint64_t kMaxImportBatch = 32767;     // the engine's per-append limit
 constexpr uint64_t kBackwardChunk = 4096;       // positions per backward read_all step
 constexpr long kFollowPollNanos = 200'000'000;  // 200 ms between refreshes
 
@@ -823,7 +823,7 @@ before it is committed, nothing after it is. Importing events a store already
 holds appends them again: an event id is only recognised when it retries the
 latest batch of its stream.
 
-  --batch N             events per batch, 1 .. 65535 (default 100)
+  --batch N             events per batch, 1 .. 32767 (default 100)
   --durability MODE     none (default; the store is synced once at the end),
                         group or each (sync every batch)
   --segment-size BYTES  segment size of a new store, e.g. 64M (default 64M)
