@@ -2,7 +2,6 @@
 #include "engine/checkpoint_file.h"
 
 #include <fcntl.h>
-
 #include <fmt/format.h>
 
 #include <cerrno>
@@ -25,8 +24,9 @@ static Status write_all(Os& os, int fd, const uint8_t* p, size_t n, uint64_t off
   while (n > 0) {
     ssize_t w = os.pwrite(fd, p, n, off);
     if (w < 0)
-      return io_error(fmt::format("{}: write failed: {}", path, std::strerror(static_cast<int>(-w))),
-                      static_cast<int>(-w));
+      return io_error(
+          fmt::format("{}: write failed: {}", path, std::strerror(static_cast<int>(-w))),
+          static_cast<int>(-w));
     if (w == 0) return io_error(fmt::format("{}: write made no progress", path), EIO);
     p += w;
     n -= static_cast<size_t>(w);
@@ -53,14 +53,12 @@ Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpo
   const std::string final_path = checkpoint_path(data_path);
   int fd = os.open(tmp, O_WRONLY | O_CREAT | O_TRUNC, file_mode);
   if (fd < 0)
-    return io_error(fmt::format("{}: cannot create checkpoint temp file: {}", tmp,
-                                std::strerror(-fd)),
-                    -fd);
+    return io_error(
+        fmt::format("{}: cannot create checkpoint temp file: {}", tmp, std::strerror(-fd)), -fd);
   Status s = write_all(os, fd, buf, sizeof buf, 0, tmp);
   if (s.ok()) {
     int r = os.fsync(fd);
-    if (r < 0)
-      s = io_error(fmt::format("{}: fsync failed: {}", tmp, std::strerror(-r)), -r);
+    if (r < 0) s = io_error(fmt::format("{}: fsync failed: {}", tmp, std::strerror(-r)), -r);
   }
   int cr = os.close(fd);
   if (s.ok() && cr < 0)
@@ -77,9 +75,8 @@ Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpo
   }
   r = os.sync_dir_of(final_path);
   if (r < 0)
-    return io_error(fmt::format("{}: fsync of its directory failed: {}", final_path,
-                                std::strerror(-r)),
-                    -r);
+    return io_error(
+        fmt::format("{}: fsync of its directory failed: {}", final_path, std::strerror(-r)), -r);
   return Status();
 }
 
@@ -89,7 +86,8 @@ std::string parse_checkpoint(const uint8_t* p, size_t n, uint64_t seed, Checkpoi
     return "checkpoint file has a bad magic";
   if (get_u64(p + ck::kChecksum) != checksum64(p, ck::kChecksum, seed))
     return "checkpoint checksum mismatch (or it belongs to another store)";
-  if (get_u32(p + ck::kVersion) != format::kFormatVersion || get_u32(p + ck::kLength) != ck::kSize ||
+  if (get_u32(p + ck::kVersion) != format::kFormatVersion ||
+      get_u32(p + ck::kLength) != ck::kSize ||
       !all_zero(p + ck::kReserved, ck::kChecksum - ck::kReserved))
     return "checkpoint has an unknown version or non-zero reserved bytes";
   std::memcpy(out->store_id.bytes.data(), p + ck::kStoreId, 16);

@@ -15,14 +15,14 @@ inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint8_t kFileMagic[8] = {0x89, 'E', 'V', 'S', '\r', '\n', 0x1a, '\n'};
 inline constexpr uint64_t kFileHeaderSize = 4096;
 namespace file_header {
-inline constexpr size_t kMagic = 0;          // 8 bytes
-inline constexpr size_t kVersion = 8;        // u32
-inline constexpr size_t kHeaderSize = 12;    // u32, == kFileHeaderSize
-inline constexpr size_t kSegmentSize = 16;   // u64
-inline constexpr size_t kStoreId = 24;       // 16 bytes
-inline constexpr size_t kCreatedUs = 40;     // i64
-inline constexpr size_t kReserved = 48;      // u64, must be zero
-inline constexpr size_t kChecksum = 56;      // u64: XXH3-64, seed 0, over [0, 56)
+inline constexpr size_t kMagic = 0;         // 8 bytes
+inline constexpr size_t kVersion = 8;       // u32
+inline constexpr size_t kHeaderSize = 12;   // u32, == kFileHeaderSize
+inline constexpr size_t kSegmentSize = 16;  // u64
+inline constexpr size_t kStoreId = 24;      // 16 bytes
+inline constexpr size_t kCreatedUs = 40;    // i64
+inline constexpr size_t kReserved = 48;     // u64, must be zero
+inline constexpr size_t kChecksum = 56;     // u64: XXH3-64, seed 0, over [0, 56)
 inline constexpr size_t kSize = 64;
 }  // namespace file_header
 
@@ -33,16 +33,17 @@ inline constexpr uint64_t kMaxSegmentSize = 1ull << 30;
 inline constexpr uint32_t kSegmentMagic = 0x31474553;  // "SEG1" little-endian
 enum class SegmentKind : uint16_t { kFree = 0, kEvents = 1, kIndex = 2 };
 namespace segment_header {
-inline constexpr size_t kMagic = 0;          // u32
-inline constexpr size_t kKind = 4;           // u16
-inline constexpr size_t kReserved0 = 6;      // u16, must be zero
-inline constexpr size_t kSlot = 8;           // u64: own slot number
-inline constexpr size_t kEpoch = 16;         // u64: allocation sequence, unique, increasing
-inline constexpr size_t kFirstPosition = 24; // u64: events: first position in it; index: covered position
-inline constexpr size_t kSlotCount = 32;     // u64: slots this segment spans (events: 1)
-inline constexpr size_t kPayloadLen = 40;    // u64: index: blob bytes after the header; events: 0
-inline constexpr size_t kCreatedUs = 48;     // i64
-inline constexpr size_t kChecksum = 56;      // u64: XXH3-64, store seed, over [0, 56)
+inline constexpr size_t kMagic = 0;      // u32
+inline constexpr size_t kKind = 4;       // u16
+inline constexpr size_t kReserved0 = 6;  // u16, must be zero
+inline constexpr size_t kSlot = 8;       // u64: own slot number
+inline constexpr size_t kEpoch = 16;     // u64: allocation sequence, unique, increasing
+inline constexpr size_t kFirstPosition =
+    24;  // u64: events: first position in it; index: covered position
+inline constexpr size_t kSlotCount = 32;   // u64: slots this segment spans (events: 1)
+inline constexpr size_t kPayloadLen = 40;  // u64: index: blob bytes after the header; events: 0
+inline constexpr size_t kCreatedUs = 48;   // i64
+inline constexpr size_t kChecksum = 56;    // u64: XXH3-64, store seed, over [0, 56)
 inline constexpr size_t kSize = 64;
 }  // namespace segment_header
 
@@ -51,42 +52,44 @@ enum class FrameType : uint8_t { kNeverWritten = 0, kEvents = 1 };
 inline constexpr uint8_t kFrameFlagZstd = 0x01;
 inline constexpr uint64_t kFrameAlign = 8;
 namespace frame_header {
-inline constexpr size_t kChecksum = 0;         // u64: XXH3-64, store seed, over [8, frame_len)
-inline constexpr size_t kFrameLen = 8;         // u32: header + body + padding, multiple of 8
-inline constexpr size_t kType = 12;            // u8
-inline constexpr size_t kFlags = 13;           // u8
-inline constexpr size_t kReserved0 = 14;       // u16, must be zero
-inline constexpr size_t kFileOffset = 16;      // u64: where this frame must be
-inline constexpr size_t kSegmentEpoch = 24;    // u64: epoch of the containing segment
-inline constexpr size_t kFirstPosition = 32;   // u64
-inline constexpr size_t kDurablePosition = 40; // u64: all positions <= this were durable when written
-inline constexpr size_t kCount = 48;           // u32: events in the frame
-inline constexpr size_t kBodyLen = 52;         // u32: stored body bytes
-inline constexpr size_t kRawLen = 56;          // u32: body bytes after decompression
-inline constexpr size_t kReserved1 = 60;       // u32, must be zero
+inline constexpr size_t kChecksum = 0;        // u64: XXH3-64, store seed, over [8, frame_len)
+inline constexpr size_t kFrameLen = 8;        // u32: header + body + padding, multiple of 8
+inline constexpr size_t kType = 12;           // u8
+inline constexpr size_t kFlags = 13;          // u8
+inline constexpr size_t kReserved0 = 14;      // u16, must be zero
+inline constexpr size_t kFileOffset = 16;     // u64: where this frame must be
+inline constexpr size_t kSegmentEpoch = 24;   // u64: epoch of the containing segment
+inline constexpr size_t kFirstPosition = 32;  // u64
+inline constexpr size_t kDurablePosition =
+    40;                                   // u64: all positions <= this were durable when written
+inline constexpr size_t kCount = 48;      // u32: events in the frame
+inline constexpr size_t kBodyLen = 52;    // u32: stored body bytes
+inline constexpr size_t kRawLen = 56;     // u32: body bytes after decompression
+inline constexpr size_t kReserved1 = 60;  // u32, must be zero
 inline constexpr size_t kSize = 64;
 }  // namespace frame_header
 inline constexpr uint32_t kMaxEventsPerBatch = 32767;
 
 // "Records": consecutive inside a frame body, not padded.
 namespace record {
-inline constexpr size_t kRecordLen = 0;      // u32: whole record
-inline constexpr size_t kChecksum = 4;       // u32: low 32 bits of XXH3-64, store seed, over [8, len)
-inline constexpr size_t kPosition = 8;       // u64
-inline constexpr size_t kVersion = 16;       // u64
-inline constexpr size_t kTimestampUs = 24;   // i64
-inline constexpr size_t kEventId = 32;       // 16 bytes
-inline constexpr size_t kCorrelationId = 48; // 16 bytes
-inline constexpr size_t kCausationId = 64;   // 16 bytes
-inline constexpr size_t kStreamTypeLen = 80; // u8
-inline constexpr size_t kEventTypeLen = 81;  // u8
-inline constexpr size_t kTenantLen = 82;     // u8
-inline constexpr size_t kFlags = 83;         // u8, must be zero
-inline constexpr size_t kStreamIdLen = 84;   // u16
-inline constexpr size_t kMetadataLen = 86;   // u16
-inline constexpr size_t kPayloadLen = 88;    // u32
-inline constexpr size_t kReserved = 92;      // u32, must be zero
-inline constexpr size_t kSize = 96;          // then: stream type, stream id, event type, tenant, metadata, payload
+inline constexpr size_t kRecordLen = 0;  // u32: whole record
+inline constexpr size_t kChecksum = 4;   // u32: low 32 bits of XXH3-64, store seed, over [8, len)
+inline constexpr size_t kPosition = 8;   // u64
+inline constexpr size_t kVersion = 16;   // u64
+inline constexpr size_t kTimestampUs = 24;    // i64
+inline constexpr size_t kEventId = 32;        // 16 bytes
+inline constexpr size_t kCorrelationId = 48;  // 16 bytes
+inline constexpr size_t kCausationId = 64;    // 16 bytes
+inline constexpr size_t kStreamTypeLen = 80;  // u8
+inline constexpr size_t kEventTypeLen = 81;   // u8
+inline constexpr size_t kTenantLen = 82;      // u8
+inline constexpr size_t kFlags = 83;          // u8, must be zero
+inline constexpr size_t kStreamIdLen = 84;    // u16
+inline constexpr size_t kMetadataLen = 86;    // u16
+inline constexpr size_t kPayloadLen = 88;     // u32
+inline constexpr size_t kReserved = 92;       // u32, must be zero
+inline constexpr size_t kSize =
+    96;  // then: stream type, stream id, event type, tenant, metadata, payload
 }  // namespace record
 
 // "Index segment": the persisted stream index, one blob after the segment header.
@@ -103,13 +106,13 @@ inline constexpr size_t kChecksum = 56;        // u64: over [0,56) + directory +
 inline constexpr size_t kSize = 64;
 }  // namespace index_header
 namespace index_entry {
-inline constexpr size_t kLocatorsIndex = 0;    // u64: first locator (in units of 8 bytes)
-inline constexpr size_t kCount = 8;            // u64
-inline constexpr size_t kNameOffset = 16;      // u32: offset into the names area
-inline constexpr size_t kTypeLen = 20;         // u8
-inline constexpr size_t kReserved = 21;        // u8, must be zero
-inline constexpr size_t kIdLen = 22;           // u16
-inline constexpr size_t kLocatorsChecksum = 24;// u64: XXH3-64, store seed, over the locators
+inline constexpr size_t kLocatorsIndex = 0;      // u64: first locator (in units of 8 bytes)
+inline constexpr size_t kCount = 8;              // u64
+inline constexpr size_t kNameOffset = 16;        // u32: offset into the names area
+inline constexpr size_t kTypeLen = 20;           // u8
+inline constexpr size_t kReserved = 21;          // u8, must be zero
+inline constexpr size_t kIdLen = 22;             // u16
+inline constexpr size_t kLocatorsChecksum = 24;  // u64: XXH3-64, store seed, over the locators
 inline constexpr size_t kSize = 32;
 }  // namespace index_entry
 // Locator: uncompressed frame: file offset of the record (bit 63 clear).

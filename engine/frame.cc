@@ -2,9 +2,8 @@
 // bounds-checked before use.
 #include "engine/frame.h"
 
-#include <zstd.h>
-
 #include <fmt/format.h>
+#include <zstd.h>
 
 #include "engine/coding.h"
 #include "engine/format.h"
@@ -40,16 +39,15 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
     *error = fmt::format("unknown frame type {}", h->type);
     return FrameState::kBad;
   }
-  if (h->frame_len < fh::kSize || h->frame_len % format::kFrameAlign != 0 ||
-      h->frame_len > avail) {
+  if (h->frame_len < fh::kSize || h->frame_len % format::kFrameAlign != 0 || h->frame_len > avail) {
     *error = fmt::format("frame length {} is impossible here ({} bytes left in segment)",
                          h->frame_len, avail);
     return FrameState::kBad;
   }
   if (h->body_len > h->frame_len - fh::kSize ||
       align_up(fh::kSize + h->body_len, format::kFrameAlign) != h->frame_len) {
-    *error = fmt::format("body length {} does not match frame length {}", h->body_len,
-                         h->frame_len);
+    *error =
+        fmt::format("body length {} does not match frame length {}", h->body_len, h->frame_len);
     return FrameState::kBad;
   }
   if (h->file_offset != offset) {

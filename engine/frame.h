@@ -110,8 +110,9 @@ bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, 
       return false;
     }
     if (ev.position.value != h.first_position + i) {
-      *error = "record " + std::to_string(i) + " has position " + std::to_string(ev.position.value) +
-               ", frame says " + std::to_string(h.first_position + i);
+      *error = "record " + std::to_string(i) + " has position " +
+               std::to_string(ev.position.value) + ", frame says " +
+               std::to_string(h.first_position + i);
       return false;
     }
     if (!fn(ev, i, static_cast<uint32_t>(off))) return true;

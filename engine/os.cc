@@ -31,8 +31,12 @@ class PosixOs final : public Os {
   ssize_t pwrite(int fd, const void* buf, size_t n, uint64_t off) override {
     return retry_eintr([&] { return ::pwrite(fd, buf, n, static_cast<off_t>(off)); });
   }
-  int fdatasync(int fd) override { return retry_eintr([&] { return ::fdatasync(fd); }); }
-  int fsync(int fd) override { return retry_eintr([&] { return ::fsync(fd); }); }
+  int fdatasync(int fd) override {
+    return retry_eintr([&] { return ::fdatasync(fd); });
+  }
+  int fsync(int fd) override {
+    return retry_eintr([&] { return ::fsync(fd); });
+  }
   int fallocate(int fd, int mode, uint64_t off, uint64_t len) override {
     if (mode == 0) {
       // posix_fallocate returns the error instead of setting errno.
@@ -53,9 +57,7 @@ class PosixOs final : public Os {
   int rename(const std::string& from, const std::string& to) override {
     return ::rename(from.c_str(), to.c_str()) == 0 ? 0 : -errno;
   }
-  int unlink(const std::string& path) override {
-    return ::unlink(path.c_str()) == 0 ? 0 : -errno;
-  }
+  int unlink(const std::string& path) override { return ::unlink(path.c_str()) == 0 ? 0 : -errno; }
   int sync_dir_of(const std::string& path) override {
     size_t slash = path.rfind('/');
     std::string dir = slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));

@@ -38,7 +38,8 @@ std::string parse_file_header(const uint8_t* p, size_t n, FileHeader* out) {
   out->segment_size = get_u64(p + fhdr::kSegmentSize);
   std::memcpy(out->store_id.bytes.data(), p + fhdr::kStoreId, 16);
   out->created_us = static_cast<int64_t>(get_u64(p + fhdr::kCreatedUs));
-  if (get_u32(p + fhdr::kHeaderSize) != format::kFileHeaderSize || get_u64(p + fhdr::kReserved) != 0)
+  if (get_u32(p + fhdr::kHeaderSize) != format::kFileHeaderSize ||
+      get_u64(p + fhdr::kReserved) != 0)
     return "file header has an unexpected header size or non-zero reserved bytes";
   uint64_t s = out->segment_size;
   if (s < format::kMinSegmentSize || s > format::kMaxSegmentSize || (s & (s - 1)) != 0)
@@ -60,7 +61,7 @@ void encode_segment_header(const SegmentHeader& h, uint64_t seed, uint8_t out[sh
 }
 
 SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_t seed,
-                                         SegmentHeader* out, std::string* error) {
+                                        SegmentHeader* out, std::string* error) {
   if (all_zero(p, sh::kSize)) return SegmentHeaderState::kZero;
   if (get_u32(p + sh::kMagic) != format::kSegmentMagic) {
     *error = "segment header has a bad magic";
@@ -85,7 +86,8 @@ SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_
   }
   if (out->slot != slot || get_u16(p + sh::kReserved0) != 0 || out->epoch == 0 ||
       out->slot_count == 0 ||
-      (out->kind == format::SegmentKind::kEvents && (out->slot_count != 1 || out->first_position == 0))) {
+      (out->kind == format::SegmentKind::kEvents &&
+       (out->slot_count != 1 || out->first_position == 0))) {
     *error = fmt::format("segment header fields are inconsistent (slot {} in slot {}, epoch {})",
                          out->slot, slot, out->epoch);
     return SegmentHeaderState::kBad;

@@ -41,7 +41,7 @@ void encode_segment_header(const SegmentHeader& h, uint64_t seed,
 enum class SegmentHeaderState : uint8_t { kValid, kZero, kBad };
 // Validates a segment header read from slot `slot`.
 SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_t seed,
-                                         SegmentHeader* out, std::string* error);
+                                        SegmentHeader* out, std::string* error);
 
 int64_t now_us();
 

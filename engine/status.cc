@@ -1,9 +1,8 @@
 // Status construction and formatting, plus small shared helpers (checksum, hex).
 #include "engine/status.h"
 
-#include <xxhash.h>
-
 #include <fmt/format.h>
+#include <xxhash.h>
 
 #include "engine/coding.h"
 
@@ -11,16 +10,26 @@ namespace es {
 
 std::string_view code_name(Code code) {
   switch (code) {
-    case Code::kOk: return "ok";
-    case Code::kNotFound: return "not found";
-    case Code::kConflict: return "conflict";
-    case Code::kCorruption: return "corruption";
-    case Code::kIoError: return "I/O error";
-    case Code::kInvalidArgument: return "invalid argument";
-    case Code::kNotSupported: return "not supported";
-    case Code::kClosed: return "closed";
-    case Code::kBusy: return "busy";
-    case Code::kReadOnly: return "read-only";
+    case Code::kOk:
+      return "ok";
+    case Code::kNotFound:
+      return "not found";
+    case Code::kConflict:
+      return "conflict";
+    case Code::kCorruption:
+      return "corruption";
+    case Code::kIoError:
+      return "I/O error";
+    case Code::kInvalidArgument:
+      return "invalid argument";
+    case Code::kNotSupported:
+      return "not supported";
+    case Code::kClosed:
+      return "closed";
+    case Code::kBusy:
+      return "busy";
+    case Code::kReadOnly:
+      return "read-only";
   }
   return "unknown";
 }
@@ -85,7 +94,9 @@ Status io_error(std::string message, int sys_errno) {
 Status invalid_argument(std::string message) {
   return Status(Code::kInvalidArgument, std::move(message));
 }
-Status not_supported(std::string message) { return Status(Code::kNotSupported, std::move(message)); }
+Status not_supported(std::string message) {
+  return Status(Code::kNotSupported, std::move(message));
+}
 Status closed(std::string message) { return Status(Code::kClosed, std::move(message)); }
 
 uint64_t checksum64(const void* data, size_t n, uint64_t seed) {

@@ -85,7 +85,7 @@ Status closed(std::string message);
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : value_(std::move(value)) {}  // NOLINT: implicit by design
+  Result(T value) : value_(std::move(value)) {}         // NOLINT: implicit by design
   Result(Status status) : status_(std::move(status)) {  // NOLINT
     assert(!status_.ok() && "Result constructed from an ok Status without a value");
   }
@@ -120,15 +120,16 @@ class [[nodiscard]] Result {
 }  // namespace es
 
 // Early-return helpers for code that propagates failures unchanged.
-#define ES_RETURN_IF_ERROR(expr)            \
-  do {                                      \
-    ::es::Status es_status_ = (expr);       \
+#define ES_RETURN_IF_ERROR(expr)             \
+  do {                                       \
+    ::es::Status es_status_ = (expr);        \
     if (!es_status_.ok()) return es_status_; \
   } while (0)
 
 #define ES_CONCAT_INNER(a, b) a##b
 #define ES_CONCAT(a, b) ES_CONCAT_INNER(a, b)
-#define ES_ASSIGN_OR_RETURN(lhs, expr) ES_ASSIGN_OR_RETURN_IMPL(ES_CONCAT(es_result_, __LINE__), lhs, expr)
+#define ES_ASSIGN_OR_RETURN(lhs, expr) \
+  ES_ASSIGN_OR_RETURN_IMPL(ES_CONCAT(es_result_, __LINE__), lhs, expr)
 #define ES_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
   auto tmp = (expr);                             \
   if (!tmp.ok()) return tmp.take_status();       \

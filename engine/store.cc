@@ -3,9 +3,8 @@
 #include "engine/store.h"
 
 #include <fcntl.h>
-#include <linux/falloc.h>
-
 #include <fmt/format.h>
+#include <linux/falloc.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -61,7 +60,8 @@ Status Store::Impl::write_all(const void* p, size_t n, uint64_t off, const char*
                       e);
     }
     if (w == 0)
-      return io_error(fmt::format("{}: {} made no progress at offset {}", path_, what, hex(off)), EIO);
+      return io_error(fmt::format("{}: {} made no progress at offset {}", path_, what, hex(off)),
+                      EIO);
     b += w;
     n -= static_cast<size_t>(w);
     off += static_cast<uint64_t>(w);
@@ -163,8 +163,10 @@ Status Store::Impl::open() {
     if (read_only_ || opt_.create == CreateMode::kMustExist)
       return not_found(fmt::format("{}: no such store", path_));
     fd_ = os_->open(path_, O_RDWR | O_CREAT | O_EXCL, opt_.file_mode);
-    if (fd_ == -EEXIST) fd_ = os_->open(path_, O_RDWR, 0);
-    else created = fd_ >= 0;
+    if (fd_ == -EEXIST)
+      fd_ = os_->open(path_, O_RDWR, 0);
+    else
+      created = fd_ >= 0;
   }
   if (fd_ < 0) {
     int e = -fd_;
@@ -181,11 +183,12 @@ Status Store::Impl::open() {
                                 "(open it read-only, or stop that writer)",
                                 path_, who));
     }
-    if (r < 0)
-      return io_error(fmt::format("{}: cannot lock: {}", path_, errno_text(-r)), -r);
+    if (r < 0) return io_error(fmt::format("{}: cannot lock: {}", path_, errno_text(-r)), -r);
   }
   int64_t size = os_->file_size(fd_);
-  if (size < 0) return io_error(fmt::format("{}: fstat failed: {}", path_, errno_text(static_cast<int>(-size))), static_cast<int>(-size));
+  if (size < 0)
+    return io_error(fmt::format("{}: fstat failed: {}", path_, errno_text(static_cast<int>(-size))),
+                    static_cast<int>(-size));
   if (created || (size == 0 && !read_only_)) {
     ES_RETURN_IF_ERROR(create_file());
   } else {
@@ -198,15 +201,16 @@ Status Store::Impl::open() {
     ES_RETURN_IF_ERROR(read_exact(buf, sizeof buf, 0, "reading the file header"));
     std::string why = parse_file_header(buf, sizeof buf, &header_);
     if (!why.empty())
-      return corruption(fmt::format("{}: offset 0x0: {} (run 'esdump verify {}')", path_, why, path_),
-                        -1, 0);
+      return corruption(
+          fmt::format("{}: offset 0x0: {} (run 'esdump verify {}')", path_, why, path_), -1, 0);
     if (header_.version > format::kFormatVersion)
-      return not_supported(fmt::format("{}: format version {} is newer than this library's {}; "
-                                       "upgrade eventsource to open it",
-                                       path_, header_.version, format::kFormatVersion));
-    if (header_.version < format::kFormatVersion)
       return not_supported(
-          fmt::format("{}: format version {} is not readable by this library", path_, header_.version));
+          fmt::format("{}: format version {} is newer than this library's {}; "
+                      "upgrade eventsource to open it",
+                      path_, header_.version, format::kFormatVersion));
+    if (header_.version < format::kFormatVersion)
+      return not_supported(fmt::format("{}: format version {} is not readable by this library",
+                                       path_, header_.version));
   }
   seed_ = header_.seed();
   seg_size_ = header_.segment_size;
@@ -249,8 +253,8 @@ Status Store::Impl::open() {
       return corruption(fmt::format("{}: {} (position {} was durable; open refuses to drop it: "
                                     "run 'esdump verify {}' for a full report, 'esdump repair {}' "
                                     "to cut the log there, keeping the cut bytes in a side file)",
-                                    where(seg.slot, bad->offset), bad->why,
-                                    bad->expected_position, path_, path_, path_),
+                                    where(seg.slot, bad->offset), bad->why, bad->expected_position,
+                                    path_, path_, path_),
                         static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad->offset));
     if (!read_only_) {
       // A torn tail: the writer died before these bytes were durable, and no
@@ -273,7 +277,8 @@ Status Store::Impl::open() {
     // Index segments the checkpoint does not name are leftovers (replaced,
     // or written by a checkpoint that crashed before its rename): free them.
     for (uint64_t slot = 0; slot < slots_.size(); ++slot)
-      if (slots_[slot].kind == SegmentKind::kIndex && slots_[slot].slot_count > 0 && slot != index_slot_)
+      if (slots_[slot].kind == SegmentKind::kIndex && slots_[slot].slot_count > 0 &&
+          slot != index_slot_)
         ES_RETURN_IF_ERROR(free_index_segment(slot));
   }
   return Status();
@@ -324,8 +329,8 @@ Status Store::Impl::read_slots() {
           slots_[slot] = SlotInfo{};
           break;
         }
-        return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(slot, slot_offset(slot)),
-                                      why, path_),
+        return corruption(fmt::format("{}: {} (run 'esdump verify {}')",
+                                      where(slot, slot_offset(slot)), why, path_),
                           static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)));
       case SegmentHeaderState::kValid:
         if (h.slot_count > nslots - slot) {
@@ -341,7 +346,8 @@ Status Store::Impl::read_slots() {
           if (!have) events.push_back(EventSeg{slot, h.epoch, h.first_position});
         }
         // Index segments span several slots; skip the ones they cover.
-        for (uint64_t k = 1; k < h.slot_count; ++k) slots_[slot + k] = SlotInfo{SegmentKind::kIndex, h.epoch, 0, 0, 0};
+        for (uint64_t k = 1; k < h.slot_count; ++k)
+          slots_[slot + k] = SlotInfo{SegmentKind::kIndex, h.epoch, 0, 0, 0};
         slot += h.slot_count - 1;
         break;
     }
@@ -367,13 +373,15 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   *scan_off = seg_count_ > 0 ? slot_offset(segs_[0].slot) + sh::kSize : 0;
   *expected = 1;
   if (repair_mode_) return Status();  // full scan; close() writes a fresh checkpoint
-  ES_ASSIGN_OR_RETURN(ckpt_, read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_));
+  ES_ASSIGN_OR_RETURN(ckpt_,
+                      read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_));
   if (!ckpt_) return Status();
   const Checkpoint& c = *ckpt_;
   // The checkpoint's claim must be backed by the data: the frame it names
   // must exist, be valid and end exactly at its durable position.
   if (c.durable_position > 0) {
-    uint64_t slot = c.last_frame_offset < format::kFileHeaderSize ? kNoSlot : slot_of(c.last_frame_offset);
+    uint64_t slot =
+        c.last_frame_offset < format::kFileHeaderSize ? kNoSlot : slot_of(c.last_frame_offset);
     const EventSeg* seg = nullptr;
     for (uint32_t i = 0; i < seg_count_; ++i)
       if (segs_[i].slot == slot) seg = &segs_[i];
@@ -391,19 +399,22 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
         why = "nothing was ever written there";
     }
     if (!why.empty())
-      return corruption(fmt::format("{}: the checkpoint file says events up to position {} are "
-                                    "durable in a frame at offset {}, but the data file does not "
-                                    "hold them ({}). The data file was truncated, replaced or "
-                                    "damaged: restore it, or run 'esdump repair {}'",
-                                    path_, c.durable_position, hex(c.last_frame_offset), why, path_),
-                        slot == kNoSlot ? -1 : static_cast<int64_t>(slot),
-                        static_cast<int64_t>(c.last_frame_offset));
+      return corruption(
+          fmt::format("{}: the checkpoint file says events up to position {} are "
+                      "durable in a frame at offset {}, but the data file does not "
+                      "hold them ({}). The data file was truncated, replaced or "
+                      "damaged: restore it, or run 'esdump repair {}'",
+                      path_, c.durable_position, hex(c.last_frame_offset), why, path_),
+          slot == kNoSlot ? -1 : static_cast<int64_t>(slot),
+          static_cast<int64_t>(c.last_frame_offset));
   }
   if (c.index_slot == kNoSlot || c.index_slot >= slots_.size()) return Status();
   const SlotInfo& si = slots_[c.index_slot];
   if (si.kind != SegmentKind::kIndex || si.epoch != c.index_epoch || si.slot_count == 0 ||
       si.payload_len > si.slot_count * seg_size_ - sh::kSize) {
-    ckpt_problem_ = fmt::format("{}: the index segment the checkpoint names is gone; scanning the log", where(c.index_slot, slot_offset(c.index_slot)));
+    ckpt_problem_ =
+        fmt::format("{}: the index segment the checkpoint names is gone; scanning the log",
+                    where(c.index_slot, slot_offset(c.index_slot)));
     return Status();
   }
   int err = 0;
@@ -465,29 +476,30 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   std::string err;
   std::string key;
   Status status;
-  bool ok = for_each_record(frame, h, seed_, &buf, &err,
-                            [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
-    key.assign(ev.stream_type);
-    key += '-';
-    key.append(ev.stream_id);
-    if (ev.stream_type.empty() || ev.stream_id.empty() ||
-        ev.stream_type.find('-') != std::string_view::npos) {
-      status = corruption(fmt::format("{}: record {} has an invalid stream name", where(slot, offset), i),
-                          static_cast<int64_t>(slot), static_cast<int64_t>(offset));
-      return false;
-    }
-    StreamIndex::Entry& e = index_.get_or_add(key, static_cast<uint8_t>(ev.stream_type.size()));
-    if (ev.version.value != e.version() + 1) {
-      status = corruption(fmt::format("{}: stream {} jumps from version {} to {}",
-                                      where(slot, offset), key, e.version(), ev.version.value),
-                          static_cast<int64_t>(slot), static_cast<int64_t>(offset));
-      return false;
-    }
-    uint64_t loc = h.compressed() ? (format::kLocatorCompressed | (uint64_t{i} << 48) | offset)
-                                  : offset + fh::kSize + body_off;
-    e.delta.push_back(loc);
-    return true;
-  });
+  bool ok = for_each_record(
+      frame, h, seed_, &buf, &err, [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
+        key.assign(ev.stream_type);
+        key += '-';
+        key.append(ev.stream_id);
+        if (ev.stream_type.empty() || ev.stream_id.empty() ||
+            ev.stream_type.find('-') != std::string_view::npos) {
+          status = corruption(
+              fmt::format("{}: record {} has an invalid stream name", where(slot, offset), i),
+              static_cast<int64_t>(slot), static_cast<int64_t>(offset));
+          return false;
+        }
+        StreamIndex::Entry& e = index_.get_or_add(key, static_cast<uint8_t>(ev.stream_type.size()));
+        if (ev.version.value != e.version() + 1) {
+          status = corruption(fmt::format("{}: stream {} jumps from version {} to {}",
+                                          where(slot, offset), key, e.version(), ev.version.value),
+                              static_cast<int64_t>(slot), static_cast<int64_t>(offset));
+          return false;
+        }
+        uint64_t loc = h.compressed() ? (format::kLocatorCompressed | (uint64_t{i} << 48) | offset)
+                                      : offset + fh::kSize + body_off;
+        e.delta.push_back(loc);
+        return true;
+      });
   if (!ok)
     return corruption(fmt::format("{}: {}", where(slot, offset), err), static_cast<int64_t>(slot),
                       static_cast<int64_t>(offset));
@@ -519,7 +531,8 @@ Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expecte
     while (offset < end) {
       FrameHeader h;
       std::string why;
-      FrameState st = check_frame(map + (offset - base), end - offset, offset, seg.epoch, seed_, &h, &why);
+      FrameState st =
+          check_frame(map + (offset - base), end - offset, offset, seg.epoch, seed_, &h, &why);
       if (st == FrameState::kNeverWritten) break;
       if (st == FrameState::kValid && h.first_position != expected) {
         st = FrameState::kBad;
@@ -607,10 +620,12 @@ Status Store::Impl::save_ranges(const std::vector<Range>& ranges, std::string* s
     buf.resize(keep);
     buf.insert(0, reinterpret_cast<const char*>(hdr), sizeof hdr);
     for (size_t done = 0; done < buf.size() && s.ok();) {
-      ssize_t w = os_->pwrite(sfd, buf.data() + done, buf.size() - done, static_cast<uint64_t>(out));
+      ssize_t w =
+          os_->pwrite(sfd, buf.data() + done, buf.size() - done, static_cast<uint64_t>(out));
       if (w <= 0) {
         int e = w < 0 ? static_cast<int>(-w) : EIO;
-        s = io_error(fmt::format("{}: writing the side file failed: {}", *side_file, errno_text(e)), e);
+        s = io_error(fmt::format("{}: writing the side file failed: {}", *side_file, errno_text(e)),
+                     e);
         break;
       }
       done += static_cast<size_t>(w);
@@ -640,8 +655,9 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
   // previous one) goes whole, header included.
   const bool drop_whole = bad.offset == slot_offset(first.slot) + sh::kSize;
   const size_t keep_segs = drop_whole ? bad.seg_index : bad.seg_index + 1;
-  ranges.push_back({drop_whole ? slot_offset(first.slot) : bad.offset,
-                    slot_offset(first.slot) + seg_size_ - (drop_whole ? slot_offset(first.slot) : bad.offset)});
+  ranges.push_back(
+      {drop_whole ? slot_offset(first.slot) : bad.offset,
+       slot_offset(first.slot) + seg_size_ - (drop_whole ? slot_offset(first.slot) : bad.offset)});
   for (size_t si = bad.seg_index + 1; si < nsegs; ++si)
     ranges.push_back({slot_offset(segs_[si].slot), seg_size_});
   *bytes_cut = 0;
@@ -664,7 +680,7 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
     tail_offset_ = bad.offset;
   } else if (keep_segs == 0) {
     tail_offset_ = 0;  // no event segment left: the next append allocates one
-  }  // else: the scan left the tail at the end of the previous segment
+  }                    // else: the scan left the tail at the end of the previous segment
   next_position_ = bad.expected_position;
   return Status();
 }
@@ -876,16 +892,16 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     std::unique_lock lock(write_mu_);
     if (closed_) return closed(fmt::format("{}: store is closed", path_));
     if (poisoned_)
-      return closed(fmt::format("{}: store refuses writes until reopened: {}", path_,
-                                poison_message()));
+      return closed(
+          fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
     const StreamIndex::Entry* entry = index_.find(key);
     const uint64_t current = entry ? entry->version() : 0;
     if (entry != nullptr) {
       std::string why = StreamIndex::verify_entry(*entry, seed_);
       if (!why.empty())
-        return corruption(fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key,
-                                      why, path_),
-                          static_cast<int64_t>(index_slot_), -1);
+        return corruption(
+            fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
+            static_cast<int64_t>(index_slot_), -1);
     }
     // Idempotent retry: the stream already ends with exactly these ids.
     if (all_ids && current >= n && expected.accepts(StreamVersion(current - n))) {
@@ -902,7 +918,8 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
         result.version = StreamVersion(current);
         result.deduplicated = true;
         lock.unlock();
-        if (mode != Durability::kNone) ES_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
+        if (mode != Durability::kNone)
+          ES_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
         return result;
       }
     }
@@ -967,7 +984,8 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
 Status Store::Impl::checkpoint_locked() {
   if (read_only_ || closed_) return Status();
   if (poisoned_)
-    return closed(fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
+    return closed(
+        fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
   if (next_position_ - 1 == index_covers_ && index_slot_ != kNoSlot && ckpt_ &&
       ckpt_->durable_position == index_covers_)
     return Status();  // nothing written since the last checkpoint
@@ -986,8 +1004,10 @@ Status Store::Impl::checkpoint_locked() {
   const uint64_t covers = next_position_ - 1;
   std::string blob = index_.build_blob(covers, tail_offset_, seed_);
   uint64_t count = (sh::kSize + blob.size() + seg_size_ - 1) / seg_size_;
-  ES_ASSIGN_OR_RETURN(uint64_t slot, allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
-  Status s = write_all(blob.data(), blob.size(), slot_offset(slot) + sh::kSize, "writing the stream index");
+  ES_ASSIGN_OR_RETURN(uint64_t slot,
+                      allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
+  Status s = write_all(blob.data(), blob.size(), slot_offset(slot) + sh::kSize,
+                       "writing the stream index");
   if (s.ok()) s = sync_data("stream index");
   if (!s.ok()) {
     for (uint64_t k = 0; k < count; ++k) slots_[slot + k] = SlotInfo{};
@@ -1012,7 +1032,8 @@ Status Store::Impl::checkpoint_locked() {
     std::unique_lock ix(index_mu_);
     StreamIndex fresh;
     StreamIndex::BlobInfo info;
-    std::string why = fresh.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, blob.size(), seed_, false, &info);
+    std::string why = fresh.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, blob.size(),
+                                      seed_, false, &info);
     if (why.empty()) {
       index_ = std::move(fresh);
       if (index_map_ != nullptr) os_->unmap(index_map_, index_map_len_);
@@ -1050,10 +1071,12 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev) const {
   std::string why;
   if (!compressed) {
     uint32_t len;
-    if (in < sh::kSize + fh::kSize || !decode_record(map + in, seg_size_ - in, seed_, ev, &len, &why))
-      return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(slot, off),
-                                    why.empty() ? "index points inside a segment header" : why, path_),
-                        static_cast<int64_t>(slot), static_cast<int64_t>(off));
+    if (in < sh::kSize + fh::kSize ||
+        !decode_record(map + in, seg_size_ - in, seed_, ev, &len, &why))
+      return corruption(
+          fmt::format("{}: {} (run 'esdump verify {}')", where(slot, off),
+                      why.empty() ? "index points inside a segment header" : why, path_),
+          static_cast<int64_t>(slot), static_cast<int64_t>(off));
     return Status();
   }
   const uint32_t want = static_cast<uint32_t>((locator >> 48) & 0x7fff);
@@ -1087,9 +1110,10 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev) const {
   for (uint32_t i = 0; i <= want; ++i) {
     uint32_t len;
     if (i >= h.count || !decode_record(p + pos, h.raw_len - pos, seed_, ev, &len, &why))
-      return corruption(fmt::format("{}: record {}: {}", where(slot, off), i,
-                                    why.empty() ? "index names a record past the frame's count" : why),
-                        static_cast<int64_t>(slot), static_cast<int64_t>(off));
+      return corruption(
+          fmt::format("{}: record {}: {}", where(slot, off), i,
+                      why.empty() ? "index names a record past the frame's count" : why),
+          static_cast<int64_t>(slot), static_cast<int64_t>(off));
     pos += len;
   }
   return Status();
@@ -1108,17 +1132,19 @@ Status Store::Impl::read_stream(const StreamId& stream, StreamVersion from, uint
     if (e == nullptr || max_count == 0) return Status();
     std::string why = StreamIndex::verify_entry(*e, seed_);
     if (!why.empty())
-      return corruption(fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why,
-                                    path_),
-                        static_cast<int64_t>(index_slot_), -1);
+      return corruption(
+          fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
+          static_cast<int64_t>(index_slot_), -1);
     const uint64_t version = e->version();
     if (direction == ReadDirection::kForward) {
       uint64_t start = std::max<uint64_t>(from.value, 1);
-      for (uint64_t v = start; v <= version && locs.size() < max_count; ++v) locs.push_back(e->locator(v));
+      for (uint64_t v = start; v <= version && locs.size() < max_count; ++v)
+        locs.push_back(e->locator(v));
       first_version = start;
     } else {
       uint64_t start = (from.value == 0 || from.value > version) ? version : from.value;
-      for (uint64_t v = start; v >= 1 && locs.size() < max_count; --v) locs.push_back(e->locator(v));
+      for (uint64_t v = start; v >= 1 && locs.size() < max_count; --v)
+        locs.push_back(e->locator(v));
       first_version = start;
     }
   }
@@ -1129,7 +1155,8 @@ Status Store::Impl::read_stream(const StreamId& stream, StreamVersion from, uint
     RecordedEvent ev;
     Status s = read_locator(mine[i], &ev);
     if (!s.ok()) return s;
-    const uint64_t want = direction == ReadDirection::kForward ? first_version + i : first_version - i;
+    const uint64_t want =
+        direction == ReadDirection::kForward ? first_version + i : first_version - i;
     if (ev.version.value != want || ev.stream_type != stream.type || ev.stream_id != stream.id)
       return corruption(fmt::format("{}: index entry for {} version {} points at {} version {} "
                                     "(run 'esdump verify {}')",
@@ -1159,8 +1186,10 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
     size_t lo = 0, hi = nsegs;
     while (lo < hi) {
       size_t mid = (lo + hi) / 2;
-      if (segs_[mid].first_position <= want) lo = mid + 1;
-      else hi = mid;
+      if (segs_[mid].first_position <= want)
+        lo = mid + 1;
+      else
+        hi = mid;
     }
     si = lo == 0 ? 0 : lo - 1;
   }
@@ -1183,7 +1212,8 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
         uint32_t count = get_u32(p + fh::kCount);
         uint32_t len = get_u32(p + fh::kFrameLen);
         if (first == expected && count > 0 && first + count <= want && len >= fh::kSize &&
-            len % format::kFrameAlign == 0 && len <= end - off && get_u64(p + fh::kFileOffset) == off) {
+            len % format::kFrameAlign == 0 && len <= end - off &&
+            get_u64(p + fh::kFileOffset) == off) {
           expected += count;
           off += len;
           continue;
@@ -1199,33 +1229,34 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
       }
       if (st == FrameState::kBad) {
         if (si + 1 < nsegs && segs_[si + 1].first_position == expected) break;  // see scan_log
-        return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(seg.slot, off), why,
-                                      path_),
-                          static_cast<int64_t>(seg.slot), static_cast<int64_t>(off));
+        return corruption(
+            fmt::format("{}: {} (run 'esdump verify {}')", where(seg.slot, off), why, path_),
+            static_cast<int64_t>(seg.slot), static_cast<int64_t>(off));
       }
-      bool ok = for_each_record(p, h, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t, uint32_t) {
-        uint64_t pos = ev.position.value;
-        if (pos > committed) {
-          stop = true;
-          return false;
-        }
-        if (pos < want) return true;
-        if (!filter.event_types.empty() &&
-            std::find(filter.event_types.begin(), filter.event_types.end(), ev.type) ==
-                filter.event_types.end())
-          return true;
-        if (!filter.stream_type.empty() && ev.stream_type != filter.stream_type) return true;
-        if (filter.tenant && ev.tenant != *filter.tenant) return true;
-        if (!fn(ev) || ++delivered >= max_count) {
-          stop = true;
-          return false;
-        }
-        return true;
-      });
+      bool ok = for_each_record(
+          p, h, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t, uint32_t) {
+            uint64_t pos = ev.position.value;
+            if (pos > committed) {
+              stop = true;
+              return false;
+            }
+            if (pos < want) return true;
+            if (!filter.event_types.empty() &&
+                std::find(filter.event_types.begin(), filter.event_types.end(), ev.type) ==
+                    filter.event_types.end())
+              return true;
+            if (!filter.stream_type.empty() && ev.stream_type != filter.stream_type) return true;
+            if (filter.tenant && ev.tenant != *filter.tenant) return true;
+            if (!fn(ev) || ++delivered >= max_count) {
+              stop = true;
+              return false;
+            }
+            return true;
+          });
       if (!ok)
-        return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(seg.slot, off), why,
-                                      path_),
-                          static_cast<int64_t>(seg.slot), static_cast<int64_t>(off));
+        return corruption(
+            fmt::format("{}: {} (run 'esdump verify {}')", where(seg.slot, off), why, path_),
+            static_cast<int64_t>(seg.slot), static_cast<int64_t>(off));
       expected += h.count;
       off += h.frame_len;
     }
@@ -1319,7 +1350,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path, const StoreO
 Status Store::close() { return impl_->close(); }
 
 Result<AppendResult> Store::append(const StreamId& stream, ExpectedVersion expected,
-                                   std::span<const EventData> events, const AppendOptions& options) {
+                                   std::span<const EventData> events,
+                                   const AppendOptions& options) {
   return impl_->append(stream, expected, events, options);
 }
 

@@ -49,15 +49,15 @@ struct StoreStats {
   uint32_t event_segments = 0;
   uint32_t index_segments = 0;
   uint32_t free_segments = 0;
-  uint64_t events = 0;                 // == committed position
+  uint64_t events = 0;  // == committed position
   uint64_t streams = 0;
-  GlobalPosition first_position;       // 0 when empty
+  GlobalPosition first_position;  // 0 when empty
   GlobalPosition last_position;
-  uint64_t file_bytes = 0;             // data file + checkpoint file, as allocated
-  uint64_t log_bytes = 0;              // bytes of frames in event segments
+  uint64_t file_bytes = 0;  // data file + checkpoint file, as allocated
+  uint64_t log_bytes = 0;   // bytes of frames in event segments
   uint64_t compressed_frames = 0;
-  uint64_t raw_record_bytes = 0;       // record bytes before compression
-  uint64_t stored_record_bytes = 0;    // record bytes as stored (compressed or not)
+  uint64_t raw_record_bytes = 0;          // record bytes before compression
+  uint64_t stored_record_bytes = 0;       // record bytes as stored (compressed or not)
   uint64_t index_persisted_position = 0;  // how far the persisted index reaches
 };
 
@@ -82,10 +82,10 @@ struct VerifyReport {
 using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
 
 struct RepairReport {
-  bool changed = false;          // false: nothing to repair
-  GlobalPosition kept_through;   // last position kept
+  bool changed = false;         // false: nothing to repair
+  GlobalPosition kept_through;  // last position kept
   uint64_t bytes_cut = 0;
-  std::string side_file;         // where the cut bytes were saved ("" if none)
+  std::string side_file;                // where the cut bytes were saved ("" if none)
   std::vector<VerifyProblem> problems;  // what was found before repairing
 };
 
@@ -123,8 +123,7 @@ class Store {
   // ENOSPC/EFBIG allocating a segment) fail only that append, nothing acked
   // is lost, and appends may succeed again once space is available.
   Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
-                              std::span<const EventData> events,
-                              const AppendOptions& options = {});
+                              std::span<const EventData> events, const AppendOptions& options = {});
 
   // Calls `fn` for up to `max_count` events of `stream`: forward from version
   // `from` (1 = first), or backward from `from` (0 or past the end = last).

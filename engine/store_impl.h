@@ -77,7 +77,8 @@ class Store::Impl {
   Status load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan_off, uint64_t* expected);
   // Scans frames from (segs_[seg_index], offset), indexing events. Stops at
   // the end of the log or the first bad frame (returned in *bad).
-  Status scan_log(size_t seg_index, uint64_t offset, uint64_t expected, std::optional<BadFrame>* bad);
+  Status scan_log(size_t seg_index, uint64_t offset, uint64_t expected,
+                  std::optional<BadFrame>* bad);
   // True when some frame after `bad` proves that the bad frame had been durable.
   bool later_frame_proves_durable(const BadFrame& bad) const;
   struct Range {
@@ -93,8 +94,8 @@ class Store::Impl {
   // --- writes ---
   Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
                               std::span<const EventData> events, const AppendOptions& options);
-  Result<uint64_t> allocate_slots(format::SegmentKind kind, uint64_t count,
-                                  uint64_t first_position, uint64_t payload_len);
+  Result<uint64_t> allocate_slots(format::SegmentKind kind, uint64_t count, uint64_t first_position,
+                                  uint64_t payload_len);
   Status roll_segment(uint64_t first_position);
   Status free_index_segment(uint64_t slot);
   Status wait_durable(uint64_t position, Durability mode);

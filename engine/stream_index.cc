@@ -64,7 +64,8 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
     uint8_t* locs = p + loc_off + loc_pos * 8;
     uint64_t n = e.version();
     if (e.persisted_count > 0) std::memcpy(locs, e.persisted, e.persisted_count * 8);
-    if (!e.delta.empty()) std::memcpy(locs + e.persisted_count * 8, e.delta.data(), e.delta.size() * 8);
+    if (!e.delta.empty())
+      std::memcpy(locs + e.persisted_count * 8, e.delta.data(), e.delta.size() * 8);
     put_u64(d + ie::kLocatorsIndex, loc_pos);
     put_u64(d + ie::kCount, n);
     put_u32(d + ie::kNameOffset, static_cast<uint32_t>(name_pos));
@@ -84,7 +85,8 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
   put_u64(p + ih::kLocatorCount, locators);
   put_u64(p + ih::kNamesLen, names_len);
   put_u64(p + ih::kLocatorsOffset, loc_off);
-  uint64_t sum = checksum64(p, ih::kChecksum, seed) ^ checksum64(p + dir_off, loc_off - dir_off, seed);
+  uint64_t sum =
+      checksum64(p, ih::kChecksum, seed) ^ checksum64(p + dir_off, loc_off - dir_off, seed);
   put_u64(p + ih::kChecksum, sum);
   return blob;
 }
@@ -105,7 +107,8 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   const uint64_t names_off = dir_off + streams * ie::kSize;
   if (loc_off != align_up(names_off + names_len, 8) || loc_off + locators * 8 > n)
     return "index blob layout exceeds its size";
-  uint64_t sum = checksum64(p, ih::kChecksum, seed) ^ checksum64(p + dir_off, loc_off - dir_off, seed);
+  uint64_t sum =
+      checksum64(p, ih::kChecksum, seed) ^ checksum64(p + dir_off, loc_off - dir_off, seed);
   if (sum != get_u64(p + ih::kChecksum)) return "index blob checksum mismatch";
   info->covers_position = get_u64(p + ih::kCoversPosition);
   info->log_end_offset = get_u64(p + ih::kLogEndOffset);

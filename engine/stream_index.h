@@ -18,7 +18,7 @@ namespace es {
 class StreamIndex {
  public:
   struct Entry {
-    uint8_t type_len = 0;  // key = type + '-' + id; type_len splits it
+    uint8_t type_len = 0;                // key = type + '-' + id; type_len splits it
     const uint8_t* persisted = nullptr;  // `persisted_count` little-endian u64 locators
     uint64_t persisted_count = 0;
     uint64_t persisted_sum = 0;

@@ -51,7 +51,8 @@ std::optional<Uuid> Uuid::parse(std::string_view text) {
 std::string Uuid::to_string() const {
   const auto& b = bytes;
   return fmt::format(
-      "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+      "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:"
+      "02x}{:02x}",
       b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7], b[8], b[9], b[10], b[11], b[12], b[13], b[14],
       b[15]);
 }
@@ -85,20 +86,28 @@ Status StreamId::validate() const {
 
 bool ExpectedVersion::accepts(StreamVersion current) const {
   switch (kind_) {
-    case Kind::kAny: return true;
-    case Kind::kNoStream: return current.value == 0;
-    case Kind::kStreamExists: return current.value > 0;
-    case Kind::kExact: return current.value == version_;
+    case Kind::kAny:
+      return true;
+    case Kind::kNoStream:
+      return current.value == 0;
+    case Kind::kStreamExists:
+      return current.value > 0;
+    case Kind::kExact:
+      return current.value == version_;
   }
   return false;
 }
 
 std::string ExpectedVersion::to_string() const {
   switch (kind_) {
-    case Kind::kAny: return "any";
-    case Kind::kNoStream: return "no stream";
-    case Kind::kStreamExists: return "stream exists";
-    case Kind::kExact: return fmt::format("version {}", version_);
+    case Kind::kAny:
+      return "any";
+    case Kind::kNoStream:
+      return "no stream";
+    case Kind::kStreamExists:
+      return "stream exists";
+    case Kind::kExact:
+      return fmt::format("version {}", version_);
   }
   return "?";
 }

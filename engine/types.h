@@ -79,14 +79,14 @@ class ExpectedVersion {
 
 // One event to append. Strings are copied into the log; nothing is kept.
 struct EventData {
-  std::string type;      // event type name, 1..255 bytes, e.g. "OrderPlaced"
-  std::string payload;   // opaque bytes (JSON by convention), up to the segment size
-  Uuid id;               // nil: a random v4 id is generated
-  std::string tenant;    // 0..255 bytes; empty = no tenant
+  std::string type;          // event type name, 1..255 bytes, e.g. "OrderPlaced"
+  std::string payload;       // opaque bytes (JSON by convention), up to the segment size
+  Uuid id;                   // nil: a random v4 id is generated
+  std::string tenant;        // 0..255 bytes; empty = no tenant
   int64_t timestamp_us = 0;  // microseconds since the Unix epoch; 0: now
-  Uuid correlation_id;   // nil = none
-  Uuid causation_id;     // nil = none
-  std::string metadata;  // small opaque bytes (JSON object by convention), up to 64 KiB
+  Uuid correlation_id;       // nil = none
+  Uuid causation_id;         // nil = none
+  std::string metadata;      // small opaque bytes (JSON object by convention), up to 64 KiB
 };
 
 // One stored event, as seen by readers. The string views point into the

@@ -1,7 +1,6 @@
 // Store::verify (read every checksum and cross-check the index, reporting
 // every problem with its location, changing nothing) and Store::repair.
 #include <fcntl.h>
-
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -67,8 +66,7 @@ Result<VerifyReport> Verifier::run() {
   if (fd_ < 0)
     return io_error(fmt::format("{}: cannot open: {}", path_, std::strerror(-fd_)), -fd_);
   int64_t size = os_->file_size(fd_);
-  if (size < 0)
-    return io_error(fmt::format("{}: fstat failed", path_), static_cast<int>(-size));
+  if (size < 0) return io_error(fmt::format("{}: fstat failed", path_), static_cast<int>(-size));
   size_ = static_cast<uint64_t>(size);
   if (size_ < format::file_header::kSize) {
     problem(-1, 0, fmt::format("file is {} bytes, too short for a store header", size_));
@@ -101,7 +99,8 @@ Result<VerifyReport> Verifier::run() {
     SegmentHeader h;
     std::string w;
     switch (parse_segment_header(p, slot, seed_, &h, &w)) {
-      case SegmentHeaderState::kZero: break;
+      case SegmentHeaderState::kZero:
+        break;
       case SegmentHeaderState::kBad:
         if (!all_zero(p + sh::kSize, fh::kSize))
           problem(static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)),
@@ -114,7 +113,8 @@ Result<VerifyReport> Verifier::run() {
           break;
         }
         slots_[slot] = SlotInfo{h.kind, h.epoch, h.first_position, h.slot_count, h.payload_len};
-        if (h.kind == SegmentKind::kEvents) segs_.push_back(EventSeg{slot, h.epoch, h.first_position});
+        if (h.kind == SegmentKind::kEvents)
+          segs_.push_back(EventSeg{slot, h.epoch, h.first_position});
         slot += h.slot_count - 1;
         break;
     }
@@ -188,26 +188,27 @@ void Verifier::scan_segment(size_t si, uint64_t* expected, bool* stopped) {
         return;
       }
       problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
-              at == 0 ? why + " (rest of the segment skipped)"
-                      : fmt::format("{} ({} bytes skipped to the next valid frame)", why, at - off));
+              at == 0
+                  ? why + " (rest of the segment skipped)"
+                  : fmt::format("{} ({} bytes skipped to the next valid frame)", why, at - off));
       if (at == 0) return;
       off = at;
       continue;
     }
     report_.frames++;
     report_.bytes_checked += h.frame_len;
-    bool ok = for_each_record(map_ + off, h, seed_, &buf, &why,
-                              [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
-      std::string key = ev.stream_name();
-      uint64_t& v = versions_[key];
-      if (ev.version.value != v + 1)
-        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
-                fmt::format("record {}: stream {} jumps from version {} to {}", i, key, v,
-                            ev.version.value));
-      v = ev.version.value;
-      report_.events++;
-      return true;
-    });
+    bool ok = for_each_record(
+        map_ + off, h, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
+          std::string key = ev.stream_name();
+          uint64_t& v = versions_[key];
+          if (ev.version.value != v + 1)
+            problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
+                    fmt::format("record {}: stream {} jumps from version {} to {}", i, key, v,
+                                ev.version.value));
+          v = ev.version.value;
+          report_.events++;
+          return true;
+        });
     if (!ok) problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off), why);
     *expected = h.first_position + h.count;
     off += h.frame_len;
@@ -231,10 +232,10 @@ void Verifier::check_checkpoint_and_index() {
   const Checkpoint& cp = **c;
   report_.bytes_checked += format::checkpoint::kSize;
   if (cp.durable_position > last_position_)
-    report_.problems.push_back(VerifyProblem{
-        ck, -1, static_cast<int64_t>(format::checkpoint::kDurablePosition),
-        fmt::format("checkpoint says events up to {} are durable, the log ends at {}",
-                    cp.durable_position, last_position_)});
+    report_.problems.push_back(
+        VerifyProblem{ck, -1, static_cast<int64_t>(format::checkpoint::kDurablePosition),
+                      fmt::format("checkpoint says events up to {} are durable, the log ends at {}",
+                                  cp.durable_position, last_position_)});
   if (torn_tail_offset_ != 0 && cp.durable_position > last_position_) {
     // Already reported above; the torn tail is before the durable end.
   }
@@ -251,7 +252,8 @@ void Verifier::check_checkpoint_and_index() {
 void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) {
   const uint64_t base = slot_offset(slot);
   if (si.payload_len > si.slot_count * seg_size_ - sh::kSize) {
-    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base), "index length exceeds its segment");
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base),
+            "index length exceeds its segment");
     return;
   }
   StreamIndex index;
@@ -263,8 +265,9 @@ void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) 
     return;
   }
   if (info.covers_position != durable)
-    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
-            fmt::format("index covers position {}, checkpoint says {}", info.covers_position, durable));
+    problem(
+        static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
+        fmt::format("index covers position {}, checkpoint says {}", info.covers_position, durable));
   // Every locator must lead to the record of that stream and version.
   std::string buf;
   for (const auto& [key, e] : index.entries()) {
@@ -290,13 +293,13 @@ void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) 
                 FrameState::kValid) {
               for_each_record(map_ + off, h, seed_, &buf, &err,
                               [&](const RecordedEvent& r, uint32_t i, uint32_t) {
-                if (i == want) {
-                  ev = r;
-                  found = true;
-                  return false;
-                }
-                return true;
-              });
+                                if (i == want) {
+                                  ev = r;
+                                  found = true;
+                                  return false;
+                                }
+                                return true;
+                              });
             }
           }
         }

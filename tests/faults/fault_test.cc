@@ -26,7 +26,8 @@ bool soak() { return std::getenv("ES_SOAK") != nullptr; }
 struct Dir {
   fs::path path;
   Dir() {
-    path = fs::temp_directory_path() / fmt::format("es-faults-{}-{}", ::getpid(), std::random_device{}());
+    path = fs::temp_directory_path() /
+           fmt::format("es-faults-{}-{}", ::getpid(), std::random_device{}());
     fs::create_directories(path);
   }
   ~Dir() { fs::remove_all(path); }
@@ -80,7 +81,8 @@ TEST_CASE("failing the Nth OS call never crashes and never loses an acked batch 
       os->fail_at(n, v.err, v.kind, v.persistence);
       WorkloadResult r = run_workload(dir.store(), cfg, os);
       std::string broken = check_store(dir.store(), cfg, r, /*require_acked=*/true);
-      INFO(std::string(v.name), " at call ", n, " of ", total, " (first error: ", r.first_error, ")");
+      INFO(std::string(v.name), " at call ", n, " of ", total, " (first error: ", r.first_error,
+           ")");
       CHECK_MESSAGE(broken.empty(), broken);
       if (r.first_error.find(dir.store()) == std::string::npos && !r.first_error.empty())
         FAIL_CHECK("error does not name the store: " << r.first_error);
@@ -90,7 +92,8 @@ TEST_CASE("failing the Nth OS call never crashes and never loses an acked batch 
   MESSAGE("fail-call-N runs: ", runs, " over ", total, " calls per workload");
 }
 
-TEST_CASE("a crash at every OS call leaves a whole-batch prefix holding every acked batch [target 1]") {
+TEST_CASE(
+    "a crash at every OS call leaves a whole-batch prefix holding every acked batch [target 1]") {
   Dir dir;
   uint64_t runs = 0;
   for (Durability mode : {Durability::kNone, Durability::kGroup, Durability::kEach}) {
@@ -115,7 +118,9 @@ TEST_CASE("a crash at every OS call leaves a whole-batch prefix holding every ac
   MESSAGE("crash-at-N runs: ", runs);
 }
 
-TEST_CASE("power loss at every sync point and at random points loses no acked event in group/each [target 2]") {
+TEST_CASE(
+    "power loss at every sync point and at random points loses no acked event in group/each "
+    "[target 2]") {
   Dir dir;
   const int images = soak() ? 20 : 3;
   const int random_points = soak() ? 300 : 40;
@@ -165,7 +170,8 @@ TEST_CASE("power loss at every sync point and at random points loses no acked ev
   MESSAGE("power-loss images checked: ", checked, " (sectors reverted: ", changed_sectors, ")");
 }
 
-TEST_CASE("a failed fdatasync is not acked and the store refuses writes until reopened [target 9]") {
+TEST_CASE(
+    "a failed fdatasync is not acked and the store refuses writes until reopened [target 9]") {
   Dir dir;
   auto os = std::make_shared<FaultyOs>();
   StoreOptions o;

@@ -70,7 +70,8 @@ std::string check_store(const std::string& path, const WorkloadConfig& config,
   std::string error;
   Status s = store->read_all(GlobalPosition(1), {}, ~0ull, [&](const RecordedEvent& e) {
     int b = -1, i = -1, n = -1;
-    if (std::sscanf(std::string(e.payload.substr(0, 40)).c_str(), "b=%d i=%d n=%d;", &b, &i, &n) != 3 ||
+    if (std::sscanf(std::string(e.payload.substr(0, 40)).c_str(), "b=%d i=%d n=%d;", &b, &i, &n) !=
+            3 ||
         e.payload != payload_for(b, i, n, config.payload_bytes)) {
       error = fmt::format("position {} holds a payload the workload never wrote", e.position.value);
       return false;
@@ -90,21 +91,25 @@ std::string check_store(const std::string& path, const WorkloadConfig& config,
   if (!s.ok()) return "read_all failed: " + s.to_string();
   if (!error.empty()) return error;
   for (size_t k = 1; k < order.size(); ++k)
-    if (order[k] <= order[k - 1]) return fmt::format("batch {} stored after batch {}", order[k], order[k - 1]);
+    if (order[k] <= order[k - 1])
+      return fmt::format("batch {} stored after batch {}", order[k], order[k - 1]);
   for (auto [b, n] : seen)
-    if (n != config.events_per_batch) return fmt::format("batch {} is partial: {} of {} events", b, n, config.events_per_batch);
+    if (n != config.events_per_batch)
+      return fmt::format("batch {} is partial: {} of {} events", b, n, config.events_per_batch);
   if (require_acked)
     for (int b = 0; b < result.attempted; ++b)
       if (result.acked[b] && !seen.count(b)) return fmt::format("acked batch {} was lost", b);
   if (store->committed_position().value != ids.size())
-    return fmt::format("committed position {} but {} events readable", store->committed_position().value, ids.size());
+    return fmt::format("committed position {} but {} events readable",
+                       store->committed_position().value, ids.size());
   s = store->close();
   if (!s.ok()) return "close after check failed: " + s.to_string();
   auto v = Store::verify(path);
   if (!v.ok()) return "verify failed: " + v.status().to_string();
   if (!v->clean()) {
     const VerifyProblem& p = v->problems.front();
-    return fmt::format("verify found {} problems, first: segment {} offset {}: {}", v->problems.size(), p.segment, p.offset, p.what);
+    return fmt::format("verify found {} problems, first: segment {} offset {}: {}",
+                       v->problems.size(), p.segment, p.offset, p.what);
   }
   return "";
 }

@@ -16,10 +16,10 @@
 namespace es::testing {
 
 struct WorkloadResult {
-  int attempted = 0;            // batches attempted (0..attempted-1)
-  std::vector<bool> acked;      // per attempted batch
+  int attempted = 0;        // batches attempted (0..attempted-1)
+  std::vector<bool> acked;  // per attempted batch
   bool open_failed = false;
-  std::string first_error;      // first non-ok status seen (for messages)
+  std::string first_error;  // first non-ok status seen (for messages)
 };
 
 struct WorkloadConfig {
