@@ -86,8 +86,10 @@ const char* to_string(LastBatch b) {
 
 // Puts `data` (and the checkpoint as the writer left it) in place, opens
 // read-write and checks the recovered log. Returns false on a failed check.
+// The writer appended `batches` batches of `spec`; the last is in question.
 bool check_recovery(const std::string& path, const std::string& data,
-                    const std::optional<std::string>& checkpoint, LastBatch expect) {
+                    const std::optional<std::string>& checkpoint, LastBatch expect,
+                    uint64_t batches = kBatches, const MarkedBatchSpec& spec = kSpec) {
   restore_file(path, data);
   if (checkpoint) {
     restore_file(path + ".ckpt", *checkpoint);
@@ -103,8 +105,8 @@ bool check_recovery(const std::string& path, const std::string& data,
   const uint64_t committed = store.committed_position().value;
   CAPTURE(committed);
   bool ok = true;
-  const uint64_t without = (kBatches - 1) * kSpec.events;
-  const uint64_t with = kBatches * kSpec.events;
+  const uint64_t without = (batches - 1) * spec.events;
+  const uint64_t with = batches * spec.events;
   switch (expect) {
     case LastBatch::kAbsent:
       CHECK(committed == without);
@@ -122,11 +124,11 @@ bool check_recovery(const std::string& path, const std::string& data,
   ReadResult all = read_all_events(store);
   ES_CHECK_OK(all.status);
   CHECK(all.events.size() == committed);
-  const std::string problem = check_marked_log(all.events, kSpec);
+  const std::string problem = check_marked_log(all.events, spec);
   INFO(problem);
   CHECK(problem.empty());
   ok = ok && all.status.ok() && all.events.size() == committed && problem.empty();
-  const StreamId last_stream = marked_stream(kBatches);
+  const StreamId last_stream = marked_stream(batches);
   ReadResult last = read_stream_events(store, last_stream);
   ES_CHECK_OK(last.status);
   CHECK(last.events.size() == store.stream_version(last_stream).value);
@@ -177,6 +179,136 @@ Located locate(const std::string& path) {
   l.prev_end = align_up(prev.end);
   REQUIRE(l.frame_end + 4096 < l.images.after_last.size());
   return l;
+}
+
+// ---- A torn batch that opens a new segment ---------------------------------
+constexpr MarkedBatchSpec kRollSpec{2, 900, 1100};
+
+// The store's files just before and just after the append that rolled to a
+// second segment, by a writer that then dies without closing.
+struct RollImages {
+  std::string before;  // padded with zeros to the size of `after`
+  std::string after;
+  std::optional<std::string> checkpoint;
+  uint64_t batches = 0;  // the rolling batch's number
+};
+
+RollImages capture_roll(const std::string& path) {
+  // The child reports (batch, event segments, log bytes) after each append
+  // and waits: 1 = go on, 0 = die.
+  Child child = Child::spawn([&](const ChildPipes& pipes) {
+    Result<std::unique_ptr<Store>> store = Store::open(path, small_store_options());
+    if (!store.ok()) return 3;
+    for (uint64_t b = 1; b < 100000; ++b) {
+      const auto events =
+          make_marked_batch(b, kRollSpec.events, kRollSpec.min_payload, kRollSpec.max_payload);
+      if (!(*store)->append(marked_stream(b), ExpectedVersion::any(), events).ok()) return 5;
+      const StoreStats stats = (*store)->stats();
+      pipes.send(b);
+      pipes.send(stats.event_segments);
+      pipes.send(stats.log_bytes);
+      if (pipes.receive() == 0) _exit(0);
+    }
+    return 6;
+  });
+  RollImages images;
+  std::string previous;
+  for (;;) {
+    std::optional<uint64_t> b = child.receive();
+    std::optional<uint64_t> segments = child.receive();
+    std::optional<uint64_t> log_bytes = child.receive();
+    INFO("writer " << (b ? "running" : describe_wait_status(child.wait())));
+    REQUIRE(log_bytes.has_value());
+    if (*segments >= 2) {
+      REQUIRE(*segments == 2);
+      REQUIRE_FALSE(previous.empty());
+      images.after = read_file(path);
+      images.checkpoint = read_file_if_exists(path + ".ckpt");
+      images.batches = *b;
+      REQUIRE(previous.size() <= images.after.size());
+      images.before = previous + std::string(images.after.size() - previous.size(), '\0');
+      REQUIRE(child.send(0));
+      break;
+    }
+    // Near the end of the first segment, keep each image: the next append may roll.
+    if (*log_bytes + 64 * 1024 > kMiB) previous = read_file(path);
+    REQUIRE(child.send(1));
+  }
+  REQUIRE(child.wait_exit_code() == 0);
+  return images;
+}
+
+// Tears the rolling batch at offsets [begin, end) chosen by `stride`: every
+// byte of the segment and frame headers and the frame's last bytes, and every
+// stride-th byte between (stride 1: every byte).
+void run_torn_roll(uint64_t stride) {
+  const uint64_t seed = std::random_device{}();
+  CAPTURE(seed);
+  std::mt19937_64 rng(seed);
+  TempDir dir("es-torn-roll");
+  const std::string path = dir.file("roll.evs");
+  const RollImages im = capture_roll(path);
+  const ByteRange changed = differing_range(im.before, im.after);
+  const uint64_t frame_end = align_up(changed.end);
+  const uint64_t headers_end = changed.begin + 64 + 64;  // segment header, frame header
+  CAPTURE(changed.begin);
+  CAPTURE(changed.end);
+  CAPTURE(im.batches);
+  // The rolling append wrote a segment header at a slot boundary and one frame.
+  REQUIRE(changed.begin % 4096 == 0);
+  REQUIRE(changed.size() < 8192);
+  REQUIRE(frame_end + 256 < im.after.size());
+
+  constexpr int kMaxFailures = 3;
+  int zero_failures = 0;
+  int garbage_failures = 0;
+  int truncation_failures = 0;
+  uint64_t tried = 0;
+  for (uint64_t k = changed.begin; k <= frame_end; ++k) {
+    const bool dense = k < headers_end || k + 16 >= changed.end;
+    if (!dense && (k - changed.begin) % stride != 0) continue;
+    ++tried;
+    CAPTURE(k);
+    if (zero_failures < kMaxFailures) {
+      INFO("tail zero-filled from k");
+      std::string image = im.after.substr(0, k) + im.before.substr(k);
+      const LastBatch expect = k >= changed.end ? LastBatch::kPresent : LastBatch::kAbsent;
+      if (!check_recovery(path, image, im.checkpoint, expect, im.batches, kRollSpec)) {
+        ++zero_failures;
+      }
+    }
+    // Garbage after a partial segment header cannot come from a crash: the
+    // header is synced before any frame is written behind it.
+    if (garbage_failures < kMaxFailures && k >= changed.begin + 64) {
+      INFO("tail garbage-filled from k");
+      std::string image = im.after;
+      for (uint64_t i = k; i < frame_end + 256; ++i) image[i] = static_cast<char>(rng());
+      if (k < changed.end && image[k] == im.after[k]) image[k] = static_cast<char>(~image[k]);
+      const LastBatch expect = k < changed.end ? LastBatch::kAbsent
+                               : k < frame_end ? LastBatch::kEither
+                                               : LastBatch::kPresent;
+      if (!check_recovery(path, image, im.checkpoint, expect, im.batches, kRollSpec)) {
+        ++garbage_failures;
+      }
+    }
+    if (truncation_failures < kMaxFailures) {
+      INFO("file truncated at k");
+      std::string image = im.after.substr(0, k);
+      const LastBatch expect = k < changed.end ? LastBatch::kAbsent
+                               : k < frame_end ? LastBatch::kEither
+                                               : LastBatch::kPresent;
+      if (!check_recovery(path, image, im.checkpoint, expect, im.batches, kRollSpec)) {
+        ++truncation_failures;
+      }
+    }
+  }
+  MESSAGE("tore the rolling batch at " << tried << " offsets of " << frame_end - changed.begin);
+  CHECK_MESSAGE(zero_failures == 0,
+                "zero-filled tails: stopped after " << kMaxFailures << " failing offsets");
+  CHECK_MESSAGE(garbage_failures == 0,
+                "garbage-filled tails: stopped after " << kMaxFailures << " failing offsets");
+  CHECK_MESSAGE(truncation_failures == 0,
+                "truncated files: stopped after " << kMaxFailures << " failing offsets");
 }
 
 TEST_SUITE("torn-tail") {
@@ -279,6 +411,18 @@ TEST_SUITE("torn-tail") {
     INFO(problem);
     CHECK(problem.empty());
     ES_CHECK_OK(store->close());
+  }
+}
+
+TEST_SUITE("torn-tail") {
+  TEST_CASE("a torn batch that opens a new segment is cut on open (sampled offsets)") {
+    run_torn_roll(53);
+  }
+}
+
+TEST_SUITE("torn-tail-full") {
+  TEST_CASE("a torn batch that opens a new segment is cut on open at every byte offset") {
+    run_torn_roll(1);
   }
 }
 
