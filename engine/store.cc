@@ -1042,10 +1042,15 @@ Status Store::Impl::checkpoint_locked() {
     } else {
       os_->unmap(m, len);
     }
+    index_slot_ = slot;
+    index_epoch_ = c.index_epoch;
+    index_covers_ = covers;
+  } else {
+    std::unique_lock ix(index_mu_);
+    index_slot_ = slot;
+    index_epoch_ = c.index_epoch;
+    index_covers_ = covers;
   }
-  index_slot_ = slot;
-  index_epoch_ = c.index_epoch;
-  index_covers_ = covers;
   // The previous index segment is no longer referenced: zero it (so no
   // stale header or blob byte outlives it) and free its slots.
   if (old_slot != kNoSlot && old_slot < slots_.size() && old_slot != slot)
@@ -1298,16 +1303,21 @@ StoreStats Store::Impl::stats() const {
   {
     std::shared_lock ix(index_mu_);
     st.streams = index_.stream_count();
+    st.index_persisted_position = index_covers_;
   }
-  st.index_persisted_position = index_covers_;
   uint32_t nsegs = seg_count_.load();
   st.event_segments = nsegs;
-  uint64_t used = 0;
-  for (uint64_t s = 0; s < slots_.size(); ++s) {
-    if (slots_[s].kind == SegmentKind::kIndex && slots_[s].slot_count > 0) ++st.index_segments;
-    if (slots_[s].kind != SegmentKind::kFree) ++used;
+  {
+    // The slot table belongs to the writer.
+    std::lock_guard lock(write_mu_);
+    uint64_t used = 0;
+    for (uint64_t s = 0; s < slots_.size(); ++s) {
+      if (slots_[s].kind == SegmentKind::kIndex && slots_[s].slot_count > 0) ++st.index_segments;
+      if (slots_[s].kind != SegmentKind::kFree) ++used;
+    }
+    st.free_segments = static_cast<uint32_t>(slots_.size() - used);
+    if (ckpt_) st.file_bytes += format::checkpoint::kSize;
   }
-  st.free_segments = static_cast<uint32_t>(slots_.size() - used);
   for (uint32_t i = 0; i < nsegs; ++i) {
     const uint64_t base = slot_offset(segs_[i].slot);
     const uint8_t* map = slot_map(segs_[i].slot);
@@ -1326,8 +1336,7 @@ StoreStats Store::Impl::stats() const {
     }
   }
   int64_t size = os_->file_size(fd_);
-  st.file_bytes = size > 0 ? static_cast<uint64_t>(size) : 0;
-  if (ckpt_) st.file_bytes += format::checkpoint::kSize;
+  st.file_bytes += size > 0 ? static_cast<uint64_t>(size) : 0;
   return st;
 }
 

@@ -142,7 +142,7 @@ class Store::Impl {
 
   std::atomic<uint64_t> committed_{0};
 
-  std::mutex write_mu_;
+  mutable std::mutex write_mu_;
   uint64_t next_position_ = 1;
   uint64_t tail_offset_ = 0;  // 0: no event segment yet
   uint64_t tail_slot_ = 0;
