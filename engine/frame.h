@@ -39,10 +39,16 @@ enum class FrameState : uint8_t {
 FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
                        uint64_t seed, FrameHeader* out, std::string* error);
 
+// Whether decode_record checks the record's own checksum. kFrameVerified is
+// for records of a frame whose checksum (covering them) was just verified.
+enum class RecordCheck : uint8_t { kVerifyChecksum, kFrameVerified };
+
 // Decodes the record at `p` (`avail` bytes left in the body). Verifies
-// lengths, reserved bytes and the record checksum. Views point into `p`.
+// lengths, reserved bytes and (unless kFrameVerified) the record checksum.
+// Views point into `p`.
 bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
-                   uint32_t* record_len, std::string* error);
+                   uint32_t* record_len, std::string* error,
+                   RecordCheck check = RecordCheck::kVerifyChecksum);
 
 // Decompresses a zstd frame body into `out` (exactly raw_len bytes expected).
 bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out,
@@ -53,7 +59,7 @@ bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::
 // *error when a record is malformed or the records do not fill the body.
 template <class Fn>
 bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
-                     std::string* error, Fn&& fn);
+                     std::string* error, Fn&& fn, RecordCheck check = RecordCheck::kVerifyChecksum);
 
 // Builds one frame. Callers serialize (one encoder per writer).
 class FrameEncoder {
@@ -98,14 +104,14 @@ bool frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf, co
 
 template <class Fn>
 bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
-                     std::string* error, Fn&& fn) {
+                     std::string* error, Fn&& fn, RecordCheck check) {
   const uint8_t* body;
   if (!frame_body(frame, h, buf, &body, error)) return false;
   uint64_t off = 0;
   for (uint32_t i = 0; i < h.count; ++i) {
     RecordedEvent ev;
     uint32_t len;
-    if (!decode_record(body + off, h.raw_len - off, seed, &ev, &len, error)) {
+    if (!decode_record(body + off, h.raw_len - off, seed, &ev, &len, error, check)) {
       *error = "record " + std::to_string(i) + " of frame: " + *error;
       return false;
     }

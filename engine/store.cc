@@ -477,7 +477,8 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   std::string key;
   Status status;
   bool ok = for_each_record(
-      frame, h, seed_, &buf, &err, [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
+      frame, h, seed_, &buf, &err,
+      [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
         key.assign(ev.stream_type);
         key += '-';
         key.append(ev.stream_id);
@@ -499,7 +500,8 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
                                       : offset + fh::kSize + body_off;
         e.delta.push_back(loc);
         return true;
-      });
+      },
+      RecordCheck::kFrameVerified);
   if (!ok)
     return corruption(fmt::format("{}: {}", where(slot, offset), err), static_cast<int64_t>(slot),
                       static_cast<int64_t>(offset));
@@ -868,10 +870,19 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
           key, i));
     all_ids &= !e.id.is_nil();
     bytes += record_size(stream, e);
-    for (size_t j = 0; j < i; ++j)
-      if (!e.id.is_nil() && events[j].id == e.id)
-        return invalid_argument(fmt::format("stream {}: events {} and {} share the id {}", key, j,
-                                            i, e.id.to_string()));
+  }
+  {
+    // Ids given by the caller must be distinct within the batch.
+    thread_local std::vector<std::pair<Uuid, size_t>> ids;
+    ids.clear();
+    for (size_t i = 0; i < n; ++i)
+      if (!events[i].id.is_nil()) ids.emplace_back(events[i].id, i);
+    std::sort(ids.begin(), ids.end());
+    for (size_t k = 1; k < ids.size(); ++k)
+      if (ids[k].first == ids[k - 1].first)
+        return invalid_argument(fmt::format("stream {}: events {} and {} share the id {}", key,
+                                            ids[k - 1].second, ids[k].second,
+                                            ids[k].first.to_string()));
   }
   if (align_up(fh::kSize + bytes, format::kFrameAlign) > seg_size_ - sh::kSize)
     return invalid_argument(fmt::format(
@@ -1239,7 +1250,8 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
             static_cast<int64_t>(seg.slot), static_cast<int64_t>(off));
       }
       bool ok = for_each_record(
-          p, h, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t, uint32_t) {
+          p, h, seed_, &buf, &why,
+          [&](const RecordedEvent& ev, uint32_t, uint32_t) {
             uint64_t pos = ev.position.value;
             if (pos > committed) {
               stop = true;
@@ -1257,7 +1269,8 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
               return false;
             }
             return true;
-          });
+          },
+          RecordCheck::kFrameVerified);
       if (!ok)
         return corruption(
             fmt::format("{}: {} (run 'esdump verify {}')", where(seg.slot, off), why, path_),
