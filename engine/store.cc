@@ -214,6 +214,7 @@ Status Store::Impl::open() {
   }
   seed_ = header_.seed();
   seg_size_ = header_.segment_size;
+  seg_shift_ = static_cast<unsigned>(__builtin_ctzll(seg_size_));  // a power of two (checked)
   map_cap_ = kMaxSlots;
   maps_ = std::make_unique<std::atomic<const uint8_t*>[]>(map_cap_);
   segs_ = std::make_unique<EventSeg[]>(map_cap_);

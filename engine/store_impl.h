@@ -57,7 +57,7 @@ class Store::Impl {
   // --- layout helpers ---
   uint64_t slot_offset(uint64_t slot) const { return format::kFileHeaderSize + slot * seg_size_; }
   uint64_t slot_of(uint64_t file_offset) const {
-    return (file_offset - format::kFileHeaderSize) / seg_size_;
+    return (file_offset - format::kFileHeaderSize) >> seg_shift_;  // seg_size_ is 2^seg_shift_
   }
   const uint8_t* slot_map(uint64_t slot) const {
     return slot < map_cap_ ? maps_[slot].load(std::memory_order_acquire) : nullptr;
@@ -123,6 +123,7 @@ class Store::Impl {
   FileHeader header_;
   uint64_t seed_ = 0;
   uint64_t seg_size_ = 0;
+  unsigned seg_shift_ = 0;
 
   std::vector<SlotInfo> slots_;  // guarded by write_mu_
   size_t map_cap_ = 0;
