@@ -194,7 +194,7 @@ int FaultyOs::unlink(const std::string& path) {
   return base_->unlink(path);
 }
 
-int FaultyOs::sync_dir_of(const std::string& path) {
+int FaultyOs::sync_dir_of(const std::string& /*path*/) {
   if (int r = gate(Op::kSync); r < 0) return r;
   return 0;
 }
