@@ -1,0 +1,105 @@
+// Checksum fixups for the fuzz targets: recompute the checksums of structures
+// whose other bytes a mutation changed, so inputs reach the checks that
+// follow a checksum. Each function only signs what its layout bounds allow
+// and never reads or writes outside [p, p + n).
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "engine/coding.h"
+#include "engine/format.h"
+#include "engine/segment.h"
+
+namespace es::fuzz {
+
+// Record checksums of an uncompressed frame body of `n` bytes.
+inline void resign_records(uint8_t* body, uint64_t n, uint64_t seed) {
+  namespace rec = format::record;
+  uint64_t off = 0;
+  while (n - off >= rec::kSize) {
+    uint8_t* r = body + off;
+    uint32_t len = get_u32(r + rec::kRecordLen);
+    if (len < rec::kSize || len > n - off) return;
+    put_u32(r + rec::kChecksum, static_cast<uint32_t>(checksum64(r + 8, len - 8, seed)));
+    off += len;
+  }
+}
+
+// The frame at p (`avail` bytes to the segment end): its records when
+// uncompressed, then its checksum, if its lengths fit. Returns frame_len, or
+// 0 when the header is zero or its length does not fit.
+inline uint32_t resign_frame(uint8_t* p, uint64_t avail, uint64_t seed) {
+  namespace fh = format::frame_header;
+  if (avail < fh::kSize || all_zero(p, fh::kSize)) return 0;
+  uint32_t frame_len = get_u32(p + fh::kFrameLen);
+  uint32_t body_len = get_u32(p + fh::kBodyLen);
+  if (frame_len < fh::kSize || frame_len > avail) return 0;
+  if ((p[fh::kFlags] & format::kFrameFlagZstd) == 0 && body_len <= frame_len - fh::kSize)
+    resign_records(p + fh::kSize, body_len, seed);
+  put_u64(p + fh::kChecksum, checksum64(p + fh::kFrameLen, frame_len - fh::kFrameLen, seed));
+  return frame_len;
+}
+
+// An index blob of `n` bytes: per-stream locator checksums and the blob
+// checksum, with locators_offset set to what the counts imply.
+inline void resign_index_blob(uint8_t* p, uint64_t n, uint64_t seed) {
+  namespace ih = format::index_header;
+  namespace ie = format::index_entry;
+  if (n < ih::kSize) return;
+  uint64_t streams = get_u64(p + ih::kStreamCount);
+  uint64_t locators = get_u64(p + ih::kLocatorCount);
+  uint64_t names_len = get_u64(p + ih::kNamesLen);
+  if (streams > n / ie::kSize || names_len > n || locators > n / 8) return;
+  const uint64_t names_off = ih::kSize + streams * ie::kSize;
+  const uint64_t loc_off = align_up(names_off + names_len, 8);
+  if (loc_off + locators * 8 > n) return;
+  put_u64(p + ih::kLocatorsOffset, loc_off);
+  for (uint64_t i = 0; i < streams; ++i) {
+    uint8_t* d = p + ih::kSize + i * ie::kSize;
+    uint64_t first = get_u64(d + ie::kLocatorsIndex);
+    uint64_t count = get_u64(d + ie::kCount);
+    if (first > locators || count > locators - first) continue;
+    put_u64(d + ie::kLocatorsChecksum, checksum64(p + loc_off + first * 8, count * 8, seed));
+  }
+  put_u64(p + ih::kChecksum, checksum64(p, ih::kChecksum, seed) ^
+                                 checksum64(p + ih::kSize, loc_off - ih::kSize, seed));
+}
+
+// A whole data file of `n` bytes (and its 128-byte checkpoint file when
+// `ckpt` is not null): the file header, every slot header that has the
+// segment magic, the frames of event segments (walking frame_len from
+// offset 64 until a zero or impossible header) and index blobs.
+inline void resign_store(uint8_t* d, uint64_t n, uint8_t* ckpt) {
+  namespace fhdr = format::file_header;
+  namespace sh = format::segment_header;
+  if (n < fhdr::kSize) return;
+  put_u64(d + fhdr::kChecksum, checksum64(d, fhdr::kChecksum, 0));
+  FileHeader h;
+  if (!parse_file_header(d, n, &h).empty()) return;
+  const uint64_t seed = h.seed();
+  if (ckpt != nullptr)
+    put_u64(ckpt + format::checkpoint::kChecksum,
+            checksum64(ckpt, format::checkpoint::kChecksum, seed));
+  if (n < format::kFileHeaderSize) return;
+  const uint64_t seg = h.segment_size;
+  const uint64_t nslots = (n - format::kFileHeaderSize) / seg;
+  for (uint64_t k = 0; k < nslots; ++k) {
+    uint8_t* p = d + format::kFileHeaderSize + k * seg;
+    if (get_u32(p + sh::kMagic) != format::kSegmentMagic) continue;
+    put_u64(p + sh::kChecksum, checksum64(p, sh::kChecksum, seed));
+    SegmentHeader s;
+    std::string why;
+    if (parse_segment_header(p, k, seed, &s, &why) != SegmentHeaderState::kValid) continue;
+    if (s.kind == format::SegmentKind::kEvents) {
+      uint64_t off = sh::kSize;
+      while (uint32_t len = resign_frame(p + off, seg - off, seed)) off += len;
+    } else if (s.slot_count <= nslots - k) {
+      uint64_t room = s.slot_count * seg - sh::kSize;
+      resign_index_blob(p + sh::kSize, s.payload_len < room ? s.payload_len : room, seed);
+      k += s.slot_count - 1;
+    }
+  }
+}
+
+}  // namespace es::fuzz
