@@ -56,6 +56,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   limit_memory();
+  // Targets that write files put them under $ES_FUZZ_TMPDIR (meson points it
+  // into the build directory, so a crashing input leaves nothing in /dev/shm).
+  if (const char* t = std::getenv("ES_FUZZ_TMPDIR"); t != nullptr && *t != '\0') {
+    std::error_code ec;
+    fs::create_directories(t, ec);
+  }
   int status = 0;
   size_t total = 0;
   for (int i = 1; i < argc; ++i) {
