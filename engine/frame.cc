@@ -16,7 +16,7 @@ namespace rec = format::record;
 bool FrameHeader::compressed() const { return (flags & format::kFrameFlagZstd) != 0; }
 
 FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
-                       uint64_t seed, FrameHeader* h, std::string* error) {
+                       uint64_t seed, FrameHeader* h, std::string* error, uint64_t segment_size) {
   if (avail < fh::kSize) {
     // Not even room for a header: the end of the segment.
     if (all_zero(p, avail)) return FrameState::kNeverWritten;
@@ -73,7 +73,9 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
   }
   if (h->count == 0 || h->count > format::kMaxEventsPerBatch || h->first_position == 0 ||
       (!h->compressed() && h->raw_len != h->body_len) ||
-      h->raw_len < static_cast<uint64_t>(h->count) * rec::kSize) {
+      h->raw_len < static_cast<uint64_t>(h->count) * rec::kSize ||
+      fh::kSize + static_cast<uint64_t>(h->raw_len) >
+          segment_size - format::segment_header::kSize) {
     *error = fmt::format("frame header fields are inconsistent (count {}, body {}, raw {})",
                          h->count, h->body_len, h->raw_len);
     return FrameState::kBad;

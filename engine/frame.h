@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/format.h"
 #include "engine/types.h"
 
 namespace es {
@@ -36,8 +37,11 @@ enum class FrameState : uint8_t {
 // Validates the frame at `p` (with `avail` bytes up to the segment end) that
 // must sit at file offset `offset` in a segment of epoch `epoch`.
 // Never reads outside [p, p + avail).
+// `segment_size` bounds the decompressed body (a frame's records always fit
+// in one segment), so a crafted raw_len cannot make a reader allocate more.
 FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
-                       uint64_t seed, FrameHeader* out, std::string* error);
+                       uint64_t seed, FrameHeader* out, std::string* error,
+                       uint64_t segment_size = format::kMaxSegmentSize);
 
 // Whether decode_record checks the record's own checksum. kFrameVerified is
 // for records of a frame whose checksum (covering them) was just verified.

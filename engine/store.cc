@@ -391,7 +391,7 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
     if (seg != nullptr && c.last_frame_offset >= slot_offset(slot) + sh::kSize) {
       uint64_t in = c.last_frame_offset - slot_offset(slot);
       FrameState st = check_frame(slot_map(slot) + in, seg_size_ - in, c.last_frame_offset,
-                                  seg->epoch, seed_, &h, &why);
+                                  seg->epoch, seed_, &h, &why, seg_size_);
       if (st == FrameState::kValid && h.first_position + h.count - 1 == c.durable_position)
         why.clear();
       else if (st == FrameState::kValid)
@@ -473,41 +473,66 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
 
 Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint64_t offset,
                                 uint64_t slot) {
+  // Two passes: check every record first, index only a wholly good frame, so
+  // a frame found bad halfway leaves no locator behind (it may be cut as a
+  // torn tail and its positions written again).
+  struct Stream {
+    std::string key;
+    uint8_t type_len;
+    uint64_t version;  // indexed version + this frame's records so far
+  };
   thread_local std::string buf;
+  thread_local std::vector<Stream> streams;  // distinct streams of the frame (usually one)
+  thread_local std::vector<std::pair<size_t, uint64_t>> locators;  // (stream, locator)
+  streams.clear();
+  locators.clear();
   std::string err;
   std::string key;
   Status status;
   bool ok = for_each_record(
       frame, h, seed_, &buf, &err,
       [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
-        key.assign(ev.stream_type);
-        key += '-';
-        key.append(ev.stream_id);
-        if (ev.stream_type.empty() || ev.stream_id.empty() ||
+        if (ev.stream_type.empty() || ev.stream_id.empty() || ev.stream_type.size() > 255 ||
             ev.stream_type.find('-') != std::string_view::npos) {
           status = corruption(
               fmt::format("{}: record {} has an invalid stream name", where(slot, offset), i),
               static_cast<int64_t>(slot), static_cast<int64_t>(offset));
           return false;
         }
-        StreamIndex::Entry& e = index_.get_or_add(key, static_cast<uint8_t>(ev.stream_type.size()));
-        if (ev.version.value != e.version() + 1) {
+        key.assign(ev.stream_type);
+        key += '-';
+        key.append(ev.stream_id);
+        size_t k = 0;
+        while (k < streams.size() && streams[k].key != key) ++k;
+        if (k == streams.size()) {
+          const StreamIndex::Entry* e = index_.find(key);
+          streams.push_back(
+              {key, static_cast<uint8_t>(ev.stream_type.size()), e ? e->version() : 0});
+        }
+        Stream& st = streams[k];
+        if (ev.version.value != st.version + 1) {
           status = corruption(fmt::format("{}: stream {} jumps from version {} to {}",
-                                          where(slot, offset), key, e.version(), ev.version.value),
+                                          where(slot, offset), key, st.version, ev.version.value),
                               static_cast<int64_t>(slot), static_cast<int64_t>(offset));
           return false;
         }
-        uint64_t loc = h.compressed() ? (format::kLocatorCompressed | (uint64_t{i} << 48) | offset)
-                                      : offset + fh::kSize + body_off;
-        e.delta.push_back(loc);
+        ++st.version;
+        locators.emplace_back(k, h.compressed()
+                                     ? (format::kLocatorCompressed | (uint64_t{i} << 48) | offset)
+                                     : offset + fh::kSize + body_off);
         return true;
       },
       RecordCheck::kFrameVerified);
   if (!ok)
     return corruption(fmt::format("{}: {}", where(slot, offset), err), static_cast<int64_t>(slot),
                       static_cast<int64_t>(offset));
+  if (!status.ok()) return status;
+  std::vector<StreamIndex::Entry*> entries;
+  entries.reserve(streams.size());
+  for (const Stream& st : streams) entries.push_back(&index_.get_or_add(st.key, st.type_len));
+  for (const auto& [k, loc] : locators) entries[k]->delta.push_back(loc);
   index_.note_added(h.count);
-  return status;
+  return Status();
 }
 
 Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expected,
@@ -534,8 +559,8 @@ Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expecte
     while (offset < end) {
       FrameHeader h;
       std::string why;
-      FrameState st =
-          check_frame(map + (offset - base), end - offset, offset, seg.epoch, seed_, &h, &why);
+      FrameState st = check_frame(map + (offset - base), end - offset, offset, seg.epoch, seed_, &h,
+                                  &why, seg_size_);
       if (st == FrameState::kNeverWritten) break;
       if (st == FrameState::kValid && h.first_position != expected) {
         st = FrameState::kBad;
@@ -588,7 +613,8 @@ bool Store::Impl::later_frame_proves_durable(const BadFrame& bad) const {
       if (get_u64(p + fh::kFileOffset) != off) continue;  // cheap filter first
       FrameHeader h;
       std::string why;
-      if (check_frame(p, end - off, off, seg.epoch, seed_, &h, &why) == FrameState::kValid &&
+      if (check_frame(p, end - off, off, seg.epoch, seed_, &h, &why, seg_size_) ==
+              FrameState::kValid &&
           h.durable_position >= bad.expected_position)
         return true;
     }
@@ -1103,8 +1129,8 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev) const {
   thread_local uint64_t body_frame = 0, body_epoch = 0, body_seed = 0;
   FrameHeader h;
   uint64_t epoch = get_u64(map + sh::kEpoch);
-  if (in < sh::kSize ||
-      check_frame(map + in, seg_size_ - in, off, epoch, seed_, &h, &why) != FrameState::kValid)
+  if (in < sh::kSize || check_frame(map + in, seg_size_ - in, off, epoch, seed_, &h, &why,
+                                    seg_size_) != FrameState::kValid)
     return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(slot, off),
                                   why.empty() ? "no frame at the indexed offset" : why, path_),
                       static_cast<int64_t>(slot), static_cast<int64_t>(off));
@@ -1213,18 +1239,32 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
   thread_local std::string buf;
   uint64_t delivered = 0;
   bool stop = false;
+  uint64_t expected = si < nsegs ? segs_[si].first_position : 1;
+  // Everything up to `committed` must be there: running out of log before it
+  // (a zeroed or damaged header, a segment that does not continue the log)
+  // is corruption, never a silent short read.
+  auto missing = [&](uint64_t slot, uint64_t off, const std::string& why) {
+    return corruption(fmt::format("{}: {}; events {}..{} are committed but unreadable (run "
+                                  "'esdump verify {}')",
+                                  where(slot, off), why, expected, committed, path_),
+                      static_cast<int64_t>(slot), static_cast<int64_t>(off));
+  };
   for (; si < nsegs && !stop; ++si) {
     const EventSeg seg = segs_[si];
     const uint64_t base = slot_offset(seg.slot);
     const uint64_t end = base + seg_size_;
     const uint8_t* map = slot_map(seg.slot);
     uint64_t off = base + sh::kSize;
-    uint64_t expected = seg.first_position;
+    if (seg.first_position != expected)
+      return missing(
+          seg.slot, off,
+          fmt::format("segment starts at position {}, expected {}", seg.first_position, expected));
     while (off < end && !stop) {
       if (expected > committed) return Status();
       const uint8_t* p = map + (off - base);
       if (end - off >= fh::kSize) {
-        // Frames wholly before `want` are skipped on their header alone.
+        // Frames wholly before `want` are skipped on their header alone; if
+        // a damaged length misleads the skip, the next header is caught below.
         uint64_t first = get_u64(p + fh::kFirstPosition);
         uint32_t count = get_u32(p + fh::kCount);
         uint32_t len = get_u32(p + fh::kFrameLen);
@@ -1238,17 +1278,15 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
       }
       FrameHeader h;
       std::string why;
-      FrameState st = check_frame(p, end - off, off, seg.epoch, seed_, &h, &why);
-      if (st == FrameState::kNeverWritten) break;
+      FrameState st = check_frame(p, end - off, off, seg.epoch, seed_, &h, &why, seg_size_);
       if (st == FrameState::kValid && h.first_position != expected) {
         st = FrameState::kBad;
         why = fmt::format("frame starts at position {}, expected {}", h.first_position, expected);
       }
-      if (st == FrameState::kBad) {
-        if (si + 1 < nsegs && segs_[si + 1].first_position == expected) break;  // see scan_log
-        return corruption(
-            fmt::format("{}: {} (run 'esdump verify {}')", where(seg.slot, off), why, path_),
-            static_cast<int64_t>(seg.slot), static_cast<int64_t>(off));
+      if (st != FrameState::kValid) {
+        // The rest of a segment that the next one continues is skipped (see scan_log).
+        if (si + 1 < nsegs && segs_[si + 1].first_position == expected) break;
+        return missing(seg.slot, off, st == FrameState::kNeverWritten ? "the log ends here" : why);
       }
       bool ok = for_each_record(
           p, h, seed_, &buf, &why,
@@ -1280,6 +1318,11 @@ Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint
       off += h.frame_len;
     }
   }
+  if (!stop && expected <= committed)
+    return corruption(fmt::format("{}: the log ends at position {} but {} events are committed "
+                                  "(run 'esdump verify {}')",
+                                  path_, expected - 1, committed, path_),
+                      -1, -1);
   return Status();
 }
 
@@ -1340,7 +1383,7 @@ StoreStats Store::Impl::stats() const {
       std::string why;
       if (get_u64(map + (off - base) + fh::kFirstPosition) > st.events) break;
       if (check_frame(map + (off - base), base + seg_size_ - off, off, segs_[i].epoch, seed_, &h,
-                      &why) != FrameState::kValid)
+                      &why, seg_size_) != FrameState::kValid)
         break;
       st.log_bytes += h.frame_len;
       st.raw_record_bytes += h.raw_len;

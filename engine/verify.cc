@@ -87,6 +87,13 @@ Result<VerifyReport> Verifier::run() {
   seg_size_ = header_.segment_size;
   seed_ = header_.seed();
   report_.bytes_checked += format::file_header::kSize;
+  if (size_ < format::kFileHeaderSize) {
+    // Regression: the slot count below underflowed on such files (fuzz crasher).
+    problem(-1, static_cast<int64_t>(size_),
+            fmt::format("file is {} bytes, shorter than the {}-byte header region", size_,
+                        format::kFileHeaderSize));
+    return report_;
+  }
   if ((size_ - format::kFileHeaderSize) % seg_size_ != 0)
     problem(-1, static_cast<int64_t>(size_),
             fmt::format("file size {} is not the header plus whole segments of {} bytes (a "
@@ -135,7 +142,8 @@ uint64_t Verifier::resync(size_t si, uint64_t from, FrameHeader* h) const {
        off += format::kFrameAlign) {
     if (get_u64(map_ + off + fh::kFileOffset) != off) continue;
     std::string why;
-    if (check_frame(map_ + off, end - off, off, seg.epoch, seed_, h, &why) == FrameState::kValid)
+    if (check_frame(map_ + off, end - off, off, seg.epoch, seed_, h, &why, seg_size_) ==
+        FrameState::kValid)
       return off;
   }
   return 0;
@@ -167,7 +175,7 @@ void Verifier::scan_segment(size_t si, uint64_t* expected, bool* stopped) {
   while (off < end) {
     FrameHeader h;
     std::string why;
-    FrameState st = check_frame(map_ + off, end - off, off, seg.epoch, seed_, &h, &why);
+    FrameState st = check_frame(map_ + off, end - off, off, seg.epoch, seed_, &h, &why, seg_size_);
     if (st == FrameState::kNeverWritten) return;
     if (st == FrameState::kValid && h.first_position != *expected) {
       problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
@@ -289,8 +297,8 @@ void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) 
           } else {
             FrameHeader h;
             uint32_t want = static_cast<uint32_t>((loc >> 48) & 0x7fff);
-            if (check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &err) ==
-                FrameState::kValid) {
+            if (check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &err,
+                            seg_size_) == FrameState::kValid) {
               for_each_record(map_ + off, h, seed_, &buf, &err,
                               [&](const RecordedEvent& r, uint32_t i, uint32_t) {
                                 if (i == want) {
