@@ -277,7 +277,10 @@ void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) 
         static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
         fmt::format("index covers position {}, checkpoint says {}", info.covers_position, durable));
   // Every locator must lead to the record of that stream and version.
-  std::string buf;
+  std::string buf;  // the decoded body of frame_off (views in frame_events point into it)
+  uint64_t frame_off = ~0ull;
+  std::vector<RecordedEvent> frame_events;
+  std::string frame_err;
   for (const auto& [key, e] : index.entries()) {
     for (uint64_t v = 1; v <= e.version(); ++v) {
       uint64_t loc = e.locator(v);
@@ -295,20 +298,24 @@ void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) 
             found = off >= slot_offset(s) + sh::kSize &&
                     decode_record(map_ + off, end - off, seed_, &ev, &len, &err);
           } else {
-            FrameHeader h;
+            // Decode each compressed frame once, however many locators name it.
             uint32_t want = static_cast<uint32_t>((loc >> 48) & 0x7fff);
-            if (check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &err,
-                            seg_size_) == FrameState::kValid) {
-              for_each_record(map_ + off, h, seed_, &buf, &err,
-                              [&](const RecordedEvent& r, uint32_t i, uint32_t) {
-                                if (i == want) {
-                                  ev = r;
-                                  found = true;
-                                  return false;
-                                }
-                                return true;
-                              });
+            if (off != frame_off) {
+              frame_off = off;
+              frame_events.clear();
+              frame_err.clear();
+              FrameHeader h;
+              if (check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &frame_err,
+                              seg_size_) == FrameState::kValid)
+                for_each_record(map_ + off, h, seed_, &buf, &frame_err,
+                                [&](const RecordedEvent& r, uint32_t, uint32_t) {
+                                  frame_events.push_back(r);
+                                  return true;
+                                });
             }
+            found = want < frame_events.size();
+            if (found) ev = frame_events[want];
+            err = frame_err.empty() ? "index names a record past the frame's count" : frame_err;
           }
         }
       }
