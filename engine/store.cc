@@ -110,12 +110,14 @@ Status Store::Impl::map_slot(uint64_t slot) {
   return Status();
 }
 
-// Makes [off, off+len) read as zeros and stay allocated (so later writes
-// cannot hit ENOSPC): punch a hole and allocate again, or write zeros.
-Status Store::Impl::zero_range(uint64_t off, uint64_t len) {
+// Makes [off, off+len) read as zeros: punch a hole, then (kKeep) allocate it
+// again so later writes there cannot hit ENOSPC; where holes are not
+// supported, write zeros.
+Status Store::Impl::zero_range(uint64_t off, uint64_t len, Space space) {
   if (len == 0) return Status();
   int r = os_->fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
   if (r == 0) {
+    if (space == Space::kRelease) return Status();
     r = os_->fallocate(fd_, 0, off, len);
     if (r < 0)
       return io_error(fmt::format("{}: re-allocating {} bytes at {} failed: {}", path_, len,
@@ -324,7 +326,7 @@ Status Store::Impl::read_slots() {
           uint64_t saved = 0;
           ES_RETURN_IF_ERROR(save_ranges({Range{slot_offset(slot), seg_size_}},
                                          &repair_report_->side_file, &saved));
-          ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), seg_size_));
+          ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), seg_size_, Space::kRelease));
           repair_report_->changed = true;
           repair_report_->bytes_cut += saved;
           slots_[slot] = SlotInfo{};
@@ -695,7 +697,10 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
   } else {
     for (const Range& r : ranges) *bytes_cut += r.len;
   }
-  for (const Range& r : ranges) ES_RETURN_IF_ERROR(zero_range(r.off, r.len));
+  // The segment appends continue in keeps its space; dropped ones give it back.
+  for (size_t k = 0; k < ranges.size(); ++k)
+    ES_RETURN_IF_ERROR(zero_range(ranges[k].off, ranges[k].len,
+                                  k == 0 && !drop_whole ? Space::kKeep : Space::kRelease));
   // Later segments are now all-zero slots: free.
   for (size_t si = keep_segs; si < nsegs; ++si) {
     slots_[segs_[si].slot] = SlotInfo{};
@@ -761,16 +766,31 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
                   fmt::format("{}: store is full: it may hold at most {} segments of {} bytes",
                               path_, map_cap_, seg_size_))
         .with_errno(EFBIG);
+  // Event segments are preallocated whole (appends never hit ENOSPC midway);
+  // an index segment is written once, so it only needs its own bytes and the
+  // rest of its slots stays a hole.
+  const uint64_t span = count * seg_size_;
+  const uint64_t need =
+      kind == SegmentKind::kEvents ? span : std::min(span, align_up(sh::kSize + payload_len, 4096));
   if (slot < slots_.size()) {
-    // Reused slots may hold stale bytes: zero them (and keep them allocated).
-    ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), count * seg_size_));
-  } else {
-    int r = os_->fallocate(fd_, 0, slot_offset(slot), count * seg_size_);
-    if (r < 0)
-      return io_error(fmt::format("{}: cannot allocate a new segment of {} bytes at offset {}: {} "
-                                  "(free disk space; events already stored stay readable)",
-                                  path_, count * seg_size_, hex(slot_offset(slot)), errno_text(-r)),
-                      -r);
+    // Reused slots may hold stale bytes: zero them.
+    ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), span, Space::kRelease));
+  }
+  int r = os_->fallocate(fd_, 0, slot_offset(slot), need);
+  if (r < 0)
+    return io_error(fmt::format("{}: cannot allocate {} bytes for a new segment at offset {}: {} "
+                                "(free disk space; events already stored stay readable)",
+                                path_, need, hex(slot_offset(slot)), errno_text(-r)),
+                    -r);
+  if (slot + count > slots_.size()) {
+    // The file always ends on a slot boundary.
+    int64_t size = os_->file_size(fd_);
+    if (size >= 0 && static_cast<uint64_t>(size) < slot_offset(slot + count))
+      size = os_->ftruncate(fd_, slot_offset(slot + count));
+    if (size < 0)
+      return io_error(fmt::format("{}: cannot extend the file to {} bytes: {}", path_,
+                                  slot_offset(slot + count), errno_text(static_cast<int>(-size))),
+                      static_cast<int>(-size));
     slots_.resize(slot + count);
   }
   SegmentHeader h;
@@ -792,7 +812,7 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
 Status Store::Impl::free_index_segment(uint64_t slot) {
   uint64_t span = std::max<uint64_t>(slots_[slot].slot_count, 1);
   span = std::min<uint64_t>(span, slots_.size() - slot);
-  ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_));
+  ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_, Space::kRelease));
   for (uint64_t k = 0; k < span; ++k) slots_[slot + k] = SlotInfo{};
   return Status();
 }
@@ -842,11 +862,10 @@ Status Store::Impl::wait_durable(uint64_t position, Durability mode) {
       continue;
     }
     syncing_ = true;
-    if (mode == Durability::kGroup && opt_.group_commit_window_us > 0 && in_flight_.load() > 1) {
-      lock.unlock();
+    lock.unlock();
+    if (mode == Durability::kGroup && opt_.group_commit_window_us > 0 && in_flight_.load() > 1)
       std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_window_us));
-      lock.lock();
-    }
+    lock.lock();
     uint64_t target = written_.load();
     lock.unlock();
     int r = os_->fdatasync(fd_);

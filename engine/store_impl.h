@@ -69,7 +69,8 @@ class Store::Impl {
   Status read_exact(void* p, size_t n, uint64_t off, const char* what);
   Status sync_data(const char* what);
   Status map_slot(uint64_t slot);
-  Status zero_range(uint64_t off, uint64_t len);
+  enum class Space : uint8_t { kKeep, kRelease };
+  Status zero_range(uint64_t off, uint64_t len, Space space);
 
   // --- open / recovery ---
   Status create_file();
