@@ -109,6 +109,12 @@ class PosixOs final : public Os {
 
 }  // namespace
 
+int64_t Os::allocated_bytes(int fd) {
+  struct stat st;
+  if (::fstat(fd, &st) != 0) return -errno;
+  return static_cast<int64_t>(st.st_blocks) * 512;
+}
+
 std::shared_ptr<Os> default_os() {
   static std::shared_ptr<Os> os = std::make_shared<PosixOs>();
   return os;

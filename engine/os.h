@@ -30,6 +30,8 @@ class Os {
   virtual int ftruncate(int fd, uint64_t size) = 0;
   // File size in bytes, or -errno.
   virtual int64_t file_size(int fd) = 0;
+  // Bytes the file occupies on disk (holes excluded), or -errno. For reports only.
+  virtual int64_t allocated_bytes(int fd);
   virtual int rename(const std::string& from, const std::string& to) = 0;
   virtual int unlink(const std::string& path) = 0;
   // Opens the directory containing `path` and fsyncs it (makes a rename durable).

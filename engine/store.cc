@@ -1411,8 +1411,9 @@ StoreStats Store::Impl::stats() const {
       off += h.frame_len;
     }
   }
-  int64_t size = os_->file_size(fd_);
-  st.file_bytes += size > 0 ? static_cast<uint64_t>(size) : 0;
+  // Holes (the unused part of index segments, freed segments) take no space.
+  int64_t used_bytes = os_->allocated_bytes(fd_);
+  st.file_bytes += used_bytes > 0 ? static_cast<uint64_t>(used_bytes) : 0;
   return st;
 }
 

@@ -53,7 +53,7 @@ struct StoreStats {
   uint64_t streams = 0;
   GlobalPosition first_position;  // 0 when empty
   GlobalPosition last_position;
-  uint64_t file_bytes = 0;  // data file + checkpoint file, as allocated
+  uint64_t file_bytes = 0;  // data file + checkpoint file, as allocated on disk (holes excluded)
   uint64_t log_bytes = 0;   // bytes of frames in event segments
   uint64_t compressed_frames = 0;
   uint64_t raw_record_bytes = 0;          // record bytes before compression
