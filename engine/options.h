@@ -17,8 +17,9 @@ enum class Durability : uint8_t {
   // half a batch). Cost: one pwrite per batch.
   kNone = 0,
   // Durable on return: an fdatasync that covers the batch has completed.
-  // Concurrent appenders share one sync; the sync leader waits up to
-  // StoreOptions::group_commit_window_us for more appenders to join.
+  // Concurrent appenders share one sync; when other appends are in flight the
+  // sync leader first waits StoreOptions::group_commit_window_us for them to
+  // join (a lone appender never waits).
   kGroup = 1,
   // Durable on return, like kGroup, but the sync starts at once (no gathering
   // window); concurrent appenders still ride a sync already under way.
@@ -44,8 +45,9 @@ struct StoreOptions {
   // Default durability of appends (AppendOptions can override per append).
   Durability durability = Durability::kGroup;
 
-  // Max extra wait of a group-commit leader for more appenders (kGroup only).
-  // 0 disables the wait. Cost: adds up to this much latency to a lone append.
+  // Wait of a group-commit leader for more appenders (kGroup only, and only
+  // while other appends are in flight). 0 disables it. Cost: up to this much
+  // extra latency per durable append under concurrency; gain: fewer syncs.
   uint32_t group_commit_window_us = 100;
 
   // Frames (batches) whose encoded records reach this many bytes are zstd
