@@ -68,6 +68,9 @@ class Backend {
 };
 
 std::unique_ptr<Backend> make_engine_backend();
+// Frames of at least `min_bytes` are zstd-compressed in engine stores opened
+// from now on (0 = off).
+void set_engine_compression(uint32_t min_bytes);
 std::unique_ptr<Backend> make_sqlite_backend();
 
 }  // namespace esbench

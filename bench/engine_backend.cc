@@ -11,6 +11,10 @@ namespace {
 
 constexpr const char* kFileName = "events.evs";
 
+// StoreOptions::compress_min_bytes for every engine store this process opens
+// (esbench --compress); 0 = off, the engine's default.
+uint32_t g_compress_min_bytes = 0;
+
 uint64_t record_bytes(const es::RecordedEvent& e) {
   return e.payload.size() + e.type.size() + e.stream_type.size() + 1 + e.stream_id.size() +
          e.tenant.size() + e.metadata.size() + kFixedRecordBytes;
@@ -33,6 +37,7 @@ class EngineBackend final : public Backend {
   es::Status open(const std::string& dir, bool read_only) override {
     es::StoreOptions options;
     options.durability = es::Durability::kNone;
+    options.compress_min_bytes = g_compress_min_bytes;
     if (read_only) {
       options.mode = es::OpenMode::kReadOnly;
       options.create = es::CreateMode::kMustExist;
@@ -96,5 +101,7 @@ class EngineBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> make_engine_backend() { return std::make_unique<EngineBackend>(); }
+
+void set_engine_compression(uint32_t min_bytes) { g_compress_min_bytes = min_bytes; }
 
 }  // namespace esbench

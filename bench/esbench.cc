@@ -42,6 +42,8 @@ flags:
   --store PATH        directory for the stores (default: a fresh temp dir in
                       $TMPDIR or /tmp, removed at the end; a given PATH is kept)
   --seed N            seed of payloads and random reads (default 42)
+  --compress BYTES    engine: zstd-compress frames of at least BYTES (default
+                      0 = off); `esdump info` on a kept --store shows the ratio
   --time-limit S      append_sync and concurrent_append stop after S seconds
                       (default 10, 0 = none) and report the n they reached,
                       with "time_limited":true
@@ -174,6 +176,9 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       if (problem = need_count(1, 32767); problem.empty()) cfg.batch = number;
     } else if (arg == "--threads") {
       if (problem = need_count(1, 4096); problem.empty()) cfg.threads = number;
+    } else if (arg == "--compress") {
+      if (problem = need_count(0, 1u << 30); problem.empty())
+        esbench::set_engine_compression(static_cast<uint32_t>(number));
     } else if (arg == "--seed") {
       if (problem = need_count(0, UINT64_MAX); problem.empty()) cfg.seed = number;
     } else if (arg == "--result-fd") {
