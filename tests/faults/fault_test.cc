@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 #include "engine/store.h"
@@ -205,4 +206,88 @@ TEST_CASE(
   uint64_t v = (*again)->stream_version(StreamId{"A", "1"}).value;
   CHECK((v == 2 || v == 4));  // the unacked batch is wholly present or absent
   CHECK((*again)->append(StreamId{"A", "1"}, ExpectedVersion::any(), ev).ok());
+}
+
+TEST_CASE(
+    "failing the Nth OS call during repair never crashes and a later repair keeps the prefix "
+    "[target 8]") {
+  Dir dir;
+  const std::string golden = (dir.path / "golden.evs").string();
+  // A store whose 11th batch is damaged: batches 0..9 must survive any repair.
+  {
+    StoreOptions o;
+    o.segment_size = 1 << 20;
+    o.durability = Durability::kNone;
+    auto s = Store::open(golden, o);
+    REQUIRE(s.ok());
+    for (int b = 0; b < 30; ++b) {
+      std::vector<EventData> ev(2);
+      for (int i = 0; i < 2; ++i) {
+        ev[i].type = "T";
+        ev[i].payload = fmt::format("batch-{:03}-event-{}-{}", b, i, std::string(100, 'x'));
+      }
+      REQUIRE((*s)->append(StreamId{"R", "1"}, ExpectedVersion::any(), ev).ok());
+    }
+    REQUIRE((*s)->close().ok());
+  }
+  {
+    std::string bytes;
+    {
+      std::ifstream in(golden, std::ios::binary);
+      bytes.assign(std::istreambuf_iterator<char>(in), {});
+    }
+    size_t at = bytes.find("batch-010-event-1");
+    REQUIRE(at != std::string::npos);
+    bytes[at + 20] ^= 0x10;
+    std::ofstream out(golden, std::ios::binary | std::ios::trunc);
+    out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
+  }
+  fs::remove(golden + ".ckpt");  // so open scans the damage and refuses
+  auto check_prefix = [&](const std::string& path) -> std::string {
+    auto s = Store::open(path, StoreOptions{});
+    if (!s.ok()) return "open after repair: " + s.status().to_string();
+    uint64_t n = 0;
+    std::string bad;
+    Status st = (*s)->read_all(GlobalPosition(1), {}, ~0ull, [&](const RecordedEvent& e) {
+      std::string want = fmt::format("batch-{:03}-event-{}-", n / 2, n % 2);
+      if (e.payload.substr(0, want.size()) != want)
+        bad = "unexpected event at " + std::to_string(n);
+      ++n;
+      return bad.empty();
+    });
+    if (!st.ok()) return "read_all: " + st.to_string();
+    if (!bad.empty()) return bad;
+    if (n != 20) return fmt::format("{} events after repair, expected the 20 before the damage", n);
+    return "";
+  };
+  uint64_t total = 0;
+  {
+    fs::copy_file(golden, dir.store(), fs::copy_options::overwrite_existing);
+    auto os = std::make_shared<FaultyOs>();
+    auto r = Store::repair(dir.store(), os);
+    REQUIRE(r.ok());
+    CHECK(r->changed);
+    total = os->calls();
+    CHECK(check_prefix(dir.store()) == "");
+  }
+  uint64_t runs = 0;
+  for (uint64_t n = 1; n <= total + 1; ++n) {
+    for (const char* f : {"s.evs", "s.evs.ckpt"}) fs::remove(dir.path / f);
+    for (const auto& e : fs::directory_iterator(dir.path))
+      if (e.path().filename().string().rfind("s.evs.cut-", 0) == 0) fs::remove(e.path());
+    fs::copy_file(golden, dir.store());
+    auto os = std::make_shared<FaultyOs>();
+    os->fail_at(n, EIO, FaultKind::kError, Persistence::kPersistent);
+    auto r = Store::repair(dir.store(), os);
+    if (!r.ok())
+      CHECK_MESSAGE(r.status().message().find(dir.store()) != std::string::npos,
+                    "repair error does not name the store: ", r.status().to_string());
+    // Whatever the failed repair left, a repair with a healthy disk restores the prefix.
+    auto again = Store::repair(dir.store());
+    INFO("repair failing at call ", n, " of ", total);
+    REQUIRE_MESSAGE(again.ok(), again.status().to_string());
+    CHECK(check_prefix(dir.store()) == "");
+    ++runs;
+  }
+  MESSAGE("repair fail-call-N runs: ", runs);
 }
