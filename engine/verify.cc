@@ -57,7 +57,10 @@ class Verifier {
   std::map<std::string, uint64_t> versions_;
   std::map<uint64_t, std::pair<std::string, uint64_t>> by_position_;  // only used for index checks
   uint64_t last_position_ = 0;
-  uint64_t torn_tail_offset_ = 0;
+  uint64_t torn_tail_offset_ = 0;  // a bad frame with nothing valid after it
+  uint64_t torn_tail_slot_ = 0;
+  uint64_t torn_tail_expected_ = 0;
+  std::string torn_tail_why_;
   VerifyReport report_;
 };
 
@@ -129,6 +132,11 @@ Result<VerifyReport> Verifier::run() {
   }
   std::sort(segs_.begin(), segs_.end(),
             [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+  for (size_t i = 1; i < segs_.size(); ++i)
+    if (segs_[i].epoch == segs_[i - 1].epoch)
+      problem(static_cast<int64_t>(segs_[i].slot), static_cast<int64_t>(slot_offset(segs_[i].slot)),
+              fmt::format("segments {} and {} share epoch {}", segs_[i - 1].slot, segs_[i].slot,
+                          segs_[i].epoch));
   scan_segments();
   check_checkpoint_and_index();
   report_.streams = versions_.size();
@@ -176,7 +184,16 @@ void Verifier::scan_segment(size_t si, uint64_t* expected, bool* stopped) {
     FrameHeader h;
     std::string why;
     FrameState st = check_frame(map_ + off, end - off, off, seg.epoch, seed_, &h, &why, seg_size_);
-    if (st == FrameState::kNeverWritten) return;
+    if (st == FrameState::kNeverWritten) {
+      // The end of the log: judged against the checkpoint's durable position later.
+      if (si + 1 == segs_.size()) {
+        torn_tail_offset_ = off;
+        torn_tail_slot_ = seg.slot;
+        torn_tail_expected_ = *expected;
+        torn_tail_why_ = "the log ends here (never-written frame header)";
+      }
+      return;
+    }
     if (st == FrameState::kValid && h.first_position != *expected) {
       problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
               fmt::format("frame starts at position {}, expected {}", h.first_position, *expected));
@@ -192,6 +209,9 @@ void Verifier::scan_segment(size_t si, uint64_t* expected, bool* stopped) {
         // Nothing valid follows: a torn tail (a crashed or live writer). The
         // next read-write open cuts it; it holds no acknowledged event.
         torn_tail_offset_ = off;
+        torn_tail_slot_ = seg.slot;
+        torn_tail_expected_ = *expected;
+        torn_tail_why_ = why;
         *stopped = true;
         return;
       }
@@ -244,8 +264,36 @@ void Verifier::check_checkpoint_and_index() {
         VerifyProblem{ck, -1, static_cast<int64_t>(format::checkpoint::kDurablePosition),
                       fmt::format("checkpoint says events up to {} are durable, the log ends at {}",
                                   cp.durable_position, last_position_)});
-  if (torn_tail_offset_ != 0 && cp.durable_position > last_position_) {
-    // Already reported above; the torn tail is before the durable end.
+  // A bad tail frame is a torn write only past the durable end (as open judges it).
+  if (torn_tail_offset_ != 0 && torn_tail_expected_ <= cp.durable_position)
+    problem(static_cast<int64_t>(torn_tail_slot_), static_cast<int64_t>(torn_tail_offset_),
+            fmt::format("{} (position {} was durable: this is damage, not a torn write)",
+                        torn_tail_why_, torn_tail_expected_));
+  // The frame the checkpoint names must hold its durable position, as open checks.
+  if (cp.durable_position > 0) {
+    std::string claim = "it is not in an event segment";
+    uint64_t off = cp.last_frame_offset;
+    if (off >= format::kFileHeaderSize + sh::kSize && off < size_) {
+      uint64_t s = (off - format::kFileHeaderSize) / seg_size_;
+      uint64_t end = slot_offset(s) + seg_size_;
+      FrameHeader h;
+      if (s < slots_.size() && slots_[s].kind == SegmentKind::kEvents && end <= size_) {
+        FrameState st =
+            check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &claim, seg_size_);
+        if (st == FrameState::kValid)
+          claim = h.first_position + h.count - 1 == cp.durable_position
+                      ? ""
+                      : fmt::format("the frame there ends at position {}",
+                                    h.first_position + h.count - 1);
+        else if (st == FrameState::kNeverWritten)
+          claim = "nothing was written there";
+      }
+    }
+    if (!claim.empty())
+      report_.problems.push_back(VerifyProblem{
+          ck, -1, static_cast<int64_t>(format::checkpoint::kLastFrameOffset),
+          fmt::format("checkpoint names the frame at {} as holding position {}, but {}", hex(off),
+                      cp.durable_position, claim)});
   }
   if (cp.index_slot == kNoSlot) return;
   if (cp.index_slot >= slots_.size() || slots_[cp.index_slot].kind != SegmentKind::kIndex ||
