@@ -861,13 +861,13 @@ Status Store::Impl::wait_durable(uint64_t position, Durability mode) {
       sync_cv_.wait(lock);
       continue;
     }
+    // This thread leads the next sync; it covers everything written before
+    // `target` is read, so appenders that wrote meanwhile ride along.
     syncing_ = true;
     lock.unlock();
     if (mode == Durability::kGroup && opt_.group_commit_window_us > 0 && in_flight_.load() > 1)
       std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_window_us));
-    lock.lock();
-    uint64_t target = written_.load();
-    lock.unlock();
+    const uint64_t target = written_.load();
     int r = os_->fdatasync(fd_);
     lock.lock();
     syncing_ = false;
