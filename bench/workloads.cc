@@ -250,6 +250,28 @@ std::vector<uint64_t> open_sizes(uint64_t n) {
   return sizes;
 }
 
+// The common end of a timed workload: records RSS, closes the backend (its
+// failure counts when nothing failed before), and on success fills the
+// throughput and latency fields of `m`. Returns false with m.error set.
+bool finish(Measurement& m, Backend& b, es::Status status, uint64_t events, uint64_t data_bytes,
+            double seconds, Samples& latency, uint64_t store_bytes) {
+  m.rss_bytes = rss_bytes();
+  es::Status close_status = b.close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) {
+    m.error = error_text(status);
+    return false;
+  }
+  m.n = events;
+  m.seconds = seconds;
+  m.ops_per_s = rate(static_cast<double>(events), seconds);
+  m.mb_per_s = rate(static_cast<double>(data_bytes) / 1e6, seconds);
+  m.p50_us = latency.percentile(50);
+  m.p99_us = latency.percentile(99);
+  m.store_bytes = store_bytes;
+  return true;
+}
+
 }  // namespace
 
 const char* durability_name(es::Durability d) {
@@ -347,21 +369,9 @@ Measurement Runner::run_append(const std::string& backend) {
           fmt::format("store reports {} events after appending {}", *last, ds->writes.events));
     }
   }
-  m.rss_bytes = rss_bytes();
-  es::Status close_status = b->close();
-  if (status.ok()) status = std::move(close_status);
-  if (!status.ok()) {
-    m.error = error_text(status);
-    return m;
-  }
-  const WriteStats& w = ds->writes;
+  WriteStats& w = ds->writes;
+  if (!finish(m, *b, std::move(status), w.events, w.data_bytes, w.seconds, w.latency, 0)) return m;
   ds->store_bytes = dir_allocated_bytes(ds->dir);
-  m.n = w.events;
-  m.seconds = w.seconds;
-  m.ops_per_s = rate(static_cast<double>(w.events), w.seconds);
-  m.mb_per_s = rate(static_cast<double>(w.data_bytes) / 1e6, w.seconds);
-  m.p50_us = ds->writes.latency.percentile(50);
-  m.p99_us = ds->writes.latency.percentile(99);
   m.store_bytes = ds->store_bytes;
   m.extra.emplace_back("batch", std::to_string(cfg_.batch));
   m.extra.emplace_back("durability", json_string(durability_name(cfg_.durability)));
@@ -385,19 +395,7 @@ Measurement Runner::run_append_sync(const std::string& backend) {
   if (status.ok()) {
     status = write_events(*b, pool_, stream_ids_, n, 1, es::Durability::kEach, &w, deadline());
   }
-  m.rss_bytes = rss_bytes();
-  es::Status close_status = b->close();
-  if (status.ok()) status = std::move(close_status);
-  if (!status.ok()) {
-    m.error = error_text(status);
-    return m;
-  }
-  m.n = w.events;
-  m.seconds = w.seconds;
-  m.ops_per_s = rate(static_cast<double>(w.events), w.seconds);
-  m.mb_per_s = rate(static_cast<double>(w.data_bytes) / 1e6, w.seconds);
-  m.p50_us = w.latency.percentile(50);
-  m.p99_us = w.latency.percentile(99);
+  if (!finish(m, *b, std::move(status), w.events, w.data_bytes, w.seconds, w.latency, 0)) return m;
   m.store_bytes = dir_allocated_bytes(dir);
   m.extra.emplace_back("batch", "1");
   m.extra.emplace_back("durability", json_string("each"));
@@ -489,19 +487,7 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
           fmt::format("store reports {} events after {} concurrent appends", *last, events));
     }
   }
-  m.rss_bytes = rss_bytes();
-  es::Status close_status = b->close();
-  if (status.ok()) status = std::move(close_status);
-  if (!status.ok()) {
-    m.error = error_text(status);
-    return m;
-  }
-  m.n = events;
-  m.seconds = seconds;
-  m.ops_per_s = rate(static_cast<double>(events), seconds);
-  m.mb_per_s = rate(static_cast<double>(data_bytes) / 1e6, seconds);
-  m.p50_us = latency.percentile(50);
-  m.p99_us = latency.percentile(99);
+  if (!finish(m, *b, std::move(status), events, data_bytes, seconds, latency, 0)) return m;
   m.store_bytes = dir_allocated_bytes(dir);
   m.extra.emplace_back("threads", std::to_string(threads));
   m.extra.emplace_back("batch", "1");
@@ -583,20 +569,8 @@ Measurement Runner::run_read_stream(const std::string& backend) {
     }
   }
   const double seconds = seconds_since(start_time);
-  m.rss_bytes = rss_bytes();
-  es::Status close_status = b->close();
-  if (status.ok()) status = std::move(close_status);
-  if (!status.ok()) {
-    m.error = error_text(status);
+  if (!finish(m, *b, std::move(status), events, data_bytes, seconds, latency, ds.store_bytes))
     return m;
-  }
-  m.n = events;
-  m.seconds = seconds;
-  m.ops_per_s = rate(static_cast<double>(events), seconds);
-  m.mb_per_s = rate(static_cast<double>(data_bytes) / 1e6, seconds);
-  m.p50_us = latency.percentile(50);
-  m.p99_us = latency.percentile(99);
-  m.store_bytes = ds.store_bytes;
   m.extra.emplace_back("calls", std::to_string(k));
   m.extra.emplace_back("store_events", std::to_string(ds.writes.events));
   return m;
@@ -662,20 +636,8 @@ Measurement Runner::run_read_type(const std::string& backend) {
   }
   const double seconds = seconds_since(start_time);
   g_sink = touched;
-  m.rss_bytes = rss_bytes();
-  es::Status close_status = b->close();
-  if (status.ok()) status = std::move(close_status);
-  if (!status.ok()) {
-    m.error = error_text(status);
+  if (!finish(m, *b, std::move(status), events, data_bytes, seconds, latency, ds.store_bytes))
     return m;
-  }
-  m.n = events;
-  m.seconds = seconds;
-  m.ops_per_s = rate(static_cast<double>(events), seconds);
-  m.mb_per_s = rate(static_cast<double>(data_bytes) / 1e6, seconds);
-  m.p50_us = latency.percentile(50);
-  m.p99_us = latency.percentile(99);
-  m.store_bytes = ds.store_bytes;
   m.extra.emplace_back("calls", std::to_string(pages));
   m.extra.emplace_back("page", std::to_string(kReadTypePageSize));
   m.extra.emplace_back("store_events", std::to_string(total));
