@@ -66,10 +66,7 @@ int writer_child(const ChildPipes& pipes, const std::string& path, Durability du
 }
 
 void run_kill_loop(int iterations, int store_every) {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("ES_TEST_SEED"); s != nullptr && *s != '\0') {
-    seed = std::strtoull(s, nullptr, 0);
-  }
+  const uint64_t seed = seed_from_env_or_random();
   CAPTURE(seed);
   std::mt19937_64 rng(seed);
   TempDir dir("es-crash");
@@ -239,10 +236,7 @@ std::string check_mt_log(const std::vector<OwnedEvent>& log) {
 }
 
 void run_mt_kill_loop(int iterations, int store_every) {
-  uint64_t seed = std::random_device{}();
-  if (const char* s = std::getenv("ES_TEST_SEED"); s != nullptr && *s != '\0') {
-    seed = std::strtoull(s, nullptr, 0);
-  }
+  const uint64_t seed = seed_from_env_or_random();
   CAPTURE(seed);
   std::mt19937_64 rng(seed);
   TempDir dir("es-crash-mt");

@@ -28,13 +28,6 @@ int64_t now_us() {
       .count();
 }
 
-uint64_t seed_from_env_or_random() {
-  if (const char* s = std::getenv("ES_TEST_SEED"); s != nullptr && *s != '\0') {
-    return std::strtoull(s, nullptr, 0);
-  }
-  return (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
-}
-
 std::string expected_to_string(const ExpectedVersion& e) {
   switch (e.kind()) {
     case ExpectedVersion::Kind::kAny:

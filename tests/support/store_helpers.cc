@@ -3,6 +3,8 @@
 #include "tests/support/store_helpers.h"
 
 #include <cstdio>
+#include <cstdlib>
+#include <random>
 #include <utility>
 
 namespace es::testing {
@@ -108,6 +110,13 @@ bool mentions_offset(const std::string& message, int64_t offset) {
   return message.find(std::to_string(offset)) != std::string::npos ||
          message.find(std::string("0x") + hex) != std::string::npos ||
          message.find(std::string("0x") + upper) != std::string::npos;
+}
+
+uint64_t seed_from_env_or_random() {
+  if (const char* s = std::getenv("ES_TEST_SEED"); s != nullptr && *s != '\0') {
+    return std::strtoull(s, nullptr, 0);
+  }
+  return (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
 }
 
 }  // namespace es::testing

@@ -78,6 +78,10 @@ std::string code_string(Code code);
 // Whether `message` mentions file offset `offset`, in decimal or in hex.
 bool mentions_offset(const std::string& message, int64_t offset);
 
+// ES_TEST_SEED when set (to replay a failure), else a random seed; tests
+// CAPTURE it so a failure prints the value to replay.
+uint64_t seed_from_env_or_random();
+
 }  // namespace es::testing
 
 // REQUIRE/CHECK that a Status or Result is ok, printing it when it is not.
