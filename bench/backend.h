@@ -1,6 +1,6 @@
 // The storage backends esbench compares behind one small interface: the
 // eventsource engine (engine_backend.cc) and SQLite as a yardstick
-// (sqlite_backend.cc). Every call reports failure as an es::Status.
+// (sqlite_backend.cc). Every call reports failure as an eventsource::Status.
 #pragma once
 
 #include <cstdint>
@@ -10,9 +10,9 @@
 #include <string>
 #include <string_view>
 
-#include "engine/options.h"
-#include "engine/status.h"
-#include "engine/types.h"
+#include "eventsource/options.h"
+#include "eventsource/status.h"
+#include "eventsource/types.h"
 
 namespace esbench {
 
@@ -47,24 +47,26 @@ class Backend {
   virtual std::string_view name() const = 0;
 
   // Opens or creates the store kept in directory `dir` (which exists).
-  virtual es::Status open(const std::string& dir, bool read_only) = 0;
-  virtual es::Status close() = 0;
+  virtual eventsource::Status open(const std::string& dir, bool read_only) = 0;
+  virtual eventsource::Status close() = 0;
 
   // Appends `events` to `stream` if its current version is `expected_version`
   // (0 = the stream must not exist), all or nothing.
-  virtual es::Status append(const es::StreamId& stream, uint64_t expected_version,
-                            std::span<const BenchEvent> events, es::Durability durability) = 0;
+  virtual eventsource::Status append(const eventsource::StreamId& stream, uint64_t expected_version,
+                                     std::span<const BenchEvent> events,
+                                     eventsource::Durability durability) = 0;
 
   // Every event of `stream`, in version order.
-  virtual es::Status read_stream(const es::StreamId& stream, const ReadFn& fn) = 0;
+  virtual eventsource::Status read_stream(const eventsource::StreamId& stream,
+                                          const ReadFn& fn) = 0;
 
   // Up to `max_count` events from global position `from` (1 = first) in
   // global order; only events of type `type` unless it is empty.
-  virtual es::Status read_all(uint64_t from, std::string_view type, uint64_t max_count,
-                              const ReadFn& fn) = 0;
+  virtual eventsource::Status read_all(uint64_t from, std::string_view type, uint64_t max_count,
+                                       const ReadFn& fn) = 0;
 
   // The last committed global position (= number of events).
-  virtual es::Result<uint64_t> last_position() = 0;
+  virtual eventsource::Result<uint64_t> last_position() = 0;
 };
 
 std::unique_ptr<Backend> make_engine_backend();

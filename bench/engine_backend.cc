@@ -4,7 +4,7 @@
 #include <vector>
 
 #include "bench/backend.h"
-#include "engine/store.h"
+#include "eventsource/store.h"
 
 namespace esbench {
 namespace {
@@ -15,12 +15,12 @@ constexpr const char* kFileName = "events.evs";
 // (esbench --compress); 0 = off, the engine's default.
 uint32_t g_compress_min_bytes = 0;
 
-uint64_t record_bytes(const es::RecordedEvent& e) {
+uint64_t record_bytes(const eventsource::RecordedEvent& e) {
   return e.payload.size() + e.type.size() + e.stream_type.size() + 1 + e.stream_id.size() +
          e.tenant.size() + e.metadata.size() + kFixedRecordBytes;
 }
 
-ReadEvent to_read_event(const es::RecordedEvent& e) {
+ReadEvent to_read_event(const eventsource::RecordedEvent& e) {
   ReadEvent out;
   out.position = e.position.value;
   out.version = e.version.value;
@@ -34,68 +34,73 @@ class EngineBackend final : public Backend {
  public:
   std::string_view name() const override { return "engine"; }
 
-  es::Status open(const std::string& dir, bool read_only) override {
-    es::StoreOptions options;
-    options.durability = es::Durability::kNone;
+  eventsource::Status open(const std::string& dir, bool read_only) override {
+    eventsource::StoreOptions options;
+    options.durability = eventsource::Durability::kNone;
     options.compress_min_bytes = g_compress_min_bytes;
     if (read_only) {
-      options.mode = es::OpenMode::kReadOnly;
-      options.create = es::CreateMode::kMustExist;
+      options.mode = eventsource::OpenMode::kReadOnly;
+      options.create = eventsource::CreateMode::kMustExist;
     }
-    auto store = es::Store::open(dir + "/" + kFileName, options);
+    auto store = eventsource::Store::open(dir + "/" + kFileName, options);
     if (!store.ok()) return store.take_status();
     store_ = std::move(store).value();
-    return es::Status();
+    return eventsource::Status();
   }
 
-  es::Status close() override {
-    if (store_ == nullptr) return es::Status();
-    es::Status status = store_->close();
+  eventsource::Status close() override {
+    if (store_ == nullptr) return eventsource::Status();
+    eventsource::Status status = store_->close();
     store_.reset();
     return status;
   }
 
-  es::Status append(const es::StreamId& stream, uint64_t expected_version,
-                    std::span<const BenchEvent> events, es::Durability durability) override {
+  eventsource::Status append(const eventsource::StreamId& stream, uint64_t expected_version,
+                             std::span<const BenchEvent> events,
+                             eventsource::Durability durability) override {
     // One scratch batch per thread: assigning into it reuses string capacity.
-    thread_local std::vector<es::EventData> batch;
+    thread_local std::vector<eventsource::EventData> batch;
     batch.resize(events.size());
     for (size_t i = 0; i < events.size(); ++i) {
       batch[i].type.assign(events[i].type);
       batch[i].payload.assign(events[i].payload);
     }
-    es::AppendOptions options;
+    eventsource::AppendOptions options;
     options.durability = durability;
     auto result = store_->append(
-        stream, es::ExpectedVersion::exact(es::StreamVersion(expected_version)), batch, options);
+        stream, eventsource::ExpectedVersion::exact(eventsource::StreamVersion(expected_version)),
+        batch, options);
     if (!result.ok()) return result.take_status();
     if (result->version.value != expected_version + events.size()) {
-      return es::Status(es::Code::kCorruption,
-                        "append to " + stream.name() + " returned version " +
-                            std::to_string(result->version.value) + ", expected " +
-                            std::to_string(expected_version + events.size()));
+      return eventsource::Status(eventsource::Code::kCorruption,
+                                 "append to " + stream.name() + " returned version " +
+                                     std::to_string(result->version.value) + ", expected " +
+                                     std::to_string(expected_version + events.size()));
     }
-    return es::Status();
+    return eventsource::Status();
   }
 
-  es::Status read_stream(const es::StreamId& stream, const ReadFn& fn) override {
-    return store_->read_stream(stream, es::StreamVersion(1), UINT64_MAX,
-                               es::ReadDirection::kForward,
-                               [&fn](const es::RecordedEvent& e) { return fn(to_read_event(e)); });
+  eventsource::Status read_stream(const eventsource::StreamId& stream, const ReadFn& fn) override {
+    return store_->read_stream(
+        stream, eventsource::StreamVersion(1), UINT64_MAX, eventsource::ReadDirection::kForward,
+        [&fn](const eventsource::RecordedEvent& e) { return fn(to_read_event(e)); });
   }
 
-  es::Status read_all(uint64_t from, std::string_view type, uint64_t max_count,
-                      const ReadFn& fn) override {
-    es::ReadFilter filter;
+  eventsource::Status read_all(uint64_t from, std::string_view type, uint64_t max_count,
+                               const ReadFn& fn) override {
+    eventsource::ReadFilter filter;
     if (!type.empty()) filter.event_types.emplace_back(type);
-    return store_->read_all(es::GlobalPosition(from), filter, max_count,
-                            [&fn](const es::RecordedEvent& e) { return fn(to_read_event(e)); });
+    return store_->read_all(
+        eventsource::GlobalPosition(from), filter, max_count,
+        [&fn](const eventsource::RecordedEvent& e) { return fn(to_read_event(e)); });
   }
 
-  es::Result<uint64_t> last_position() override { return store_->committed_position().value; }
+  eventsource::Result<uint64_t> last_position() override {
+    return store_->committed_position().value;
+  }
 
  private:
-  std::unique_ptr<es::Store> store_;
+  std::unique_ptr<eventsource::Store> store_;
 };
 
 }  // namespace

@@ -193,11 +193,11 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       cfg.time_limit_s = seconds;
     } else if (arg == "--durability") {
       if (value == "none") {
-        cfg.durability = es::Durability::kNone;
+        cfg.durability = eventsource::Durability::kNone;
       } else if (value == "group") {
-        cfg.durability = es::Durability::kGroup;
+        cfg.durability = eventsource::Durability::kGroup;
       } else if (value == "each") {
-        cfg.durability = es::Durability::kEach;
+        cfg.durability = eventsource::Durability::kEach;
       } else {
         return "--durability wants none, group or each, got '" + value + "'";
       }

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "bench/payload.h"
-#include "engine/store.h"
+#include "eventsource/store.h"
 
 namespace {
 
@@ -43,9 +43,9 @@ class TempStore {
       *error = "mkdtemp " + pattern + " failed";
       return nullptr;
     }
-    es::StoreOptions options;
-    options.durability = es::Durability::kNone;
-    auto store = es::Store::open(pattern + "/micro.evs", options);
+    eventsource::StoreOptions options;
+    options.durability = eventsource::Durability::kNone;
+    auto store = eventsource::Store::open(pattern + "/micro.evs", options);
     if (!store.ok()) {
       *error = store.status().to_string();
       std::error_code ec;
@@ -62,17 +62,17 @@ class TempStore {
     std::filesystem::remove_all(dir_, ec);
   }
 
-  es::Store& store() { return *store_; }
+  eventsource::Store& store() { return *store_; }
 
  private:
-  TempStore(std::string dir, std::unique_ptr<es::Store> store)
+  TempStore(std::string dir, std::unique_ptr<eventsource::Store> store)
       : dir_(std::move(dir)), store_(std::move(store)) {}
   std::string dir_;
-  std::unique_ptr<es::Store> store_;
+  std::unique_ptr<eventsource::Store> store_;
 };
 
-std::vector<es::EventData> make_events(size_t count, uint64_t first_index) {
-  std::vector<es::EventData> events(count);
+std::vector<eventsource::EventData> make_events(size_t count, uint64_t first_index) {
+  std::vector<eventsource::EventData> events(count);
   for (size_t i = 0; i < count; ++i) {
     events[i].type =
         std::string(esbench::kEventTypes[(first_index + i) % esbench::kEventTypes.size()]);
@@ -81,10 +81,11 @@ std::vector<es::EventData> make_events(size_t count, uint64_t first_index) {
   return events;
 }
 
-std::vector<es::StreamId> make_streams(const char* type, uint64_t count) {
-  std::vector<es::StreamId> ids;
+std::vector<eventsource::StreamId> make_streams(const char* type, uint64_t count) {
+  std::vector<eventsource::StreamId> ids;
   ids.reserve(count);
-  for (uint64_t i = 0; i < count; ++i) ids.push_back(es::StreamId{type, std::to_string(i)});
+  for (uint64_t i = 0; i < count; ++i)
+    ids.push_back(eventsource::StreamId{type, std::to_string(i)});
   return ids;
 }
 
@@ -96,11 +97,11 @@ void run_append(benchmark::State& state, size_t batch_size) {
     state.SkipWithError(error.c_str());
     return;
   }
-  const std::vector<es::EventData> events = make_events(batch_size, 0);
-  const std::vector<es::StreamId> streams = make_streams("Order", kAppendStreams);
+  const std::vector<eventsource::EventData> events = make_events(batch_size, 0);
+  const std::vector<eventsource::StreamId> streams = make_streams("Order", kAppendStreams);
   std::vector<uint64_t> versions(streams.size(), 0);
-  es::AppendOptions options;
-  options.durability = es::Durability::kNone;
+  eventsource::AppendOptions options;
+  options.durability = eventsource::Durability::kNone;
   uint64_t in_store = 0;
   uint64_t next = 0;
   for (auto _ : state) {
@@ -118,7 +119,8 @@ void run_append(benchmark::State& state, size_t batch_size) {
     }
     const uint64_t s = next++ % streams.size();
     auto result = temp->store().append(
-        streams[s], es::ExpectedVersion::exact(es::StreamVersion(versions[s])), events, options);
+        streams[s], eventsource::ExpectedVersion::exact(eventsource::StreamVersion(versions[s])),
+        events, options);
     if (!result.ok()) {
       state.SkipWithError(result.status().to_string().c_str());
       break;
@@ -137,8 +139,8 @@ void BM_AppendOne(benchmark::State& state) { run_append(state, 1); }
 // events, then one "Big-0" stream of kBigStreamEvents events. Built on first use.
 struct ReadFixture {
   std::unique_ptr<TempStore> temp;
-  std::vector<es::StreamId> streams;
-  es::StreamId big{"Big", "0"};
+  std::vector<eventsource::StreamId> streams;
+  eventsource::StreamId big{"Big", "0"};
   uint64_t events = 0;
   uint64_t payload_bytes = 0;
   std::string error;
@@ -157,26 +159,29 @@ ReadFixture& read_fixture() {
   f.temp = TempStore::create(&f.error);
   if (f.temp == nullptr) return f;
   f.streams = make_streams("Order", kLookupStreams);
-  es::AppendOptions options;
-  options.durability = es::Durability::kNone;
-  for (const es::StreamId& stream : f.streams) {
-    const std::vector<es::EventData> events = make_events(kEventsPerLookupStream, f.events);
-    auto result = f.temp->store().append(stream, es::ExpectedVersion::no_stream(), events, options);
+  eventsource::AppendOptions options;
+  options.durability = eventsource::Durability::kNone;
+  for (const eventsource::StreamId& stream : f.streams) {
+    const std::vector<eventsource::EventData> events =
+        make_events(kEventsPerLookupStream, f.events);
+    auto result =
+        f.temp->store().append(stream, eventsource::ExpectedVersion::no_stream(), events, options);
     if (!result.ok()) {
       f.error = result.status().to_string();
       return f;
     }
     f.events += events.size();
-    for (const es::EventData& e : events) f.payload_bytes += e.payload.size();
+    for (const eventsource::EventData& e : events) f.payload_bytes += e.payload.size();
   }
-  const std::vector<es::EventData> events = make_events(kBigStreamEvents, f.events);
-  auto result = f.temp->store().append(f.big, es::ExpectedVersion::no_stream(), events, options);
+  const std::vector<eventsource::EventData> events = make_events(kBigStreamEvents, f.events);
+  auto result =
+      f.temp->store().append(f.big, eventsource::ExpectedVersion::no_stream(), events, options);
   if (!result.ok()) {
     f.error = result.status().to_string();
     return f;
   }
   f.events += events.size();
-  for (const es::EventData& e : events) f.payload_bytes += e.payload.size();
+  for (const eventsource::EventData& e : events) f.payload_bytes += e.payload.size();
   return f;
 }
 
@@ -198,7 +203,7 @@ void BM_StreamVersion(benchmark::State& state) {
   for (uint32_t& i : order) i = static_cast<uint32_t>(rng.below(f->streams.size()));
   size_t next = 0;
   for (auto _ : state) {
-    const es::StreamVersion v =
+    const eventsource::StreamVersion v =
         f->temp->store().stream_version(f->streams[order[next++ % order.size()]]);
     benchmark::DoNotOptimize(v);
     if (v.value != kEventsPerLookupStream) {
@@ -216,14 +221,14 @@ void BM_ReadStream100(benchmark::State& state) {
   for (auto _ : state) {
     uint64_t count = 0;
     uint64_t sum = 0;
-    es::Status status =
-        f->temp->store().read_stream(f->big, es::StreamVersion(1), UINT64_MAX,
-                                     es::ReadDirection::kForward, [&](const es::RecordedEvent& e) {
-                                       ++count;
-                                       sum += esbench::byte_sum(e.payload);
-                                       bytes += e.payload.size();
-                                       return true;
-                                     });
+    eventsource::Status status = f->temp->store().read_stream(
+        f->big, eventsource::StreamVersion(1), UINT64_MAX, eventsource::ReadDirection::kForward,
+        [&](const eventsource::RecordedEvent& e) {
+          ++count;
+          sum += esbench::byte_sum(e.payload);
+          bytes += e.payload.size();
+          return true;
+        });
     benchmark::DoNotOptimize(sum);
     if (!status.ok() || count != kBigStreamEvents) {
       state.SkipWithError(status.ok() ? "read_stream returned a wrong count"
@@ -243,13 +248,14 @@ void BM_ReplayScan(benchmark::State& state) {
   for (auto _ : state) {
     uint64_t count = 0;
     uint64_t sum = 0;
-    es::Status status = f->temp->store().read_all(es::GlobalPosition(1), es::ReadFilter{},
-                                                  UINT64_MAX, [&](const es::RecordedEvent& e) {
-                                                    ++count;
-                                                    sum += esbench::byte_sum(e.payload);
-                                                    bytes += e.payload.size();
-                                                    return true;
-                                                  });
+    eventsource::Status status =
+        f->temp->store().read_all(eventsource::GlobalPosition(1), eventsource::ReadFilter{},
+                                  UINT64_MAX, [&](const eventsource::RecordedEvent& e) {
+                                    ++count;
+                                    sum += esbench::byte_sum(e.payload);
+                                    bytes += e.payload.size();
+                                    return true;
+                                  });
     benchmark::DoNotOptimize(sum);
     events += count;
     if (!status.ok() || count != f->events) {

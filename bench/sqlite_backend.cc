@@ -38,13 +38,13 @@ class SqliteBackend final : public Backend {
 
   std::string_view name() const override { return "sqlite"; }
 
-  es::Status open(const std::string& dir, bool read_only) override {
+  eventsource::Status open(const std::string& dir, bool read_only) override {
     std::lock_guard lock(mu_);
     const std::string path = dir + "/" + kFileName;
     const int flags =
         read_only ? SQLITE_OPEN_READONLY : (SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
     if (sqlite3_open_v2(path.c_str(), &db_, flags | SQLITE_OPEN_NOMUTEX, nullptr) != SQLITE_OK) {
-      es::Status status = error("open " + path);
+      eventsource::Status status = error("open " + path);
       sqlite3_close(db_);
       db_ = nullptr;
       return status;
@@ -53,57 +53,62 @@ class SqliteBackend final : public Backend {
     std::string setup =
         "PRAGMA cache_size=-65536; PRAGMA mmap_size=268435456; PRAGMA temp_store=MEMORY;";
     if (!read_only) setup += "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;";
-    ES_RETURN_IF_ERROR(exec(setup));
-    synchronous_ = es::Durability::kNone;
-    if (!read_only) ES_RETURN_IF_ERROR(exec(kSchema));
-    ES_RETURN_IF_ERROR(prepare(&begin_, "BEGIN IMMEDIATE"));
-    ES_RETURN_IF_ERROR(prepare(&commit_, "COMMIT"));
-    ES_RETURN_IF_ERROR(prepare(&rollback_, "ROLLBACK"));
-    ES_RETURN_IF_ERROR(
+    EVENTSOURCE_RETURN_IF_ERROR(exec(setup));
+    synchronous_ = eventsource::Durability::kNone;
+    if (!read_only) EVENTSOURCE_RETURN_IF_ERROR(exec(kSchema));
+    EVENTSOURCE_RETURN_IF_ERROR(prepare(&begin_, "BEGIN IMMEDIATE"));
+    EVENTSOURCE_RETURN_IF_ERROR(prepare(&commit_, "COMMIT"));
+    EVENTSOURCE_RETURN_IF_ERROR(prepare(&rollback_, "ROLLBACK"));
+    EVENTSOURCE_RETURN_IF_ERROR(
         prepare(&max_version_, "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream = ?1"));
-    ES_RETURN_IF_ERROR(prepare(&insert_,
-                               "INSERT INTO events(stream, version, type, id, tenant, ts, data)"
-                               " VALUES(?1, ?2, ?3, ?4, NULL, ?5, ?6)"));
-    ES_RETURN_IF_ERROR(prepare(
+    EVENTSOURCE_RETURN_IF_ERROR(
+        prepare(&insert_,
+                "INSERT INTO events(stream, version, type, id, tenant, ts, data)"
+                " VALUES(?1, ?2, ?3, ?4, NULL, ?5, ?6)"));
+    EVENTSOURCE_RETURN_IF_ERROR(prepare(
         &read_stream_,
         std::string("SELECT ") + kColumns + " FROM events WHERE stream = ?1 ORDER BY version"));
-    ES_RETURN_IF_ERROR(prepare(&read_all_, std::string("SELECT ") + kColumns +
-                                               " FROM events WHERE position >= ?1"
-                                               " ORDER BY position LIMIT ?2"));
-    ES_RETURN_IF_ERROR(prepare(&read_type_, std::string("SELECT ") + kColumns +
-                                                " FROM events WHERE type = ?3 AND position >= ?1"
-                                                " ORDER BY position LIMIT ?2"));
-    ES_RETURN_IF_ERROR(prepare(&last_position_, "SELECT COALESCE(MAX(position), 0) FROM events"));
+    EVENTSOURCE_RETURN_IF_ERROR(prepare(&read_all_, std::string("SELECT ") + kColumns +
+                                                        " FROM events WHERE position >= ?1"
+                                                        " ORDER BY position LIMIT ?2"));
+    EVENTSOURCE_RETURN_IF_ERROR(
+        prepare(&read_type_, std::string("SELECT ") + kColumns +
+                                 " FROM events WHERE type = ?3 AND position >= ?1"
+                                 " ORDER BY position LIMIT ?2"));
+    EVENTSOURCE_RETURN_IF_ERROR(
+        prepare(&last_position_, "SELECT COALESCE(MAX(position), 0) FROM events"));
     // Opening is lazy in SQLite: read the schema (and recover the WAL) now.
-    ES_RETURN_IF_ERROR(query_last_position().status());
-    return es::Status();
+    EVENTSOURCE_RETURN_IF_ERROR(query_last_position().status());
+    return eventsource::Status();
   }
 
-  es::Status close() override {
+  eventsource::Status close() override {
     std::lock_guard lock(mu_);
-    if (db_ == nullptr) return es::Status();
+    if (db_ == nullptr) return eventsource::Status();
     for (sqlite3_stmt** stmt : {&begin_, &commit_, &rollback_, &max_version_, &insert_,
                                 &read_stream_, &read_all_, &read_type_, &last_position_}) {
       sqlite3_finalize(*stmt);
       *stmt = nullptr;
     }
-    es::Status status;
+    eventsource::Status status;
     if (sqlite3_close(db_) != SQLITE_OK) status = error("close");
     db_ = nullptr;
     return status;
   }
 
-  es::Status append(const es::StreamId& stream, uint64_t expected_version,
-                    std::span<const BenchEvent> events, es::Durability durability) override {
+  eventsource::Status append(const eventsource::StreamId& stream, uint64_t expected_version,
+                             std::span<const BenchEvent> events,
+                             eventsource::Durability durability) override {
     std::lock_guard lock(mu_);
-    const bool durable = durability != es::Durability::kNone;
-    if (durable != (synchronous_ != es::Durability::kNone)) {
-      ES_RETURN_IF_ERROR(exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF"));
+    const bool durable = durability != eventsource::Durability::kNone;
+    if (durable != (synchronous_ != eventsource::Durability::kNone)) {
+      EVENTSOURCE_RETURN_IF_ERROR(
+          exec(durable ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=OFF"));
       synchronous_ = durability;
     }
     const std::string name = stream.name();
-    ES_RETURN_IF_ERROR(step_done(begin_, "BEGIN"));
-    es::Status status = append_in_transaction(name, expected_version, events);
+    EVENTSOURCE_RETURN_IF_ERROR(step_done(begin_, "BEGIN"));
+    eventsource::Status status = append_in_transaction(name, expected_version, events);
     if (!status.ok()) {
       step_done(rollback_, "ROLLBACK").ignore_error();
       return status;
@@ -111,15 +116,15 @@ class SqliteBackend final : public Backend {
     return step_done(commit_, "COMMIT");
   }
 
-  es::Status read_stream(const es::StreamId& stream, const ReadFn& fn) override {
+  eventsource::Status read_stream(const eventsource::StreamId& stream, const ReadFn& fn) override {
     std::lock_guard lock(mu_);
     const std::string name = stream.name();
     sqlite3_bind_text(read_stream_, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
     return run_read(read_stream_, fn);
   }
 
-  es::Status read_all(uint64_t from, std::string_view type, uint64_t max_count,
-                      const ReadFn& fn) override {
+  eventsource::Status read_all(uint64_t from, std::string_view type, uint64_t max_count,
+                               const ReadFn& fn) override {
     std::lock_guard lock(mu_);
     sqlite3_stmt* stmt = type.empty() ? read_all_ : read_type_;
     sqlite3_bind_int64(stmt, 1, static_cast<sqlite3_int64>(from));
@@ -130,58 +135,60 @@ class SqliteBackend final : public Backend {
     return run_read(stmt, fn);
   }
 
-  es::Result<uint64_t> last_position() override {
+  eventsource::Result<uint64_t> last_position() override {
     std::lock_guard lock(mu_);
     return query_last_position();
   }
 
  private:
-  es::Status error(const std::string& what) const {
-    return es::Status(es::Code::kIoError,
-                      "sqlite " + what + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory"));
+  eventsource::Status error(const std::string& what) const {
+    return eventsource::Status(
+        eventsource::Code::kIoError,
+        "sqlite " + what + ": " + (db_ ? sqlite3_errmsg(db_) : "out of memory"));
   }
 
-  es::Status exec(const std::string& sql) {
+  eventsource::Status exec(const std::string& sql) {
     char* message = nullptr;
     if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &message) != SQLITE_OK) {
-      es::Status status(es::Code::kIoError,
-                        "sqlite exec '" + sql + "': " + (message ? message : "unknown error"));
+      eventsource::Status status(
+          eventsource::Code::kIoError,
+          "sqlite exec '" + sql + "': " + (message ? message : "unknown error"));
       sqlite3_free(message);
       return status;
     }
-    return es::Status();
+    return eventsource::Status();
   }
 
-  es::Status prepare(sqlite3_stmt** stmt, const std::string& sql) {
+  eventsource::Status prepare(sqlite3_stmt** stmt, const std::string& sql) {
     if (sqlite3_prepare_v3(db_, sql.c_str(), -1, SQLITE_PREPARE_PERSISTENT, stmt, nullptr) !=
         SQLITE_OK) {
       return error("prepare '" + sql + "'");
     }
-    return es::Status();
+    return eventsource::Status();
   }
 
   // Steps a statement that returns no rows, then resets it.
-  es::Status step_done(sqlite3_stmt* stmt, const char* what) {
+  eventsource::Status step_done(sqlite3_stmt* stmt, const char* what) {
     const int rc = sqlite3_step(stmt);
-    es::Status status = rc == SQLITE_DONE ? es::Status() : error(what);
+    eventsource::Status status = rc == SQLITE_DONE ? eventsource::Status() : error(what);
     sqlite3_reset(stmt);
     return status;
   }
 
-  es::Status append_in_transaction(const std::string& name, uint64_t expected_version,
-                                   std::span<const BenchEvent> events) {
+  eventsource::Status append_in_transaction(const std::string& name, uint64_t expected_version,
+                                            std::span<const BenchEvent> events) {
     sqlite3_bind_text(max_version_, 1, name.data(), static_cast<int>(name.size()), SQLITE_STATIC);
     if (sqlite3_step(max_version_) != SQLITE_ROW) {
-      es::Status status = error("select max(version)");
+      eventsource::Status status = error("select max(version)");
       sqlite3_reset(max_version_);
       return status;
     }
     const uint64_t current = static_cast<uint64_t>(sqlite3_column_int64(max_version_, 0));
     sqlite3_reset(max_version_);
     if (current != expected_version) {
-      return es::conflict("stream " + name + " is at version " + std::to_string(current) +
-                              ", expected " + std::to_string(expected_version),
-                          static_cast<int64_t>(current));
+      return eventsource::conflict("stream " + name + " is at version " + std::to_string(current) +
+                                       ", expected " + std::to_string(expected_version),
+                                   static_cast<int64_t>(current));
     }
     const int64_t ts = std::chrono::duration_cast<std::chrono::microseconds>(
                            std::chrono::system_clock::now().time_since_epoch())
@@ -197,12 +204,12 @@ class SqliteBackend final : public Backend {
       sqlite3_bind_int64(insert_, 5, ts);
       sqlite3_bind_blob(insert_, 6, event.payload.data(), static_cast<int>(event.payload.size()),
                         SQLITE_STATIC);
-      ES_RETURN_IF_ERROR(step_done(insert_, "INSERT"));
+      EVENTSOURCE_RETURN_IF_ERROR(step_done(insert_, "INSERT"));
     }
-    return es::Status();
+    return eventsource::Status();
   }
 
-  es::Status run_read(sqlite3_stmt* stmt, const ReadFn& fn) {
+  eventsource::Status run_read(sqlite3_stmt* stmt, const ReadFn& fn) {
     int rc;
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
       ReadEvent event;
@@ -223,15 +230,15 @@ class SqliteBackend final : public Backend {
         break;
       }
     }
-    es::Status status = rc == SQLITE_DONE ? es::Status() : error("read");
+    eventsource::Status status = rc == SQLITE_DONE ? eventsource::Status() : error("read");
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return status;
   }
 
-  es::Result<uint64_t> query_last_position() {
+  eventsource::Result<uint64_t> query_last_position() {
     if (sqlite3_step(last_position_) != SQLITE_ROW) {
-      es::Status status = error("select max(position)");
+      eventsource::Status status = error("select max(position)");
       sqlite3_reset(last_position_);
       return status;
     }
@@ -242,7 +249,7 @@ class SqliteBackend final : public Backend {
 
   std::mutex mu_;
   sqlite3* db_ = nullptr;
-  es::Durability synchronous_ = es::Durability::kNone;
+  eventsource::Durability synchronous_ = eventsource::Durability::kNone;
   Rng id_rng_{0x5eed};
   sqlite3_stmt* begin_ = nullptr;
   sqlite3_stmt* commit_ = nullptr;

@@ -31,8 +31,9 @@ constexpr uint64_t kMaxPoolPayloads = 4096;
 volatile uint64_t g_sink = 0;
 
 // What was read back (or counted) differs from what was written.
-es::Status failure(std::string message) {
-  return es::Status(es::Code::kCorruption, "read-back mismatch: " + std::move(message));
+eventsource::Status failure(std::string message) {
+  return eventsource::Status(eventsource::Code::kCorruption,
+                             "read-back mismatch: " + std::move(message));
 }
 
 std::string json_string(std::string_view s) {
@@ -61,7 +62,7 @@ std::optional<double> rate(double amount, double seconds) {
   return amount / seconds;
 }
 
-uint64_t logical_bytes(const es::StreamId& stream, std::string_view type,
+uint64_t logical_bytes(const eventsource::StreamId& stream, std::string_view type,
                        std::string_view payload) {
   return payload.size() + type.size() + stream.type.size() + 1 + stream.id.size() +
          kFixedRecordBytes;
@@ -83,10 +84,11 @@ struct WriteStats {
 // Appends `n` events in batches of `batch`, batch k to stream k % streams,
 // each with the exact expected version; event i gets type i % 5 and payload i.
 // Stops early (ok) once `deadline` has passed, if one is given.
-es::Status write_events(Backend& backend, const PayloadPool& pool,
-                        const std::vector<es::StreamId>& streams, uint64_t n, uint64_t batch,
-                        es::Durability durability, WriteStats* out,
-                        std::optional<Clock::time_point> deadline = std::nullopt) {
+eventsource::Status write_events(Backend& backend, const PayloadPool& pool,
+                                 const std::vector<eventsource::StreamId>& streams, uint64_t n,
+                                 uint64_t batch, eventsource::Durability durability,
+                                 WriteStats* out,
+                                 std::optional<Clock::time_point> deadline = std::nullopt) {
   out->versions.assign(streams.size(), 0);
   out->stream_sums.assign(streams.size(), 0);
   out->latency.reserve((n + batch - 1) / batch);
@@ -106,13 +108,14 @@ es::Status write_events(Backend& backend, const PayloadPool& pool,
       out->data_bytes += logical_bytes(streams[s], events[k].type, payload);
     }
     const auto t0 = Clock::now();
-    es::Status status =
+    eventsource::Status status =
         backend.append(streams[s], out->versions[s], std::span(events.data(), count), durability);
     out->latency.add_seconds(seconds_since(t0));
     if (!status.ok()) {
-      return es::Status(status.code(), fmt::format("append #{} ({} events to {} at version {}): {}",
-                                                   out->calls, count, streams[s].name(),
-                                                   out->versions[s], status.to_string()));
+      return eventsource::Status(
+          status.code(),
+          fmt::format("append #{} ({} events to {} at version {}): {}", out->calls, count,
+                      streams[s].name(), out->versions[s], status.to_string()));
     }
     out->versions[s] += count;
     out->events += count;
@@ -121,13 +124,14 @@ es::Status write_events(Backend& backend, const PayloadPool& pool,
     if (deadline && Clock::now() >= *deadline) break;
   }
   out->seconds = seconds_since(start);
-  return es::Status();
+  return eventsource::Status();
 }
 
-std::vector<es::StreamId> order_streams(uint64_t count) {
-  std::vector<es::StreamId> ids;
+std::vector<eventsource::StreamId> order_streams(uint64_t count) {
+  std::vector<eventsource::StreamId> ids;
   ids.reserve(count);
-  for (uint64_t s = 0; s < count; ++s) ids.push_back(es::StreamId{"Order", std::to_string(s)});
+  for (uint64_t s = 0; s < count; ++s)
+    ids.push_back(eventsource::StreamId{"Order", std::to_string(s)});
   return ids;
 }
 
@@ -142,29 +146,31 @@ void remove_dir(const std::string& dir) {
   fs::remove_all(dir, ec);
 }
 
-es::Status make_fresh_dir(const std::string& dir) {
+eventsource::Status make_fresh_dir(const std::string& dir) {
   std::error_code ec;
   fs::remove_all(dir, ec);
   if (!fs::create_directories(dir, ec) || ec) {
-    return es::Status(es::Code::kIoError, "cannot create " + dir + ": " + ec.message());
+    return eventsource::Status(eventsource::Code::kIoError,
+                               "cannot create " + dir + ": " + ec.message());
   }
-  return es::Status();
+  return eventsource::Status();
 }
 
-std::string error_text(const es::Status& status) { return status.to_string(); }
+std::string error_text(const eventsource::Status& status) { return status.to_string(); }
 
 // Runs this program with `args` (after argv[0]) and a pipe on which the child
 // reports; returns the child's pid and sets *read_fd.
-es::Result<pid_t> spawn_child(const Config& cfg, std::vector<std::string> args, int* read_fd) {
+eventsource::Result<pid_t> spawn_child(const Config& cfg, std::vector<std::string> args,
+                                       int* read_fd) {
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return es::io_error("pipe2", errno);
+  if (::pipe2(fds, O_CLOEXEC) != 0) return eventsource::io_error("pipe2", errno);
   // The write end must survive exec: dup it without O_CLOEXEC.
   const int child_fd = ::fcntl(fds[1], F_DUPFD, 3);
   if (child_fd < 0) {
     const int e = errno;
     ::close(fds[0]);
     ::close(fds[1]);
-    return es::io_error("fcntl(F_DUPFD)", e);
+    return eventsource::io_error("fcntl(F_DUPFD)", e);
   }
   args.push_back("--result-fd");
   args.push_back(std::to_string(child_fd));
@@ -179,7 +185,7 @@ es::Result<pid_t> spawn_child(const Config& cfg, std::vector<std::string> args, 
   if (pid < 0) {
     const int e = errno;
     for (int fd : {fds[0], fds[1], child_fd}) ::close(fd);
-    return es::io_error("fork", e);
+    return eventsource::io_error("fork", e);
   }
   if (pid == 0) {
     ::execv(cfg.self_exe.c_str(), argv.data());
@@ -253,10 +259,10 @@ std::vector<uint64_t> open_sizes(uint64_t n) {
 // The common end of a timed workload: records RSS, closes the backend (its
 // failure counts when nothing failed before), and on success fills the
 // throughput and latency fields of `m`. Returns false with m.error set.
-bool finish(Measurement& m, Backend& b, es::Status status, uint64_t events, uint64_t data_bytes,
-            double seconds, Samples& latency, uint64_t store_bytes) {
+bool finish(Measurement& m, Backend& b, eventsource::Status status, uint64_t events,
+            uint64_t data_bytes, double seconds, Samples& latency, uint64_t store_bytes) {
   m.rss_bytes = rss_bytes();
-  es::Status close_status = b.close();
+  eventsource::Status close_status = b.close();
   if (status.ok()) status = std::move(close_status);
   if (!status.ok()) {
     m.error = error_text(status);
@@ -274,13 +280,13 @@ bool finish(Measurement& m, Backend& b, es::Status status, uint64_t events, uint
 
 }  // namespace
 
-const char* durability_name(es::Durability d) {
+const char* durability_name(eventsource::Durability d) {
   switch (d) {
-    case es::Durability::kNone:
+    case eventsource::Durability::kNone:
       return "none";
-    case es::Durability::kGroup:
+    case eventsource::Durability::kGroup:
       return "group";
-    case es::Durability::kEach:
+    case eventsource::Durability::kEach:
       return "each";
   }
   return "?";
@@ -351,12 +357,12 @@ Measurement Runner::run_append(const std::string& backend) {
   Measurement m = start("append", backend);
   auto ds = std::make_unique<Dataset>();
   ds->dir = fresh_dir(backend + "-append");
-  if (es::Status s = make_fresh_dir(ds->dir); !s.ok()) {
+  if (eventsource::Status s = make_fresh_dir(ds->dir); !s.ok()) {
     m.error = error_text(s);
     return m;
   }
   std::unique_ptr<Backend> b = make_backend(backend);
-  es::Status status = b->open(ds->dir, false);
+  eventsource::Status status = b->open(ds->dir, false);
   if (status.ok()) {
     status = write_events(*b, pool_, stream_ids_, cfg_.n, cfg_.batch, cfg_.durability, &ds->writes);
   }
@@ -384,16 +390,17 @@ Measurement Runner::run_append(const std::string& backend) {
 Measurement Runner::run_append_sync(const std::string& backend) {
   Measurement m = start("append_sync", backend);
   const std::string dir = fresh_dir(backend + "-append_sync");
-  if (es::Status s = make_fresh_dir(dir); !s.ok()) {
+  if (eventsource::Status s = make_fresh_dir(dir); !s.ok()) {
     m.error = error_text(s);
     return m;
   }
   const uint64_t n = std::min(cfg_.n, kAppendSyncCap);
   WriteStats w;
   std::unique_ptr<Backend> b = make_backend(backend);
-  es::Status status = b->open(dir, false);
+  eventsource::Status status = b->open(dir, false);
   if (status.ok()) {
-    status = write_events(*b, pool_, stream_ids_, n, 1, es::Durability::kEach, &w, deadline());
+    status =
+        write_events(*b, pool_, stream_ids_, n, 1, eventsource::Durability::kEach, &w, deadline());
   }
   if (!finish(m, *b, std::move(status), w.events, w.data_bytes, w.seconds, w.latency, 0)) return m;
   m.store_bytes = dir_allocated_bytes(dir);
@@ -408,7 +415,7 @@ Measurement Runner::run_append_sync(const std::string& backend) {
 Measurement Runner::run_concurrent_append(const std::string& backend) {
   Measurement m = start("concurrent_append", backend);
   const std::string dir = fresh_dir(backend + "-concurrent_append");
-  if (es::Status s = make_fresh_dir(dir); !s.ok()) {
+  if (eventsource::Status s = make_fresh_dir(dir); !s.ok()) {
     m.error = error_text(s);
     return m;
   }
@@ -416,7 +423,7 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
   const uint64_t threads = std::max<uint64_t>(1, std::min(cfg_.threads, total));
   const uint64_t streams_per_thread = std::max<uint64_t>(1, cfg_.streams / threads);
   std::unique_ptr<Backend> b = make_backend(backend);
-  es::Status status = b->open(dir, false);
+  eventsource::Status status = b->open(dir, false);
   if (!status.ok()) {
     m.error = error_text(status);
     return m;
@@ -424,7 +431,7 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
 
   struct PerThread {
     Samples latency;
-    es::Status status;
+    eventsource::Status status;
     uint64_t events = 0;
     uint64_t data_bytes = 0;
   };
@@ -436,9 +443,9 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
     workers.emplace_back([&, t] {
       PerThread& me = per[t];
       const uint64_t count = total / threads + (t < total % threads ? 1 : 0);
-      std::vector<es::StreamId> mine;
+      std::vector<eventsource::StreamId> mine;
       for (uint64_t j = 0; j < streams_per_thread; ++j) {
-        mine.push_back(es::StreamId{"Conc", fmt::format("{}-{}", t, j)});
+        mine.push_back(eventsource::StreamId{"Conc", fmt::format("{}-{}", t, j)});
       }
       std::vector<uint64_t> versions(mine.size(), 0);
       me.latency.reserve(count);
@@ -448,12 +455,12 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
         const uint64_t index = t * total + k;
         BenchEvent event{kEventTypes[k % kEventTypes.size()], pool_.at(index)};
         const auto t0 = Clock::now();
-        es::Status st =
-            b->append(mine[s], versions[s], std::span(&event, 1), es::Durability::kEach);
+        eventsource::Status st =
+            b->append(mine[s], versions[s], std::span(&event, 1), eventsource::Durability::kEach);
         me.latency.add_seconds(seconds_since(t0));
         if (!st.ok()) {
-          me.status = es::Status(st.code(), fmt::format("thread {} append to {}: {}", t,
-                                                        mine[s].name(), st.to_string()));
+          me.status = eventsource::Status(st.code(), fmt::format("thread {} append to {}: {}", t,
+                                                                 mine[s].name(), st.to_string()));
           return;
         }
         ++versions[s];
@@ -498,21 +505,21 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
   return m;
 }
 
-es::Result<Runner::Dataset*> Runner::dataset(const std::string& backend) {
+eventsource::Result<Runner::Dataset*> Runner::dataset(const std::string& backend) {
   auto it = datasets_.find(backend);
   if (it != datasets_.end()) return it->second.get();
   fmt::print(stderr, "esbench: writing {} events to {} for the read workloads (untimed)\n", cfg_.n,
              backend);
   auto ds = std::make_unique<Dataset>();
   ds->dir = fresh_dir(backend + "-data");
-  ES_RETURN_IF_ERROR(make_fresh_dir(ds->dir));
+  EVENTSOURCE_RETURN_IF_ERROR(make_fresh_dir(ds->dir));
   std::unique_ptr<Backend> b = make_backend(backend);
-  ES_RETURN_IF_ERROR(b->open(ds->dir, false));
-  es::Status status =
-      write_events(*b, pool_, stream_ids_, cfg_.n, cfg_.batch, es::Durability::kNone, &ds->writes);
-  es::Status close_status = b->close();
-  ES_RETURN_IF_ERROR(status);
-  ES_RETURN_IF_ERROR(close_status);
+  EVENTSOURCE_RETURN_IF_ERROR(b->open(ds->dir, false));
+  eventsource::Status status = write_events(*b, pool_, stream_ids_, cfg_.n, cfg_.batch,
+                                            eventsource::Durability::kNone, &ds->writes);
+  eventsource::Status close_status = b->close();
+  EVENTSOURCE_RETURN_IF_ERROR(status);
+  EVENTSOURCE_RETURN_IF_ERROR(close_status);
   ds->store_bytes = dir_allocated_bytes(ds->dir);
   Dataset* raw = ds.get();
   datasets_[backend] = std::move(ds);
@@ -528,7 +535,7 @@ Measurement Runner::run_read_stream(const std::string& backend) {
   }
   const Dataset& ds = **ds_or;
   std::unique_ptr<Backend> b = make_backend(backend);
-  es::Status status = b->open(ds.dir, false);
+  eventsource::Status status = b->open(ds.dir, false);
   if (!status.ok()) {
     m.error = error_text(status);
     return m;
@@ -586,7 +593,7 @@ Measurement Runner::run_read_type(const std::string& backend) {
   const Dataset& ds = **ds_or;
   const uint64_t total = ds.writes.events;
   std::unique_ptr<Backend> b = make_backend(backend);
-  es::Status status = b->open(ds.dir, false);
+  eventsource::Status status = b->open(ds.dir, false);
   if (!status.ok()) {
     m.error = error_text(status);
     return m;
@@ -690,8 +697,9 @@ Measurement Runner::run_replay(const std::string& backend) {
 
 // Fills a fresh `dir` with `size` events from a child process that is
 // SIGKILLed after its last append returned (no close, no final checkpoint).
-es::Status Runner::crash_write(const std::string& backend, const std::string& dir, uint64_t size) {
-  ES_RETURN_IF_ERROR(make_fresh_dir(dir));
+eventsource::Status Runner::crash_write(const std::string& backend, const std::string& dir,
+                                        uint64_t size) {
+  EVENTSOURCE_RETURN_IF_ERROR(make_fresh_dir(dir));
   int fd = -1;
   auto pid =
       spawn_child(cfg_, child_args(cfg_, "--internal-crash-writer", backend, dir, size), &fd);
@@ -702,12 +710,12 @@ es::Status Runner::crash_write(const std::string& backend, const std::string& di
   if (ready) ::kill(*pid, SIGKILL);
   int wstatus = 0;
   ::waitpid(*pid, &wstatus, 0);
-  if (ready) return es::Status();
+  if (ready) return eventsource::Status();
   std::string text = report;
   while (!text.empty() && text.back() == '\n') text.pop_back();
-  return es::Status(es::Code::kIoError,
-                    fmt::format("crash writer child failed ({}): {}", wait_text(wstatus),
-                                text.empty() ? "no report" : text));
+  return eventsource::Status(eventsource::Code::kIoError,
+                             fmt::format("crash writer child failed ({}): {}", wait_text(wstatus),
+                                         text.empty() ? "no report" : text));
 }
 
 std::vector<Measurement> Runner::run_open(const std::string& backend) {
@@ -721,33 +729,33 @@ std::vector<Measurement> Runner::run_open(const std::string& backend) {
     // open_crashed: each trial opens what a freshly killed writer left (its
     // unsynced pages included). open_clean: the last recovered store, closed
     // cleanly, opened again.
-    auto timed_opens = [&](bool after_crash, Measurement* m) -> es::Status {
+    auto timed_opens = [&](bool after_crash, Measurement* m) -> eventsource::Status {
       Samples samples;
       for (int trial = 0; trial < kOpenTrials; ++trial) {
-        if (after_crash) ES_RETURN_IF_ERROR(crash_write(backend, dir, size));
+        if (after_crash) EVENTSOURCE_RETURN_IF_ERROR(crash_write(backend, dir, size));
         std::unique_ptr<Backend> b = make_backend(backend);
         const auto t0 = Clock::now();
-        es::Status st = b->open(dir, false);
+        eventsource::Status st = b->open(dir, false);
         samples.add_seconds(seconds_since(t0));
         if (!st.ok()) return st;
         auto last = b->last_position();
         m->rss_bytes = rss_bytes();
-        es::Status close_status = b->close();
+        eventsource::Status close_status = b->close();
         if (!last.ok()) return last.take_status();
         if (*last != size) {
           return failure(fmt::format("open found {} events, {} were written", *last, size));
         }
-        ES_RETURN_IF_ERROR(close_status);
+        EVENTSOURCE_RETURN_IF_ERROR(close_status);
       }
       m->p50_us = samples.percentile(50);
       m->p99_us = samples.percentile(99);
       m->seconds = *m->p50_us / 1e6;
       m->store_bytes = dir_allocated_bytes(dir);
       m->extra.emplace_back("trials", std::to_string(kOpenTrials));
-      return es::Status();
+      return eventsource::Status();
     };
 
-    es::Status status = timed_opens(true, &crashed);
+    eventsource::Status status = timed_opens(true, &crashed);
     if (!status.ok()) crashed.error = error_text(status);
     out.push_back(std::move(crashed));
     if (status.ok()) status = timed_opens(false, &clean);
@@ -767,7 +775,7 @@ int replay_child(const Config& cfg, const std::string& backend, const std::strin
     return 2;
   }
   const auto open_start = Clock::now();
-  es::Status status = b->open(dir, true);
+  eventsource::Status status = b->open(dir, true);
   const double open_seconds = seconds_since(open_start);
   uint64_t events = 0, sum = 0, bytes = 0;
   double seconds = 0;
@@ -785,7 +793,7 @@ int replay_child(const Config& cfg, const std::string& backend, const std::strin
     if (status.ok() && !in_order) status = failure("read_all returned positions out of order");
   }
   const uint64_t rss = rss_bytes();
-  es::Status close_status = b->close();
+  eventsource::Status close_status = b->close();
   if (status.ok()) status = std::move(close_status);
   if (!status.ok()) {
     write_report(result_fd, "error " + status.to_string() + "\n");
@@ -804,11 +812,11 @@ int crash_writer_child(const Config& cfg, const std::string& backend, const std:
     return 2;
   }
   const PayloadPool pool(cfg.seed, cfg.payload, pool_count(cfg));
-  const std::vector<es::StreamId> streams = order_streams(cfg.streams);
+  const std::vector<eventsource::StreamId> streams = order_streams(cfg.streams);
   WriteStats w;
-  es::Status status = b->open(dir, false);
+  eventsource::Status status = b->open(dir, false);
   if (status.ok()) {
-    status = write_events(*b, pool, streams, cfg.n, cfg.batch, es::Durability::kNone, &w);
+    status = write_events(*b, pool, streams, cfg.n, cfg.batch, eventsource::Durability::kNone, &w);
   }
   if (!status.ok()) {
     write_report(result_fd, "error " + status.to_string() + "\n");

@@ -35,7 +35,7 @@ struct Config {
   uint64_t payload = 200;
   uint64_t streams = 10000;
   uint64_t batch = 100;
-  es::Durability durability = es::Durability::kNone;
+  eventsource::Durability durability = eventsource::Durability::kNone;
   uint64_t threads = 16;
   std::string store;        // base directory ("" = a fresh temp dir)
   bool keep_store = false;  // true when --store was given
@@ -45,7 +45,7 @@ struct Config {
   std::string self_exe;  // this program, for fork+exec of child processes
 };
 
-const char* durability_name(es::Durability d);
+const char* durability_name(eventsource::Durability d);
 
 // One result line. Unset optionals print as null.
 struct Measurement {
@@ -89,11 +89,12 @@ class Runner {
   Measurement run_read_type(const std::string& backend);
   Measurement run_replay(const std::string& backend);
   std::vector<Measurement> run_open(const std::string& backend);
-  es::Status crash_write(const std::string& backend, const std::string& dir, uint64_t size);
+  eventsource::Status crash_write(const std::string& backend, const std::string& dir,
+                                  uint64_t size);
 
   // The store with cfg.n events for the read workloads (written by `append`,
   // or written now, untimed, when `append` did not run).
-  es::Result<Dataset*> dataset(const std::string& backend);
+  eventsource::Result<Dataset*> dataset(const std::string& backend);
   std::string fresh_dir(const std::string& name);
   // Now + cfg.time_limit_s, or nullopt without a limit.
   std::optional<Clock::time_point> deadline() const;
@@ -102,7 +103,7 @@ class Runner {
   Config cfg_;
   std::string base_;
   PayloadPool pool_;
-  std::vector<es::StreamId> stream_ids_;
+  std::vector<eventsource::StreamId> stream_ids_;
   std::map<std::string, std::unique_ptr<Dataset>> datasets_;
 };
 

@@ -11,7 +11,7 @@
 #include "engine/format.h"
 #include "engine/segment.h"
 
-namespace es {
+namespace eventsource {
 
 namespace ck = format::checkpoint;
 
@@ -134,4 +134,4 @@ Result<std::optional<Checkpoint>> read_checkpoint_file(Os& os, const std::string
   return std::optional<Checkpoint>(c);
 }
 
-}  // namespace es
+}  // namespace eventsource

@@ -8,10 +8,10 @@
 #include <string>
 
 #include "engine/os.h"
-#include "engine/status.h"
-#include "engine/types.h"
+#include "eventsource/status.h"
+#include "eventsource/types.h"
 
-namespace es {
+namespace eventsource {
 
 inline constexpr uint64_t kNoSlot = ~0ull;
 
@@ -41,4 +41,4 @@ Result<std::optional<Checkpoint>> read_checkpoint_file(Os& os, const std::string
 // Parses the bytes of a checkpoint file ("" = valid, else the reason).
 std::string parse_checkpoint(const uint8_t* p, size_t n, uint64_t seed, Checkpoint* out);
 
-}  // namespace es
+}  // namespace eventsource

@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace es {
+namespace eventsource {
 
 inline void put_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 inline void put_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }
@@ -43,4 +43,4 @@ inline uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
 // "0x3a40"
 std::string hex(uint64_t v);
 
-}  // namespace es
+}  // namespace eventsource

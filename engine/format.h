@@ -6,7 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 
-namespace es::format {
+namespace eventsource::format {
 
 // format-spec.md "Versioning": readers refuse files with a newer version.
 inline constexpr uint32_t kFormatVersion = 1;
@@ -139,4 +139,4 @@ inline constexpr size_t kChecksum = 120;        // u64: XXH3-64, store seed, ove
 inline constexpr size_t kSize = 128;
 }  // namespace checkpoint
 
-}  // namespace es::format
+}  // namespace eventsource::format

@@ -8,7 +8,7 @@
 #include "engine/coding.h"
 #include "engine/format.h"
 
-namespace es {
+namespace eventsource {
 
 namespace fh = format::frame_header;
 namespace rec = format::record;
@@ -238,4 +238,4 @@ std::span<const uint8_t> FrameEncoder::finish(uint64_t file_offset, uint64_t epo
   return {p, frame_len};
 }
 
-}  // namespace es
+}  // namespace eventsource

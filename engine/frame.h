@@ -9,9 +9,9 @@
 #include <vector>
 
 #include "engine/format.h"
-#include "engine/types.h"
+#include "eventsource/types.h"
 
-namespace es {
+namespace eventsource {
 
 struct FrameHeader {
   uint64_t checksum = 0;
@@ -135,4 +135,4 @@ bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, 
   return true;
 }
 
-}  // namespace es
+}  // namespace eventsource

@@ -8,7 +8,7 @@
 
 #include <cerrno>
 
-namespace es {
+namespace eventsource {
 namespace {
 
 template <class F>
@@ -120,4 +120,4 @@ std::shared_ptr<Os> default_os() {
   return os;
 }
 
-}  // namespace es
+}  // namespace eventsource

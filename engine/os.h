@@ -11,7 +11,7 @@
 #include <memory>
 #include <string>
 
-namespace es {
+namespace eventsource {
 
 class Os {
  public:
@@ -49,4 +49,4 @@ class Os {
 // The real thing: plain POSIX calls, retrying EINTR.
 std::shared_ptr<Os> default_os();
 
-}  // namespace es
+}  // namespace eventsource

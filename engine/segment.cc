@@ -8,7 +8,7 @@
 
 #include "engine/coding.h"
 
-namespace es {
+namespace eventsource {
 
 namespace fhdr = format::file_header;
 namespace sh = format::segment_header;
@@ -101,4 +101,4 @@ int64_t now_us() {
       .count();
 }
 
-}  // namespace es
+}  // namespace eventsource

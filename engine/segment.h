@@ -6,9 +6,9 @@
 #include <string>
 
 #include "engine/format.h"
-#include "engine/types.h"
+#include "eventsource/types.h"
 
-namespace es {
+namespace eventsource {
 
 struct FileHeader {
   uint32_t version = format::kFormatVersion;
@@ -45,4 +45,4 @@ SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_
 
 int64_t now_us();
 
-}  // namespace es
+}  // namespace eventsource

@@ -1,12 +1,12 @@
 // Status construction and formatting, plus small shared helpers (checksum, hex).
-#include "engine/status.h"
+#include "eventsource/status.h"
 
 #include <fmt/format.h>
 #include <xxhash.h>
 
 #include "engine/coding.h"
 
-namespace es {
+namespace eventsource {
 
 std::string_view code_name(Code code) {
   switch (code) {
@@ -105,4 +105,4 @@ uint64_t checksum64(const void* data, size_t n, uint64_t seed) {
 
 std::string hex(uint64_t v) { return fmt::format("{:#x}", v); }
 
-}  // namespace es
+}  // namespace eventsource

@@ -1,6 +1,6 @@
 // The store: open and crash recovery, append with group commit, segment
 // allocation, checkpoints, and the read paths over the mapped segments.
-#include "engine/store.h"
+#include "eventsource/store.h"
 
 #include <fcntl.h>
 #include <fmt/format.h>
@@ -15,7 +15,7 @@
 #include "engine/format.h"
 #include "engine/store_impl.h"
 
-namespace es {
+namespace eventsource {
 
 namespace fh = format::frame_header;
 namespace sh = format::segment_header;
@@ -128,7 +128,7 @@ Status Store::Impl::zero_range(uint64_t off, uint64_t len, Space space) {
   static const std::string kZeros(1 << 20, '\0');
   while (len > 0) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(len, kZeros.size()));
-    ES_RETURN_IF_ERROR(write_all(kZeros.data(), n, off, "zeroing a cut range"));
+    EVENTSOURCE_RETURN_IF_ERROR(write_all(kZeros.data(), n, off, "zeroing a cut range"));
     off += n;
     len -= n;
   }
@@ -148,8 +148,8 @@ Status Store::Impl::create_file() {
   header_.created_us = now_us();
   std::string block(format::kFileHeaderSize, '\0');
   encode_file_header(header_, reinterpret_cast<uint8_t*>(block.data()));
-  ES_RETURN_IF_ERROR(write_all(block.data(), block.size(), 0, "writing the file header"));
-  ES_RETURN_IF_ERROR(sync_data("new store header"));
+  EVENTSOURCE_RETURN_IF_ERROR(write_all(block.data(), block.size(), 0, "writing the file header"));
+  EVENTSOURCE_RETURN_IF_ERROR(sync_data("new store header"));
   int r = os_->sync_dir_of(path_);
   if (r < 0)
     return io_error(fmt::format("{}: fsync of the directory failed: {}", path_, errno_text(-r)),
@@ -192,7 +192,7 @@ Status Store::Impl::open() {
     return io_error(fmt::format("{}: fstat failed: {}", path_, errno_text(static_cast<int>(-size))),
                     static_cast<int>(-size));
   if (created || (size == 0 && !read_only_)) {
-    ES_RETURN_IF_ERROR(create_file());
+    EVENTSOURCE_RETURN_IF_ERROR(create_file());
   } else {
     uint8_t buf[format::file_header::kSize];
     if (static_cast<uint64_t>(size) < sizeof buf)
@@ -200,7 +200,7 @@ Status Store::Impl::open() {
                                     "damaged or not a store)",
                                     path_, size),
                         -1, 0);
-    ES_RETURN_IF_ERROR(read_exact(buf, sizeof buf, 0, "reading the file header"));
+    EVENTSOURCE_RETURN_IF_ERROR(read_exact(buf, sizeof buf, 0, "reading the file header"));
     std::string why = parse_file_header(buf, sizeof buf, &header_);
     if (!why.empty())
       return corruption(
@@ -235,16 +235,16 @@ Status Store::Impl::open() {
                                   path_, errno_text(-r)),
                       -r);
   }
-  ES_RETURN_IF_ERROR(read_slots());
+  EVENTSOURCE_RETURN_IF_ERROR(read_slots());
 
   uint64_t scan_seg = 0, scan_off = 0, expected = 1;
-  ES_RETURN_IF_ERROR(load_checkpoint_and_index(&scan_seg, &scan_off, &expected));
+  EVENTSOURCE_RETURN_IF_ERROR(load_checkpoint_and_index(&scan_seg, &scan_off, &expected));
   std::optional<BadFrame> bad;
-  ES_RETURN_IF_ERROR(scan_log(scan_seg, scan_off, expected, &bad));
+  EVENTSOURCE_RETURN_IF_ERROR(scan_log(scan_seg, scan_off, expected, &bad));
   if (bad && repair_mode_) {
     RepairReport& rep = *repair_report_;
     uint64_t cut = 0;
-    ES_RETURN_IF_ERROR(cut_log(*bad, &rep.side_file, &cut, /*save_side_file=*/true));
+    EVENTSOURCE_RETURN_IF_ERROR(cut_log(*bad, &rep.side_file, &cut, /*save_side_file=*/true));
     rep.changed = true;
     rep.bytes_cut += cut;
     bad.reset();
@@ -264,7 +264,7 @@ Status Store::Impl::open() {
       // acknowledged event can be in them (see later_frame_proves_durable).
       std::string side;
       uint64_t cut = 0;
-      ES_RETURN_IF_ERROR(cut_log(*bad, &side, &cut, /*save_side_file=*/false));
+      EVENTSOURCE_RETURN_IF_ERROR(cut_log(*bad, &side, &cut, /*save_side_file=*/false));
     }
   }
   committed_.store(next_position_ - 1, std::memory_order_release);
@@ -273,7 +273,7 @@ Status Store::Impl::open() {
     // Everything recovered past the checkpoint becomes durable now, so the
     // durable hints written into new frames are exact. (A clean open has
     // nothing past the checkpoint and skips this sync.)
-    ES_RETURN_IF_ERROR(sync_data("after recovery"));
+    EVENTSOURCE_RETURN_IF_ERROR(sync_data("after recovery"));
   }
   synced_.store(next_position_ - 1);
   if (!read_only_) {
@@ -282,7 +282,7 @@ Status Store::Impl::open() {
     for (uint64_t slot = 0; slot < slots_.size(); ++slot)
       if (slots_[slot].kind == SegmentKind::kIndex && slots_[slot].slot_count > 0 &&
           slot != index_slot_)
-        ES_RETURN_IF_ERROR(free_index_segment(slot));
+        EVENTSOURCE_RETURN_IF_ERROR(free_index_segment(slot));
   }
   return Status();
 }
@@ -308,7 +308,8 @@ Status Store::Impl::read_slots() {
     // index segments and reuses slots.
     if (slot < known && slots_[slot].kind == SegmentKind::kEvents) continue;
     uint8_t buf[sh::kSize + fh::kSize];
-    ES_RETURN_IF_ERROR(read_exact(buf, sizeof buf, slot_offset(slot), "reading a segment header"));
+    EVENTSOURCE_RETURN_IF_ERROR(
+        read_exact(buf, sizeof buf, slot_offset(slot), "reading a segment header"));
     SegmentHeader h;
     std::string why;
     switch (parse_segment_header(buf, slot, seed_, &h, &why)) {
@@ -324,9 +325,9 @@ Status Store::Impl::read_slots() {
         }
         if (repair_mode_) {
           uint64_t saved = 0;
-          ES_RETURN_IF_ERROR(save_ranges({Range{slot_offset(slot), seg_size_}},
-                                         &repair_report_->side_file, &saved));
-          ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), seg_size_, Space::kRelease));
+          EVENTSOURCE_RETURN_IF_ERROR(save_ranges({Range{slot_offset(slot), seg_size_}},
+                                                  &repair_report_->side_file, &saved));
+          EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), seg_size_, Space::kRelease));
           repair_report_->changed = true;
           repair_report_->bytes_cut += saved;
           slots_[slot] = SlotInfo{};
@@ -363,7 +364,7 @@ Status Store::Impl::read_slots() {
                                     events[i - 1].slot, events[i].slot, events[i].epoch),
                         static_cast<int64_t>(events[i].slot),
                         static_cast<int64_t>(slot_offset(events[i].slot)));
-    ES_RETURN_IF_ERROR(map_slot(events[i].slot));
+    EVENTSOURCE_RETURN_IF_ERROR(map_slot(events[i].slot));
     segs_[i] = events[i];
   }
   seg_count_.store(static_cast<uint32_t>(events.size()), std::memory_order_release);
@@ -376,8 +377,8 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   *scan_off = seg_count_ > 0 ? slot_offset(segs_[0].slot) + sh::kSize : 0;
   *expected = 1;
   if (repair_mode_) return Status();  // full scan; close() writes a fresh checkpoint
-  ES_ASSIGN_OR_RETURN(ckpt_,
-                      read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_));
+  EVENTSOURCE_ASSIGN_OR_RETURN(
+      ckpt_, read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_));
   if (!ckpt_) return Status();
   const Checkpoint& c = *ckpt_;
   // The checkpoint's claim must be backed by the data: the frame it names
@@ -693,21 +694,21 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
     ranges.push_back({slot_offset(segs_[si].slot), seg_size_});
   *bytes_cut = 0;
   if (save_side_file) {
-    ES_RETURN_IF_ERROR(save_ranges(ranges, side_file, bytes_cut));
+    EVENTSOURCE_RETURN_IF_ERROR(save_ranges(ranges, side_file, bytes_cut));
   } else {
     for (const Range& r : ranges) *bytes_cut += r.len;
   }
   // The segment appends continue in keeps its space; dropped ones give it back.
   for (size_t k = 0; k < ranges.size(); ++k)
-    ES_RETURN_IF_ERROR(zero_range(ranges[k].off, ranges[k].len,
-                                  k == 0 && !drop_whole ? Space::kKeep : Space::kRelease));
+    EVENTSOURCE_RETURN_IF_ERROR(zero_range(ranges[k].off, ranges[k].len,
+                                           k == 0 && !drop_whole ? Space::kKeep : Space::kRelease));
   // Later segments are now all-zero slots: free.
   for (size_t si = keep_segs; si < nsegs; ++si) {
     slots_[segs_[si].slot] = SlotInfo{};
     os_->unmap(maps_[segs_[si].slot].exchange(nullptr), seg_size_);
   }
   seg_count_.store(static_cast<uint32_t>(keep_segs), std::memory_order_release);
-  ES_RETURN_IF_ERROR(sync_data("after cutting a torn tail"));
+  EVENTSOURCE_RETURN_IF_ERROR(sync_data("after cutting a torn tail"));
   if (!drop_whole) {
     tail_slot_ = first.slot;
     tail_epoch_ = first.epoch;
@@ -774,7 +775,7 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
       kind == SegmentKind::kEvents ? span : std::min(span, align_up(sh::kSize + payload_len, 4096));
   if (slot < slots_.size()) {
     // Reused slots may hold stale bytes: zero them.
-    ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), span, Space::kRelease));
+    EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span, Space::kRelease));
   }
   int r = os_->fallocate(fd_, 0, slot_offset(slot), need);
   if (r < 0)
@@ -803,7 +804,8 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
   h.created_us = now_us();
   uint8_t buf[sh::kSize];
   encode_segment_header(h, seed_, buf);
-  ES_RETURN_IF_ERROR(write_all(buf, sizeof buf, slot_offset(slot), "writing a segment header"));
+  EVENTSOURCE_RETURN_IF_ERROR(
+      write_all(buf, sizeof buf, slot_offset(slot), "writing a segment header"));
   for (uint64_t k = 0; k < count; ++k)
     slots_[slot + k] = SlotInfo{kind, h.epoch, first_position, k == 0 ? count : 0, payload_len};
   return slot;
@@ -812,18 +814,19 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
 Status Store::Impl::free_index_segment(uint64_t slot) {
   uint64_t span = std::max<uint64_t>(slots_[slot].slot_count, 1);
   span = std::min<uint64_t>(span, slots_.size() - slot);
-  ES_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_, Space::kRelease));
+  EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_, Space::kRelease));
   for (uint64_t k = 0; k < span; ++k) slots_[slot + k] = SlotInfo{};
   return Status();
 }
 
 Status Store::Impl::roll_segment(uint64_t first_position) {
-  ES_ASSIGN_OR_RETURN(uint64_t slot, allocate_slots(SegmentKind::kEvents, 1, first_position, 0));
+  EVENTSOURCE_ASSIGN_OR_RETURN(uint64_t slot,
+                               allocate_slots(SegmentKind::kEvents, 1, first_position, 0));
   // The header is durable before any frame goes in, so after a crash a bad
   // header over a non-empty segment is damage, not an interrupted allocation.
   Status s = sync_data("new segment header");
   if (!s.ok()) return poison(std::move(s));
-  ES_RETURN_IF_ERROR(map_slot(slot));
+  EVENTSOURCE_RETURN_IF_ERROR(map_slot(slot));
   uint32_t n = seg_count_.load();
   segs_[n] = EventSeg{slot, slots_[slot].epoch, first_position};
   seg_count_.store(n + 1, std::memory_order_release);
@@ -896,7 +899,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
   if (closed_) return closed(fmt::format("{}: store is closed", path_));
   if (read_only_)
     return Status(Code::kReadOnly, fmt::format("{}: store was opened read-only", path_));
-  ES_RETURN_IF_ERROR(stream.validate());
+  EVENTSOURCE_RETURN_IF_ERROR(stream.validate());
   const std::string key = stream_key(stream);
   const size_t n = events.size();
   if (n == 0 || n > format::kMaxEventsPerBatch)
@@ -976,7 +979,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
         result.deduplicated = true;
         lock.unlock();
         if (mode != Durability::kNone)
-          ES_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
+          EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
         return result;
       }
     }
@@ -996,10 +999,11 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     }
     if (tail_offset_ == 0 ||
         tail_offset_ + encoder_.uncompressed_frame_len() > slot_offset(tail_slot_) + seg_size_)
-      ES_RETURN_IF_ERROR(roll_segment(first));
+      EVENTSOURCE_RETURN_IF_ERROR(roll_segment(first));
     auto frame = encoder_.finish(tail_offset_, tail_epoch_, first, synced_.load(),
                                  opt_.compress_min_bytes, opt_.compression_level, seed_);
-    ES_RETURN_IF_ERROR(write_all(frame.data(), frame.size(), tail_offset_, "appending a batch"));
+    EVENTSOURCE_RETURN_IF_ERROR(
+        write_all(frame.data(), frame.size(), tail_offset_, "appending a batch"));
     {
       std::unique_lock ix(index_mu_);
       StreamIndex::Entry& e = index_.get_or_add(key, static_cast<uint8_t>(stream.type.size()));
@@ -1028,7 +1032,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     }
   }
   if (mode != Durability::kNone) {
-    ES_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
+    EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
     if (checkpoint_due) {
       std::lock_guard lock(write_mu_);
       if (!poisoned_ && bytes_since_checkpoint_ >= opt_.checkpoint_interval_bytes)
@@ -1061,8 +1065,8 @@ Status Store::Impl::checkpoint_locked() {
   const uint64_t covers = next_position_ - 1;
   std::string blob = index_.build_blob(covers, tail_offset_, seed_);
   uint64_t count = (sh::kSize + blob.size() + seg_size_ - 1) / seg_size_;
-  ES_ASSIGN_OR_RETURN(uint64_t slot,
-                      allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
+  EVENTSOURCE_ASSIGN_OR_RETURN(uint64_t slot,
+                               allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
   Status s = write_all(blob.data(), blob.size(), slot_offset(slot) + sh::kSize,
                        "writing the stream index");
   if (s.ok()) s = sync_data("stream index");
@@ -1078,7 +1082,7 @@ Status Store::Impl::checkpoint_locked() {
   c.index_slot = slot;
   c.index_epoch = slots_[slot].epoch;
   c.written_us = now_us();
-  ES_RETURN_IF_ERROR(write_checkpoint_file(*os_, path_, c, seed_, opt_.file_mode));
+  EVENTSOURCE_RETURN_IF_ERROR(write_checkpoint_file(*os_, path_, c, seed_, opt_.file_mode));
   ckpt_ = c;
   // Swap the in-memory index onto the new persisted one.
   int err = 0;
@@ -1349,7 +1353,7 @@ Result<GlobalPosition> Store::Impl::refresh() {
   if (closed_) return closed(fmt::format("{}: store is closed", path_));
   if (!read_only_) return GlobalPosition(committed_.load());
   std::lock_guard lock(write_mu_);
-  ES_RETURN_IF_ERROR(read_slots());
+  EVENTSOURCE_RETURN_IF_ERROR(read_slots());
   uint32_t nsegs = seg_count_.load();
   if (nsegs == 0) return GlobalPosition(committed_.load());
   size_t si = 0;
@@ -1362,7 +1366,7 @@ Result<GlobalPosition> Store::Impl::refresh() {
     off = tail_offset_;
   }
   std::optional<BadFrame> bad;
-  ES_RETURN_IF_ERROR(scan_log(si, off, next_position_, &bad));
+  EVENTSOURCE_RETURN_IF_ERROR(scan_log(si, off, next_position_, &bad));
   // A bad frame at the tail of a live store is a write in progress; damage
   // before the tail is reported by read_all/read_stream and verify.
   publish_committed(next_position_ - 1);
@@ -1487,4 +1491,4 @@ Status Store::checkpoint() {
 StoreStats Store::stats() const { return impl_->stats(); }
 const std::string& Store::path() const { return impl_->path_; }
 
-}  // namespace es
+}  // namespace eventsource

@@ -14,10 +14,10 @@
 #include "engine/frame.h"
 #include "engine/os.h"
 #include "engine/segment.h"
-#include "engine/store.h"
 #include "engine/stream_index.h"
+#include "eventsource/store.h"
 
-namespace es {
+namespace eventsource {
 
 // What the slot scan found in each segment slot of the data file.
 struct SlotInfo {
@@ -169,4 +169,4 @@ class Store::Impl {
   std::atomic<int> in_flight_{0};
 };
 
-}  // namespace es
+}  // namespace eventsource

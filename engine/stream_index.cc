@@ -9,7 +9,7 @@
 #include "engine/coding.h"
 #include "engine/format.h"
 
-namespace es {
+namespace eventsource {
 
 namespace ih = format::index_header;
 namespace ie = format::index_entry;
@@ -176,4 +176,4 @@ std::string StreamIndex::verify_entry(const Entry& e, uint64_t seed) {
   return "";
 }
 
-}  // namespace es
+}  // namespace eventsource

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-namespace es {
+namespace eventsource {
 
 class StreamIndex {
  public:
@@ -65,4 +65,4 @@ class StreamIndex {
   uint64_t events_ = 0;
 };
 
-}  // namespace es
+}  // namespace eventsource

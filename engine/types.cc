@@ -1,11 +1,11 @@
 // UUIDs, stream names, expected-version rules and event helpers.
-#include "engine/types.h"
+#include "eventsource/types.h"
 
 #include <fmt/format.h>
 
 #include <random>
 
-namespace es {
+namespace eventsource {
 
 Uuid Uuid::random() {
   thread_local std::mt19937_64 gen([] {
@@ -70,7 +70,7 @@ Result<StreamId> StreamId::parse(std::string_view name) {
         "stream name '{}' is not '<type>-<id>' (e.g. 'Order-42'): type and id must be non-empty",
         name));
   StreamId s{std::string(name.substr(0, dash)), std::string(name.substr(dash + 1))};
-  ES_RETURN_IF_ERROR(s.validate());
+  EVENTSOURCE_RETURN_IF_ERROR(s.validate());
   return s;
 }
 
@@ -119,4 +119,4 @@ std::string RecordedEvent::stream_name() const {
   return s;
 }
 
-}  // namespace es
+}  // namespace eventsource

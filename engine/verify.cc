@@ -12,7 +12,7 @@
 #include "engine/format.h"
 #include "engine/store_impl.h"
 
-namespace es {
+namespace eventsource {
 
 namespace fh = format::frame_header;
 namespace sh = format::segment_header;
@@ -391,7 +391,7 @@ Result<VerifyReport> Store::verify(const std::string& path, const ProgressCallba
 Result<RepairReport> Store::repair(const std::string& path, std::shared_ptr<Os> os) {
   RepairReport report;
   {
-    ES_ASSIGN_OR_RETURN(VerifyReport before, verify(path, {}, os));
+    EVENTSOURCE_ASSIGN_OR_RETURN(VerifyReport before, verify(path, {}, os));
     report.problems = std::move(before.problems);
   }
   StoreOptions options;
@@ -409,8 +409,8 @@ Result<RepairReport> Store::repair(const std::string& path, std::shared_ptr<Os> 
   // A full scan replaced whatever the old checkpoint said; close() writes a new one.
   if (!report.problems.empty()) report.changed = true;
   report.kept_through = GlobalPosition(impl->committed_.load());
-  ES_RETURN_IF_ERROR(impl->close());
+  EVENTSOURCE_RETURN_IF_ERROR(impl->close());
   return report;
 }
 
-}  // namespace es
+}  // namespace eventsource

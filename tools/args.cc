@@ -4,7 +4,7 @@
 #include <charconv>
 #include <limits>
 
-namespace es::tools {
+namespace eventsource::tools {
 
 const std::string* ParsedArgs::get(std::string_view name) const {
   auto it = values.find(std::string(name));
@@ -108,4 +108,4 @@ Result<uint64_t> parse_byte_size(std::string_view text, std::string_view what) {
   return *number << shift;
 }
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

@@ -10,9 +10,9 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/status.h"
+#include "eventsource/status.h"
 
-namespace es::tools {
+namespace eventsource::tools {
 
 enum class OptionKind : uint8_t {
   kFlag,      // --name
@@ -50,4 +50,4 @@ Result<uint64_t> parse_u64(std::string_view text, std::string_view what);
 // K, M, G (or KiB, MiB, GiB), e.g. "1M" = 1048576.
 Result<uint64_t> parse_byte_size(std::string_view text, std::string_view what);
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

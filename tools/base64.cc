@@ -4,7 +4,7 @@
 #include <array>
 #include <cstdint>
 
-namespace es::tools {
+namespace eventsource::tools {
 namespace {
 
 constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -79,4 +79,4 @@ std::optional<std::string> base64_decode(std::string_view text) {
   return out;
 }
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

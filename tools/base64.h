@@ -6,7 +6,7 @@
 #include <string>
 #include <string_view>
 
-namespace es::tools {
+namespace eventsource::tools {
 
 // Encodes `bytes` with padding.
 std::string base64_encode(std::string_view bytes);
@@ -15,4 +15,4 @@ std::string base64_encode(std::string_view bytes);
 // Returns nullopt when `text` is not valid base64.
 std::optional<std::string> base64_decode(std::string_view text);
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

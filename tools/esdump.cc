@@ -20,12 +20,12 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tools/args.h"
 #include "tools/event_text.h"
 #include "tools/json_event.h"
 
-namespace es::tools {
+namespace eventsource::tools {
 namespace {
 
 constexpr int kExitOk = 0;
@@ -916,11 +916,11 @@ int run_main(int argc, char** argv) {
 }
 
 }  // namespace
-}  // namespace es::tools
+}  // namespace eventsource::tools
 
 int main(int argc, char** argv) {
   try {
-    return es::tools::run_main(argc, argv);
+    return eventsource::tools::run_main(argc, argv);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "esdump: internal error: %s\n", e.what());
   } catch (...) {

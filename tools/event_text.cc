@@ -8,7 +8,7 @@
 
 #include "tools/rfc3339.h"
 
-namespace es::tools {
+namespace eventsource::tools {
 namespace {
 
 // Length of the valid UTF-8 sequence at `s[i]`, or 0 if it is not valid.
@@ -86,4 +86,4 @@ std::string format_event_line(const RecordedEvent& event) {
                      printable(event.payload, kPayloadPreviewChars));
 }
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

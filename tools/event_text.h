@@ -6,9 +6,9 @@
 #include <string>
 #include <string_view>
 
-#include "engine/types.h"
+#include "eventsource/types.h"
 
-namespace es::tools {
+namespace eventsource::tools {
 
 // Payloads are cut to about this many characters in one-line output.
 inline constexpr size_t kPayloadPreviewChars = 120;
@@ -23,4 +23,4 @@ std::string printable(std::string_view bytes, size_t max_chars = 0);
 // "-" stands for an empty tenant.
 std::string format_event_line(const RecordedEvent& event);
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

@@ -12,20 +12,20 @@
 #include <string_view>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tools/event_text.h"
 
 namespace {
 
 using Json = nlohmann::ordered_json;
-using es::AppendResult;
-using es::EventData;
-using es::ExpectedVersion;
-using es::Result;
-using es::Status;
-using es::StreamId;
-using es::StreamVersion;
-using es::Uuid;
+using eventsource::AppendResult;
+using eventsource::EventData;
+using eventsource::ExpectedVersion;
+using eventsource::Result;
+using eventsource::Status;
+using eventsource::StreamId;
+using eventsource::StreamVersion;
+using eventsource::Uuid;
 
 constexpr int kOrders = 20;
 constexpr std::string_view kStreamType = "Order";
@@ -81,7 +81,7 @@ EventData make_event(Order& order, std::string type, const Json& payload, std::s
 
 // Appends `events` to `order` expecting `expected`; on success updates the
 // order's version and the tally. Prints the failure and returns false otherwise.
-bool append(es::Store& store, Order& order, ExpectedVersion expected,
+bool append(eventsource::Store& store, Order& order, ExpectedVersion expected,
             const std::vector<EventData>& events, Tally& tally) {
   Result<AppendResult> r = store.append(order.stream, expected, events);
   if (!r.ok()) {
@@ -104,16 +104,16 @@ bool append(es::Store& store, Order& order, ExpectedVersion expected,
 }
 
 int run(const std::string& path) {
-  Result<std::unique_ptr<es::Store>> opened = es::Store::open(path);
+  Result<std::unique_ptr<eventsource::Store>> opened = eventsource::Store::open(path);
   if (!opened.ok()) {
     fmt::print(stderr, "es_example: cannot open {}: {}\n", path, opened.status().to_string());
     return 1;
   }
-  std::unique_ptr<es::Store> store = std::move(opened).value();
+  std::unique_ptr<eventsource::Store> store = std::move(opened).value();
 
   // Number this run's orders after the ones earlier runs wrote.
   int first_number = 1;
-  for (const es::StreamInfo& s : store->list_streams()) {
+  for (const eventsource::StreamInfo& s : store->list_streams()) {
     if (s.type == kStreamType) ++first_number;
   }
   std::mt19937 rng(static_cast<uint32_t>(first_number));  // same data for the same store state
@@ -188,7 +188,7 @@ int run(const std::string& path) {
   EventData note = make_event(stale, "OrderNoteAdded", {{"note", "gift wrap, please"}}, "support");
   Result<AppendResult> conflict =
       store->append(first.stream, ExpectedVersion::exact(StreamVersion(1)), {&note, 1});
-  if (conflict.ok() || conflict.status().code() != es::Code::kConflict ||
+  if (conflict.ok() || conflict.status().code() != eventsource::Code::kConflict ||
       conflict.status().actual_version() != static_cast<int64_t>(first.version)) {
     fmt::print(stderr, "es_example: expected a conflict at version {} on {}, got: {}\n",
                first.version, first.stream.name(),
@@ -223,19 +223,20 @@ int run(const std::string& path) {
   fmt::print("\n{} (version {}):\n", first.stream.name(),
              store->stream_version(first.stream).value);
   uint64_t read = 0;
-  Status s = store->read_stream(first.stream, StreamVersion(1), 1000, es::ReadDirection::kForward,
-                                [&](const es::RecordedEvent& e) {
-                                  fmt::print("  {}\n", es::tools::format_event_line(e));
-                                  ++read;
-                                  return true;
-                                });
+  Status s =
+      store->read_stream(first.stream, StreamVersion(1), 1000, eventsource::ReadDirection::kForward,
+                         [&](const eventsource::RecordedEvent& e) {
+                           fmt::print("  {}\n", eventsource::tools::format_event_line(e));
+                           ++read;
+                           return true;
+                         });
   if (!s.ok() || read != first.version) {
     fmt::print(stderr, "es_example: reading {} back gave {} events of {}: {}\n",
                first.stream.name(), read, first.version, s.to_string());
     return 1;
   }
 
-  es::StoreStats stats = store->stats();
+  eventsource::StoreStats stats = store->stats();
   Status closed = store->close();
   if (!closed.ok()) {
     fmt::print(stderr, "es_example: closing {} failed: {}\n", path, closed.to_string());

@@ -7,7 +7,7 @@
 #include "tools/base64.h"
 #include "tools/rfc3339.h"
 
-namespace es::tools {
+namespace eventsource::tools {
 namespace {
 
 std::string to_string(std::string_view s) { return std::string(s); }
@@ -132,11 +132,11 @@ Result<ImportedEvent> parse_object(const Json& obj) {
   }
   ev.data.type = type->get<std::string>();
 
-  ES_RETURN_IF_ERROR(read_bytes(obj, "data", /*required=*/true, &ev.data.payload));
-  ES_RETURN_IF_ERROR(read_bytes(obj, "metadata", /*required=*/false, &ev.data.metadata));
-  ES_RETURN_IF_ERROR(read_uuid(obj, "id", &ev.data.id));
-  ES_RETURN_IF_ERROR(read_uuid(obj, "correlation_id", &ev.data.correlation_id));
-  ES_RETURN_IF_ERROR(read_uuid(obj, "causation_id", &ev.data.causation_id));
+  EVENTSOURCE_RETURN_IF_ERROR(read_bytes(obj, "data", /*required=*/true, &ev.data.payload));
+  EVENTSOURCE_RETURN_IF_ERROR(read_bytes(obj, "metadata", /*required=*/false, &ev.data.metadata));
+  EVENTSOURCE_RETURN_IF_ERROR(read_uuid(obj, "id", &ev.data.id));
+  EVENTSOURCE_RETURN_IF_ERROR(read_uuid(obj, "correlation_id", &ev.data.correlation_id));
+  EVENTSOURCE_RETURN_IF_ERROR(read_uuid(obj, "causation_id", &ev.data.causation_id));
 
   if (auto tenant = obj.find("tenant"); tenant != obj.end() && !tenant->is_null()) {
     if (!tenant->is_string()) return bad("\"tenant\" must be a string");
@@ -160,7 +160,7 @@ Result<ImportedEvent> parse_object(const Json& obj) {
   }
 
   if (auto expected = obj.find("expected_version"); expected != obj.end()) {
-    ES_RETURN_IF_ERROR(read_expected_version(*expected, &ev.expected));
+    EVENTSOURCE_RETURN_IF_ERROR(read_expected_version(*expected, &ev.expected));
   }
   // "position" and "version" (written by export) are informational only.
   for (const char* key : {"position", "version"}) {
@@ -255,4 +255,4 @@ Result<ImportedEvent> parse_import_line(std::string_view line) {
   }
 }
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

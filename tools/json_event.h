@@ -8,10 +8,10 @@
 #include <string>
 #include <string_view>
 
-#include "engine/status.h"
-#include "engine/types.h"
+#include "eventsource/status.h"
+#include "eventsource/types.h"
 
-namespace es::tools {
+namespace eventsource::tools {
 
 // Insertion-ordered JSON, so payload keys keep their order on a round trip.
 using Json = nlohmann::ordered_json;
@@ -56,4 +56,4 @@ struct ImportedEvent {
 // kInvalidArgument with a message saying what is wrong with the line.
 Result<ImportedEvent> parse_import_line(std::string_view line);
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

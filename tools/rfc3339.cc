@@ -4,7 +4,7 @@
 
 #include <fmt/format.h>
 
-namespace es::tools {
+namespace eventsource::tools {
 namespace {
 
 constexpr int64_t kMicrosPerSecond = 1'000'000;
@@ -150,4 +150,4 @@ std::optional<int64_t> parse_rfc3339_us(std::string_view text, std::string* erro
   return seconds * kMicrosPerSecond + frac_us;
 }
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

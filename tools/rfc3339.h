@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-namespace es::tools {
+namespace eventsource::tools {
 
 // Formats as "YYYY-MM-DDTHH:MM:SS.ffffffZ". Returns nullopt when the year
 // falls outside 0000..9999 (RFC 3339 has four-digit years only).
@@ -18,4 +18,4 @@ std::optional<std::string> format_rfc3339_us(int64_t micros);
 // and sets `*error` to the reason.
 std::optional<int64_t> parse_rfc3339_us(std::string_view text, std::string* error);
 
-}  // namespace es::tools
+}  // namespace eventsource::tools

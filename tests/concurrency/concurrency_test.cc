@@ -13,10 +13,10 @@
 #include <thread>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 
 namespace fs = std::filesystem;
-using namespace es;
+using namespace eventsource;
 
 namespace {
 

@@ -49,13 +49,13 @@
 #include <vector>
 
 #include "engine/format.h"
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/child.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 namespace fhdr = format::file_header;
@@ -337,7 +337,7 @@ std::vector<StreamInfo> streams_of_prefix(const std::vector<OwnedEvent>& events,
 void capture_content(Golden* g) {
   std::unique_ptr<Store> store = open_or_fail(g->path, read_only_options());
   ReadResult all = read_all_events(*store);
-  ES_REQUIRE_OK(all.status);
+  EVENTSOURCE_REQUIRE_OK(all.status);
   REQUIRE(all.events.size() == store->committed_position().value);
   g->events = std::move(all.events);
   g->streams = store->list_streams();
@@ -348,12 +348,12 @@ void capture_content(Golden* g) {
   REQUIRE(same_streams(g->streams, streams_of_prefix(g->events, g->events.size())));
   for (const StreamInfo& s : g->streams) {
     ReadResult r = read_stream_events(*store, StreamId{s.type, s.id});
-    ES_REQUIRE_OK(r.status);
+    EVENTSOURCE_REQUIRE_OK(r.status);
     const std::vector<size_t>& idx = g->by_stream[StreamId{s.type, s.id}.name()];
     REQUIRE(r.events.size() == idx.size());
     for (size_t k = 0; k < idx.size(); ++k) REQUIRE(r.events[k] == g->events[idx[k]]);
   }
-  ES_REQUIRE_OK(store->close());
+  EVENTSOURCE_REQUIRE_OK(store->close());
 }
 
 // Builds the row-5 golden store: batches until a third event segment holds
@@ -368,10 +368,10 @@ Golden build_clean_golden(const std::string& path, uint64_t tail_batches) {
     for (uint64_t b = 1; after_third < tail_batches; ++b) {
       REQUIRE(b < 100000);
       const std::vector<EventData> batch = golden_batch(b);
-      ES_REQUIRE_OK(store->append(golden_stream(b), ExpectedVersion::any(), batch));
+      EVENTSOURCE_REQUIRE_OK(store->append(golden_stream(b), ExpectedVersion::any(), batch));
       if (file_size(path) >= format::kFileHeaderSize + 3 * kMiB) ++after_third;
     }
-    ES_REQUIRE_OK(store->close());
+    EVENTSOURCE_REQUIRE_OK(store->close());
   }
   g.data = read_file(path);
   g.ckpt = read_file(g.ckpt_path);
@@ -708,7 +708,7 @@ void run_bitflips(size_t default_flips) {
   const Golden g = build_clean_golden(dir.file("golden.evs"), 150);
   {
     Result<VerifyReport> clean = Store::verify(g.path);
-    ES_REQUIRE_OK(clean);
+    EVENTSOURCE_REQUIRE_OK(clean);
     REQUIRE(clean->clean());
   }
   uint64_t compressed = 0, uncompressed_big = 0, frames = 0;
@@ -917,7 +917,7 @@ void run_skip_field_flips() {
     }
   }
   ::close(fd);
-  ES_CHECK_OK(store->close());
+  EVENTSOURCE_CHECK_OK(store->close());
   CHECK(read_file(g.path) == g.data);
   std::string by_field;
   for (const auto& [name, n] : failures_by_field) {
@@ -1081,7 +1081,7 @@ void check_durable_spot(const DurableGolden& d, const std::string& dir, const Sp
   // Verify names the same place.
   {
     Result<VerifyReport> report = Store::verify(g.path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     bool found = false;
     for (const VerifyProblem& p : report->problems) {
       INFO("problem: " << p.file << " segment " << p.segment << " offset " << p.offset << ": "
@@ -1095,7 +1095,7 @@ void check_durable_spot(const DurableGolden& d, const std::string& dir, const Sp
 
   // Repair cuts at the damage and keeps the cut bytes in a side file.
   Result<RepairReport> repaired = Store::repair(g.path);
-  ES_REQUIRE_OK(repaired);
+  EVENTSOURCE_REQUIRE_OK(repaired);
   CHECK(repaired->changed);
   CHECK(repaired->kept_through == GlobalPosition(spot.first_lost - 1));
   CHECK(repaired->bytes_cut > 0);
@@ -1118,7 +1118,7 @@ void check_durable_spot(const DurableGolden& d, const std::string& dir, const Sp
 
   {
     Result<VerifyReport> report = Store::verify(g.path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     INFO("first problem after repair: " << (report->clean() ? std::string("-")
                                                             : report->problems[0].what));
     CHECK(report->clean());
@@ -1129,7 +1129,7 @@ void check_durable_spot(const DurableGolden& d, const std::string& dir, const Sp
   const std::vector<StreamInfo> kept_streams = streams_of_prefix(g.events, kept);
   auto check_prefix = [&](const Store& store) {
     ReadResult all = read_all_events(store, GlobalPosition(1), {}, kept);
-    ES_CHECK_OK(all.status);
+    EVENTSOURCE_CHECK_OK(all.status);
     REQUIRE(all.events.size() == kept);
     for (size_t i = 0; i < kept; ++i) {
       if (all.events[i] != g.events[i]) {
@@ -1140,7 +1140,7 @@ void check_durable_spot(const DurableGolden& d, const std::string& dir, const Sp
     for (const StreamInfo& s : kept_streams) {
       const StreamId id{s.type, s.id};
       ReadResult r = read_stream_events(store, id, StreamVersion(1), s.version.value);
-      ES_CHECK_OK(r.status);
+      EVENTSOURCE_CHECK_OK(r.status);
       REQUIRE(r.events.size() == s.version.value);
       const std::vector<size_t>& idx = g.by_stream.at(id.name());
       for (size_t k = 0; k < r.events.size(); ++k) CHECK(r.events[k] == g.events[idx[k]]);
@@ -1156,34 +1156,34 @@ void check_durable_spot(const DurableGolden& d, const std::string& dir, const Sp
     std::vector<EventData> more = {make_event("AfterRepair", "{\"n\":1}")};
     Result<AppendResult> a1 =
         store->append(old_stream, ExpectedVersion::exact(kept_streams.front().version), more);
-    ES_CHECK_OK(a1);
+    EVENTSOURCE_CHECK_OK(a1);
     std::vector<EventData> fresh = {make_event("AfterRepair", "{\"n\":2}"),
                                     make_event("AfterRepair", "{\"n\":3}")};
     Result<AppendResult> a2 = store->append(new_stream, ExpectedVersion::no_stream(), fresh);
-    ES_CHECK_OK(a2);
+    EVENTSOURCE_CHECK_OK(a2);
     if (a2.ok()) CHECK(a2->last_position == GlobalPosition(kept + 3));
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
   {
     std::unique_ptr<Store> store = open_or_fail(g.path, golden_options());
     CHECK(store->committed_position() == GlobalPosition(kept + 3));
     check_prefix(*store);
     ReadResult tail = read_all_events(*store, GlobalPosition(kept + 1));
-    ES_CHECK_OK(tail.status);
+    EVENTSOURCE_CHECK_OK(tail.status);
     REQUIRE(tail.events.size() == 3);
     CHECK(tail.events[0].stream() == old_stream);
     CHECK(tail.events[0].version == StreamVersion(kept_streams.front().version.value + 1));
     CHECK(tail.events[0].payload == "{\"n\":1}");
     CHECK(tail.events[1].stream() == new_stream);
     CHECK(tail.events[2].version == StreamVersion(2));
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
   {
     Result<VerifyReport> report = Store::verify(g.path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     CHECK(report->clean());
     Result<RepairReport> again = Store::repair(g.path);
-    ES_REQUIRE_OK(again);
+    EVENTSOURCE_REQUIRE_OK(again);
     CHECK_FALSE(again->changed);
   }
   remove_side_files(dir);
@@ -1263,4 +1263,4 @@ TEST_SUITE("durable-damage") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -24,14 +24,14 @@
 
 #include "engine/format.h"
 #include "engine/os.h"
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/batches.h"
 #include "tests/support/child.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 namespace ck = format::checkpoint;
@@ -156,7 +156,7 @@ void put(const Fixture& f, const Image& im) {
 void append_batches(Store& store, uint64_t from, uint64_t to) {
   for (uint64_t b = from; b <= to; ++b) {
     const auto events = make_marked_batch(b, kSpec.events, kSpec.min_payload, kSpec.max_payload);
-    ES_REQUIRE_OK(store.append(marked_stream(b), ExpectedVersion::any(), events));
+    EVENTSOURCE_REQUIRE_OK(store.append(marked_stream(b), ExpectedVersion::any(), events));
   }
 }
 
@@ -168,7 +168,7 @@ void build(Fixture* f, const std::string& path) {
   uint64_t b = 0;
   append_batches(*store, 1, 80);
   b = 80;
-  ES_REQUIRE_OK(store->checkpoint());
+  EVENTSOURCE_REQUIRE_OK(store->checkpoint());
   f->a = Image{share(read_file(path)), read_file(path + format::kCheckpointSuffix), std::nullopt};
   uint64_t in_second = 0;
   while (in_second < 40) {
@@ -177,11 +177,11 @@ void build(Fixture* f, const std::string& path) {
     REQUIRE(b < 5000);
     if (store->stats().event_segments >= 2) ++in_second;
   }
-  ES_REQUIRE_OK(store->checkpoint());
+  EVENTSOURCE_REQUIRE_OK(store->checkpoint());
   f->b = Image{share(read_file(path)), read_file(path + format::kCheckpointSuffix), std::nullopt};
   append_batches(*store, b + 1, b + 60);
   b += 60;
-  ES_REQUIRE_OK(store->close());
+  EVENTSOURCE_REQUIRE_OK(store->close());
   f->c = Image{share(read_file(path)), read_file(path + format::kCheckpointSuffix), std::nullopt};
   f->batches = b;
   REQUIRE(f->a.ckpt->size() == ck::kSize);
@@ -198,7 +198,7 @@ Snapshot full_scan(const Fixture& f, const std::string& data) {
   o.mode = OpenMode::kReadOnly;
   std::unique_ptr<Store> store = open_or_fail(f.ref_path, o);
   Snapshot s = take_snapshot(*store);
-  ES_CHECK_OK(store->close());
+  EVENTSOURCE_CHECK_OK(store->close());
   return s;
 }
 
@@ -625,4 +625,4 @@ TEST_SUITE("checkpoint-damage") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -12,14 +12,14 @@
 #include <set>
 #include <string>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/batches.h"
 #include "tests/support/child.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 constexpr int kStreams = 5;
@@ -47,11 +47,11 @@ void write_store(const std::string& path) {
   for (int v = 1; v <= kEventsPerStream; ++v) {
     for (int s = 0; s < kStreams; ++s) {
       std::vector<EventData> events = {make_event("Written", payload(s, v))};
-      ES_REQUIRE_OK(
+      EVENTSOURCE_REQUIRE_OK(
           store->append(victim_id(s), ExpectedVersion::exact(StreamVersion(v - 1)), events));
     }
   }
-  ES_REQUIRE_OK(store->close());
+  EVENTSOURCE_REQUIRE_OK(store->close());
 }
 
 // True when the payload is one this test wrote (so not damaged data).
@@ -91,7 +91,7 @@ TEST_SUITE("corruption") {
 
     // verify() names segment and offset near the flip.
     Result<VerifyReport> report = Store::verify(path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     REQUIRE_FALSE(report->clean());
     bool located = false;
     for (const VerifyProblem& p : report->problems) {
@@ -136,12 +136,12 @@ TEST_SUITE("corruption") {
     {
       ReadResult before =
           read_stream_events(store, victim_id(kVictimStream), StreamVersion(1), kVictimVersion - 1);
-      ES_CHECK_OK(before.status);
+      EVENTSOURCE_CHECK_OK(before.status);
       CHECK(before.events.size() == kVictimVersion - 1);
       check_all_original(before.events);
       ReadResult after =
           read_stream_events(store, victim_id(kVictimStream), StreamVersion(kVictimVersion + 1));
-      ES_CHECK_OK(after.status);
+      EVENTSOURCE_CHECK_OK(after.status);
       CHECK(after.events.size() == kEventsPerStream - kVictimVersion);
       check_all_original(after.events);
     }
@@ -160,14 +160,14 @@ TEST_SUITE("corruption") {
       if (s == kVictimStream) continue;
       INFO("stream " << victim_id(s).name());
       ReadResult r = read_stream_events(store, victim_id(s));
-      ES_CHECK_OK(r.status);
+      EVENTSOURCE_CHECK_OK(r.status);
       REQUIRE(r.events.size() == kEventsPerStream);
       for (int v = 1; v <= kEventsPerStream; ++v) {
         CHECK(r.events[v - 1].payload == payload(s, v));
         CHECK(r.events[v - 1].version == StreamVersion(v));
       }
     }
-    ES_CHECK_OK(store.close());
+    EVENTSOURCE_CHECK_OK(store.close());
   }
 
   TEST_CASE("an intact store verifies clean and counts its frames and events") {
@@ -175,7 +175,7 @@ TEST_SUITE("corruption") {
     const std::string path = dir.file("clean.evs");
     write_store(path);
     Result<VerifyReport> report = Store::verify(path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     CHECK(report->clean());
     CHECK(report->events == kStreams * kEventsPerStream);
     CHECK(report->frames == kStreams * kEventsPerStream);  // one frame per single-event batch
@@ -228,7 +228,7 @@ TEST_SUITE("corruption") {
     }
 
     Result<RepairReport> repaired = Store::repair(path);
-    ES_REQUIRE_OK(repaired);
+    EVENTSOURCE_REQUIRE_OK(repaired);
     CHECK(repaired->changed);
     CHECK(repaired->kept_through == GlobalPosition((kDamaged - 1) * kSpec.events));
     CHECK(repaired->bytes_cut > 0);
@@ -244,20 +244,20 @@ TEST_SUITE("corruption") {
     std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
     CHECK(store->committed_position() == GlobalPosition((kDamaged - 1) * kSpec.events));
     ReadResult all = read_all_events(*store);
-    ES_REQUIRE_OK(all.status);
+    EVENTSOURCE_REQUIRE_OK(all.status);
     const std::string problem = check_marked_log(all.events, kSpec);
     INFO(problem);
     CHECK(problem.empty());
-    ES_REQUIRE_OK(store->close());
+    EVENTSOURCE_REQUIRE_OK(store->close());
     Result<VerifyReport> report = Store::verify(path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     CHECK(report->clean());
     // Nothing left to repair.
     Result<RepairReport> again = Store::repair(path);
-    ES_REQUIRE_OK(again);
+    EVENTSOURCE_REQUIRE_OK(again);
     CHECK_FALSE(again->changed);
   }
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

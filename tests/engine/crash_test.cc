@@ -20,13 +20,13 @@
 #include <tuple>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/batches.h"
 #include "tests/support/child.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 constexpr MarkedBatchSpec kSpec{3, 100, 2000};
@@ -111,16 +111,16 @@ void run_kill_loop(int iterations, int store_every) {
       CHECK(committed >= previous_committed);
       CHECK(committed % kSpec.events == 0);
       ReadResult all = read_all_events(*store);
-      ES_REQUIRE_OK(all.status);
+      EVENTSOURCE_REQUIRE_OK(all.status);
       REQUIRE(all.events.size() == committed);
       const std::string problem = check_marked_log(all.events, kSpec);
       INFO(problem);
       REQUIRE(problem.empty());
       previous_committed = committed;
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->close());
     }
     Result<VerifyReport> report = Store::verify(path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     INFO("first problem: " << (report->clean() ? std::string("-") : report->problems[0].what));
     CHECK(report->clean());
   }
@@ -271,7 +271,7 @@ void run_mt_kill_loop(int iterations, int store_every) {
     CAPTURE(committed);
     CHECK(committed >= previous_committed);
     ReadResult all = read_all_events(*store);
-    ES_REQUIRE_OK(all.status);
+    EVENTSOURCE_REQUIRE_OK(all.status);
     REQUIRE(all.events.size() == committed);
     const std::string problem = check_mt_log(all.events);
     INFO(problem);
@@ -284,9 +284,9 @@ void run_mt_kill_loop(int iterations, int store_every) {
       CHECK(all.events[p - 1].metadata.ends_with(" event=2"));
     }
     previous_committed = committed;
-    ES_REQUIRE_OK(store->close());
+    EVENTSOURCE_REQUIRE_OK(store->close());
     Result<VerifyReport> report = Store::verify(path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     INFO("first problem: " << (report->clean() ? std::string("-") : report->problems[0].what));
     CHECK(report->clean());
   }
@@ -317,4 +317,4 @@ TEST_SUITE("crash") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -14,13 +14,13 @@
 #include <sstream>
 #include <string>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/batches.h"
 #include "tests/support/child.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 constexpr MarkedBatchSpec kSpec{3, 1000, 3000};
@@ -176,17 +176,17 @@ void run_disk_full(AfterFailure after) {
   std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
   CHECK(store->committed_position().value >= acked);
   ReadResult all = read_all_events(*store);
-  ES_REQUIRE_OK(all.status);
+  EVENTSOURCE_REQUIRE_OK(all.status);
   CHECK(all.events.size() >= acked);
   const std::string problem = check_marked_log(all.events, kSpec);
   INFO(problem);
   CHECK(problem.empty());
   const uint64_t next = all.events.size() / kSpec.events + 1;
   const auto events = make_marked_batch(next, kSpec.events, kSpec.min_payload, kSpec.max_payload);
-  ES_CHECK_OK(store->append(marked_stream(next), ExpectedVersion::any(), events));
-  ES_CHECK_OK(store->close());
+  EVENTSOURCE_CHECK_OK(store->append(marked_stream(next), ExpectedVersion::any(), events));
+  EVENTSOURCE_CHECK_OK(store->close());
   Result<VerifyReport> report = Store::verify(path);
-  ES_REQUIRE_OK(report);
+  EVENTSOURCE_REQUIRE_OK(report);
   CHECK(report->clean());
 }
 
@@ -200,4 +200,4 @@ TEST_SUITE("disk-full") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -12,12 +12,12 @@
 #include <memory>
 #include <string>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 // Sets the umask for a scope.
@@ -33,9 +33,9 @@ class ScopedUmask {
 void write_some(const std::string& path, const StoreOptions& options) {
   std::unique_ptr<Store> store = open_or_fail(path, options);
   std::vector<EventData> events = {make_event("Placed", "{}")};
-  ES_REQUIRE_OK(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events));
-  ES_REQUIRE_OK(store->checkpoint());
-  ES_REQUIRE_OK(store->close());
+  EVENTSOURCE_REQUIRE_OK(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events));
+  EVENTSOURCE_REQUIRE_OK(store->checkpoint());
+  EVENTSOURCE_REQUIRE_OK(store->close());
 }
 
 TEST_SUITE("file-mode") {
@@ -100,10 +100,10 @@ TEST_SUITE("file-mode") {
     }
     ::closedir(fds);
     CHECK(store_fds >= 2);  // at least the writer's and the reader's data file
-    ES_CHECK_OK(reader->close());
-    ES_CHECK_OK(writer->close());
+    EVENTSOURCE_CHECK_OK(reader->close());
+    EVENTSOURCE_CHECK_OK(writer->close());
   }
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -9,13 +9,13 @@
 #include <memory>
 #include <string>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/batches.h"
 #include "tests/support/child.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 constexpr MarkedBatchSpec kSpec{3, 200, 1200};
@@ -53,14 +53,14 @@ TEST_SUITE("live-reader") {
     while (seen < total) {
       REQUIRE(std::chrono::steady_clock::now() < deadline);
       Result<GlobalPosition> refreshed = reader->refresh();
-      ES_REQUIRE_OK(refreshed);
+      EVENTSOURCE_REQUIRE_OK(refreshed);
       const uint64_t now = refreshed->value;
       CAPTURE(now);
       REQUIRE(now >= seen);  // never goes back
       REQUIRE(reader->committed_position() == *refreshed);
       REQUIRE(now % kSpec.events == 0);
       ReadResult all = read_all_events(*reader);
-      ES_REQUIRE_OK(all.status);
+      EVENTSOURCE_REQUIRE_OK(all.status);
       REQUIRE(all.events.size() == now);
       const std::string problem = check_marked_log(all.events, kSpec);
       INFO(problem);
@@ -76,9 +76,9 @@ TEST_SUITE("live-reader") {
     CHECK(reader->stats().event_segments >= 2);
     INFO("writer " << describe_wait_status(writer.wait()));
     CHECK(writer.wait_exit_code() == 0);
-    ES_CHECK_OK(reader->close());
+    EVENTSOURCE_CHECK_OK(reader->close());
   }
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

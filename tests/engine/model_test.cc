@@ -15,11 +15,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 int64_t now_us() {
@@ -146,7 +146,7 @@ class ModelRun {
         check_counts(*store_);
       } else if (r < 94) {
         what = "checkpoint";
-        ES_REQUIRE_OK(store_->checkpoint());
+        EVENTSOURCE_REQUIRE_OK(store_->checkpoint());
         check_counts(*store_);
       } else {
         append(what);
@@ -163,7 +163,7 @@ class ModelRun {
   uint64_t dedups() const { return dedups_; }
   uint64_t reopens() const { return reopens_; }
 
-  void close() { ES_REQUIRE_OK(store_->close()); }
+  void close() { EVENTSOURCE_REQUIRE_OK(store_->close()); }
 
  private:
   int uniform(int lo, int hi) { return std::uniform_int_distribution<int>(lo, hi)(rng_); }
@@ -253,7 +253,7 @@ class ModelRun {
       ++conflicts_;
       return;
     }
-    ES_REQUIRE_OK(r);
+    EVENTSOURCE_REQUIRE_OK(r);
     REQUIRE_FALSE(r->deduplicated);
     REQUIRE(r->version == StreamVersion(cur + events.size()));
     REQUIRE(r->first_position == GlobalPosition(committed_before + 1));
@@ -263,7 +263,7 @@ class ModelRun {
 
     // Read the batch back; learn the ids and timestamps the engine chose.
     ReadResult back = read_all_events(*store_, r->first_position, {}, events.size());
-    ES_REQUIRE_OK(back.status);
+    EVENTSOURCE_REQUIRE_OK(back.status);
     REQUIRE(back.events.size() == events.size());
     auto& positions = model_.streams[s];
     for (size_t i = 0; i < events.size(); ++i) {
@@ -308,7 +308,7 @@ class ModelRun {
            " events expecting " + expected_to_string(batch.expected) + ")";
     const uint64_t committed_before = model_.committed();
     Result<AppendResult> r = store_->append(s, batch.expected, batch.events);
-    ES_REQUIRE_OK(r);
+    EVENTSOURCE_REQUIRE_OK(r);
     REQUIRE(r->deduplicated);
     REQUIRE(r->first_position == batch.result.first_position);
     REQUIRE(r->last_position == batch.result.last_position);
@@ -359,7 +359,7 @@ class ModelRun {
                                       got.push_back(OwnedEvent::from(e));
                                       return got.size() < stop_after;
                                     });
-    ES_REQUIRE_OK(st);
+    EVENTSOURCE_REQUIRE_OK(st);
     require_events_equal(got, want);
   }
 
@@ -407,7 +407,7 @@ class ModelRun {
           got.push_back(OwnedEvent::from(e));
           return got.size() < stop_after;
         });
-    ES_REQUIRE_OK(st);
+    EVENTSOURCE_REQUIRE_OK(st);
     require_events_equal(got, want);
   }
 
@@ -441,7 +441,7 @@ class ModelRun {
     check_counts(store);
     check_list_streams(store);
     ReadResult all = read_all_events(store);
-    ES_REQUIRE_OK(all.status);
+    EVENTSOURCE_REQUIRE_OK(all.status);
     require_events_equal(all.events, model_.log);
     for (const StreamId& s : streams_) {
       INFO("stream " << s.name());
@@ -450,11 +450,11 @@ class ModelRun {
   }
 
   void reopen() {
-    ES_REQUIRE_OK(store_->close());
+    EVENTSOURCE_REQUIRE_OK(store_->close());
     ++reopens_;
     {
       Result<VerifyReport> report = Store::verify(path_);
-      ES_REQUIRE_OK(report);
+      EVENTSOURCE_REQUIRE_OK(report);
       INFO("first problem: " << (report->clean()
                                      ? std::string("-")
                                      : report->problems[0].file + " segment " +
@@ -476,7 +476,7 @@ class ModelRun {
     std::unique_ptr<Store> reader = open_or_fail(path_, ro);
     check_counts(*reader);
     check_list_streams(*reader);
-    ES_REQUIRE_OK(reader->close());
+    EVENTSOURCE_REQUIRE_OK(reader->close());
   }
 
   std::mt19937_64 rng_;
@@ -530,4 +530,4 @@ TEST_SUITE("model") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

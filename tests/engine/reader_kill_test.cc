@@ -25,13 +25,13 @@
 #include <thread>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/batches.h"
 #include "tests/support/child.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 constexpr uint64_t kTargetEvents = 100'000;
@@ -358,9 +358,9 @@ std::string run_round(const Plan& plan, uint64_t seed) {
     CHECK(check.stats().seen == mine.stats().seen);
     CHECK(check.stats().first_problem.empty());
     check.close();
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
     Result<VerifyReport> report = Store::verify(path);
-    ES_REQUIRE_OK(report);
+    EVENTSOURCE_REQUIRE_OK(report);
     INFO("first problem: " << (report->clean() ? std::string("-") : report->problems[0].what));
     CHECK(report->clean());
   }
@@ -392,4 +392,4 @@ TEST_SUITE("reader-kill") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 struct Snapshot {
@@ -28,7 +28,7 @@ struct Snapshot {
 Snapshot take_snapshot(const Store& store) {
   Snapshot s;
   ReadResult all = read_all_events(store);
-  ES_REQUIRE_OK(all.status);
+  EVENTSOURCE_REQUIRE_OK(all.status);
   s.events = std::move(all.events);
   s.streams = store.list_streams();
   s.committed = store.committed_position();
@@ -53,7 +53,7 @@ void require_same_state(const Store& store, const Snapshot& want) {
     // Each stream read on its own matches the global log filtered to it.
     const StreamId id{want.streams[i].type, want.streams[i].id};
     ReadResult one = read_stream_events(store, id);
-    ES_REQUIRE_OK(one.status);
+    EVENTSOURCE_REQUIRE_OK(one.status);
     std::vector<OwnedEvent> expected;
     for (const OwnedEvent& e : want.events) {
       if (e.stream() == id) expected.push_back(e);
@@ -97,7 +97,7 @@ LastAppend fill_varied(Store& store, int appends, uint64_t seed) {
     }
     const ExpectedVersion expected = ExpectedVersion::exact(store.stream_version(stream));
     Result<AppendResult> r = store.append(stream, expected, events);
-    ES_REQUIRE_OK(r);
+    EVENTSOURCE_REQUIRE_OK(r);
     last = LastAppend{stream, expected, events, r.value()};
   }
   return last;
@@ -114,8 +114,8 @@ TEST_SUITE("reopen") {
       last = fill_varied(*store, 300, 11);
       before = take_snapshot(*store);
       REQUIRE(before.stats.event_segments >= 2);
-      ES_REQUIRE_OK(store->close());
-      ES_CHECK_OK(store->close());  // idempotent
+      EVENTSOURCE_REQUIRE_OK(store->close());
+      EVENTSOURCE_CHECK_OK(store->close());  // idempotent
     }
     std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
     require_same_state(*store, before);
@@ -126,10 +126,10 @@ TEST_SUITE("reopen") {
     std::vector<EventData> more = {make_event("After", "after reopen")};
     Result<AppendResult> r =
         store->append(stream, ExpectedVersion::exact(StreamVersion(version)), more);
-    ES_REQUIRE_OK(r);
+    EVENTSOURCE_REQUIRE_OK(r);
     CHECK(r->first_position == GlobalPosition(before.committed.value + 1));
     CHECK(r->version == StreamVersion(version + 1));
-    ES_REQUIRE_OK(store->close());
+    EVENTSOURCE_REQUIRE_OK(store->close());
 
     // A read-only open sees everything, including the append after reopen.
     StoreOptions ro = small_store_options();
@@ -137,11 +137,11 @@ TEST_SUITE("reopen") {
     std::unique_ptr<Store> reader = open_or_fail(path, ro);
     CHECK(reader->committed_position() == GlobalPosition(before.committed.value + 1));
     ReadResult tail = read_all_events(*reader, before.committed);
-    ES_REQUIRE_OK(tail.status);
+    EVENTSOURCE_REQUIRE_OK(tail.status);
     REQUIRE(tail.events.size() == 2);
     CHECK(tail.events[0] == before.events.back());
     CHECK(tail.events[1].payload == "after reopen");
-    ES_CHECK_OK(reader->close());
+    EVENTSOURCE_CHECK_OK(reader->close());
   }
 
   TEST_CASE("an idempotent retry is still deduplicated after a reopen") {
@@ -153,17 +153,17 @@ TEST_SUITE("reopen") {
       std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
       last = fill_varied(*store, 40, 12);
       committed = store->committed_position();
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->close());
     }
     std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
     Result<AppendResult> r = store->append(last.stream, last.expected, last.events);
-    ES_REQUIRE_OK(r);
+    EVENTSOURCE_REQUIRE_OK(r);
     CHECK(r->deduplicated);
     CHECK(r->first_position == last.result.first_position);
     CHECK(r->last_position == last.result.last_position);
     CHECK(r->version == last.result.version);
     CHECK(store->committed_position() == committed);
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
 
   TEST_CASE("a store reopens from the data file alone when the checkpoint file is missing") {
@@ -174,14 +174,14 @@ TEST_SUITE("reopen") {
       std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
       (void)fill_varied(*store, 200, 13);
       before = take_snapshot(*store);
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->close());
     }
     REQUIRE(file_exists(path + ".ckpt"));
     remove_file(path + ".ckpt");
     {
       std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
       require_same_state(*store, before);
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->close());
     }
     CHECK(file_exists(path + ".ckpt"));  // close wrote a new one
     // Read-only without a checkpoint too.
@@ -190,7 +190,7 @@ TEST_SUITE("reopen") {
     ro.mode = OpenMode::kReadOnly;
     std::unique_ptr<Store> reader = open_or_fail(path, ro);
     require_same_state(*reader, before);
-    ES_CHECK_OK(reader->close());
+    EVENTSOURCE_CHECK_OK(reader->close());
   }
 
   TEST_CASE("an empty store reopens empty") {
@@ -198,21 +198,21 @@ TEST_SUITE("reopen") {
     const std::string path = dir.file("empty.evs");
     {
       std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->close());
     }
     std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
     CHECK(store->committed_position() == GlobalPosition(0));
     CHECK(store->list_streams().empty());
     ReadResult all = read_all_events(*store);
-    ES_CHECK_OK(all.status);
+    EVENTSOURCE_CHECK_OK(all.status);
     CHECK(all.events.empty());
     ReadResult none = read_stream_events(*store, StreamId{"Order", "1"});
-    ES_CHECK_OK(none.status);
+    EVENTSOURCE_CHECK_OK(none.status);
     CHECK(none.events.empty());
     CHECK(store->stream_version(StreamId{"Order", "1"}) == StreamVersion(0));
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -11,14 +11,14 @@
 #include <random>
 #include <string>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/batches.h"
 #include "tests/support/child.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 constexpr MarkedBatchSpec kSpec{2, 16, 64};
@@ -122,7 +122,7 @@ bool check_recovery(const std::string& path, const std::string& data,
       break;
   }
   ReadResult all = read_all_events(store);
-  ES_CHECK_OK(all.status);
+  EVENTSOURCE_CHECK_OK(all.status);
   CHECK(all.events.size() == committed);
   const std::string problem = check_marked_log(all.events, spec);
   INFO(problem);
@@ -130,15 +130,15 @@ bool check_recovery(const std::string& path, const std::string& data,
   ok = ok && all.status.ok() && all.events.size() == committed && problem.empty();
   const StreamId last_stream = marked_stream(batches);
   ReadResult last = read_stream_events(store, last_stream);
-  ES_CHECK_OK(last.status);
+  EVENTSOURCE_CHECK_OK(last.status);
   CHECK(last.events.size() == store.stream_version(last_stream).value);
   ok = ok && last.status.ok() && last.events.size() == store.stream_version(last_stream).value;
   Status closed = store.close();
-  ES_CHECK_OK(closed);
+  EVENTSOURCE_CHECK_OK(closed);
   ok = ok && closed.ok();
   // What recovery left behind is a clean store.
   Result<VerifyReport> report = Store::verify(path);
-  ES_CHECK_OK(report);
+  EVENTSOURCE_CHECK_OK(report);
   if (report.ok()) {
     INFO("first problem: " << (report->clean() ? std::string("-")
                                                : report->problems[0].what + " at offset " +
@@ -401,16 +401,16 @@ TEST_SUITE("torn-tail") {
       const uint64_t next = store->committed_position().value / kSpec.events + 1;
       const auto events =
           make_marked_batch(next, kSpec.events, kSpec.min_payload, kSpec.max_payload);
-      ES_REQUIRE_OK(store->append(marked_stream(next), ExpectedVersion::any(), events));
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->append(marked_stream(next), ExpectedVersion::any(), events));
+      EVENTSOURCE_REQUIRE_OK(store->close());
     }
     std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
     ReadResult all = read_all_events(*store);
-    ES_REQUIRE_OK(all.status);
+    EVENTSOURCE_REQUIRE_OK(all.status);
     const std::string problem = check_marked_log(all.events, kSpec);
     INFO(problem);
     CHECK(problem.empty());
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
 }
 
@@ -427,4 +427,4 @@ TEST_SUITE("torn-tail-full") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

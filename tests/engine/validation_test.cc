@@ -10,12 +10,12 @@
 #include <string>
 #include <vector>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 struct BadAppend {
@@ -65,7 +65,7 @@ TEST_SUITE("validation") {
     const std::string path = dir.file("valid.evs");
     std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
     std::vector<EventData> first = {make_event("Placed", "first")};
-    ES_REQUIRE_OK(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), first));
+    EVENTSOURCE_REQUIRE_OK(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), first));
 
     for (const BadAppend& c : bad_appends()) {
       INFO("case: " << c.name);
@@ -83,12 +83,12 @@ TEST_SUITE("validation") {
     // The store is still fine for good appends, and the refused ones left no trace.
     std::vector<EventData> second = {make_event("Placed", "second")};
     Result<AppendResult> r = store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), second);
-    ES_REQUIRE_OK(r);
+    EVENTSOURCE_REQUIRE_OK(r);
     CHECK(r->first_position == GlobalPosition(2));
-    ES_REQUIRE_OK(store->close());
+    EVENTSOURCE_REQUIRE_OK(store->close());
     std::unique_ptr<Store> reopened = open_or_fail(path, small_store_options());
     CHECK(reopened->committed_position() == GlobalPosition(2));
-    ES_CHECK_OK(reopened->close());
+    EVENTSOURCE_CHECK_OK(reopened->close());
   }
 
   TEST_CASE("stream names are validated and parsed at the first '-'") {
@@ -98,7 +98,7 @@ TEST_SUITE("validation") {
     CHECK(StreamId{"Or-der", "42"}.validate().code() == Code::kInvalidArgument);
     CHECK(StreamId{"Order", ""}.validate().code() == Code::kInvalidArgument);
     Result<StreamId> parsed = StreamId::parse("Order-42-x");
-    ES_REQUIRE_OK(parsed);
+    EVENTSOURCE_REQUIRE_OK(parsed);
     CHECK(parsed->type == "Order");
     CHECK(parsed->id == "42-x");
     CHECK(parsed->name() == "Order-42-x");
@@ -140,7 +140,7 @@ TEST_SUITE("validation") {
         store->append(StreamId{"Big", "2"}, ExpectedVersion::any(), events);
     INFO("32768 events -> " << too_many.status().to_string());
     CHECK(too_many.status().code() == Code::kInvalidArgument);
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
 
   TEST_CASE("appending to a read-only store fails with kReadOnly") {
@@ -149,8 +149,8 @@ TEST_SUITE("validation") {
     {
       std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
       std::vector<EventData> events = {make_event("Placed", "one")};
-      ES_REQUIRE_OK(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events));
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events));
+      EVENTSOURCE_REQUIRE_OK(store->close());
     }
     const std::string image = read_file(path);
     StoreOptions ro = small_store_options();
@@ -162,9 +162,9 @@ TEST_SUITE("validation") {
     CHECK(r.status().code() == Code::kReadOnly);
     CHECK(store->committed_position() == GlobalPosition(1));
     ReadResult all = read_all_events(*store);
-    ES_CHECK_OK(all.status);
+    EVENTSOURCE_CHECK_OK(all.status);
     CHECK(all.events.size() == 1);
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
     CHECK(read_file(path) == image);  // a read-only handle wrote nothing
   }
 
@@ -178,25 +178,26 @@ TEST_SUITE("validation") {
       std::unique_ptr<Store> store = open_or_fail(path, options);
       if (mode == OpenMode::kReadWrite) {
         std::vector<EventData> events = {make_event("Placed", "one")};
-        ES_REQUIRE_OK(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events));
+        EVENTSOURCE_REQUIRE_OK(
+            store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events));
       }
-      ES_REQUIRE_OK(store->close());
+      EVENTSOURCE_REQUIRE_OK(store->close());
       std::vector<EventData> events = {make_event("Placed", "late")};
-      ES_CHECK_CODE(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events),
-                    Code::kClosed);
+      EVENTSOURCE_CHECK_CODE(store->append(StreamId{"Order", "1"}, ExpectedVersion::any(), events),
+                             Code::kClosed);
       bool called = false;
       auto fn = [&](const RecordedEvent&) {
         called = true;
         return true;
       };
-      ES_CHECK_CODE(store->read_stream(StreamId{"Order", "1"}, StreamVersion(1), 10,
-                                       ReadDirection::kForward, fn),
-                    Code::kClosed);
-      ES_CHECK_CODE(store->read_all(GlobalPosition(1), {}, 10, fn), Code::kClosed);
+      EVENTSOURCE_CHECK_CODE(store->read_stream(StreamId{"Order", "1"}, StreamVersion(1), 10,
+                                                ReadDirection::kForward, fn),
+                             Code::kClosed);
+      EVENTSOURCE_CHECK_CODE(store->read_all(GlobalPosition(1), {}, 10, fn), Code::kClosed);
       CHECK_FALSE(called);
-      ES_CHECK_CODE(store->refresh(), Code::kClosed);
-      ES_CHECK_CODE(store->checkpoint(), Code::kClosed);
-      ES_CHECK_OK(store->close());  // idempotent
+      EVENTSOURCE_CHECK_CODE(store->refresh(), Code::kClosed);
+      EVENTSOURCE_CHECK_CODE(store->checkpoint(), Code::kClosed);
+      EVENTSOURCE_CHECK_OK(store->close());  // idempotent
     }
   }
 
@@ -255,4 +256,4 @@ TEST_SUITE("validation") {
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

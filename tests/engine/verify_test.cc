@@ -18,10 +18,10 @@
 #include "engine/format.h"
 #include "engine/os.h"
 #include "engine/segment.h"
-#include "engine/store.h"
+#include "eventsource/store.h"
 
 namespace fs = std::filesystem;
-using namespace es;
+using namespace eventsource;
 
 namespace {
 

@@ -9,12 +9,12 @@
 #include <memory>
 #include <string>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/support/child.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 // Opens read-write expecting kBusy; checks the message names the store and
@@ -34,14 +34,14 @@ void check_reader_sees(const std::string& path, uint64_t committed) {
   StoreOptions ro = small_store_options();
   ro.mode = OpenMode::kReadOnly;
   Result<std::unique_ptr<Store>> reader = Store::open(path, ro);
-  ES_REQUIRE_OK(reader);
+  EVENTSOURCE_REQUIRE_OK(reader);
   CHECK((*reader)->committed_position() == GlobalPosition(committed));
-  ES_CHECK_OK((*reader)->close());
+  EVENTSOURCE_CHECK_OK((*reader)->close());
 }
 
 void append_one(Store& store, const std::string& what) {
   std::vector<EventData> events = {make_event("Wrote", what)};
-  ES_REQUIRE_OK(store.append(StreamId{"Lock", "1"}, ExpectedVersion::any(), events));
+  EVENTSOURCE_REQUIRE_OK(store.append(StreamId{"Lock", "1"}, ExpectedVersion::any(), events));
 }
 
 TEST_SUITE("writer-lock") {
@@ -57,13 +57,13 @@ TEST_SUITE("writer-lock") {
     append_one(*first, "first again");
     CHECK(first->committed_position() == GlobalPosition(2));
 
-    ES_REQUIRE_OK(first->close());
+    EVENTSOURCE_REQUIRE_OK(first->close());
     std::unique_ptr<Store> second = open_or_fail(path, small_store_options());
     CHECK(second->committed_position() == GlobalPosition(2));
     append_one(*second, "second");
     // And now the first may not come back while the second holds the lock.
     check_second_writer_refused(path);
-    ES_CHECK_OK(second->close());
+    EVENTSOURCE_CHECK_OK(second->close());
   }
 
   TEST_CASE("a writer in another process is refused with kBusy until that process is killed") {
@@ -90,7 +90,7 @@ TEST_SUITE("writer-lock") {
     std::unique_ptr<Store> store = open_or_fail(path, small_store_options());
     CHECK(store->committed_position() == GlobalPosition(1));
     append_one(*store, "after the holder died");
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
 
   TEST_CASE("a child process cannot take the lock while this process holds it") {
@@ -110,9 +110,9 @@ TEST_SUITE("writer-lock") {
     REQUIRE(busy.has_value());
     CHECK(*busy == 1);
     CHECK(child.wait_exit_code() == 0);
-    ES_CHECK_OK(store->close());
+    EVENTSOURCE_CHECK_OK(store->close());
   }
 }
 
 }  // namespace
-}  // namespace es::testing
+}  // namespace eventsource::testing

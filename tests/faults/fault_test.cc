@@ -12,13 +12,13 @@
 #include <fstream>
 #include <random>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/faults/faulty_os.h"
 #include "tests/faults/workload.h"
 
 namespace fs = std::filesystem;
-using namespace es;
-using namespace es::testing;
+using namespace eventsource;
+using namespace eventsource::testing;
 
 namespace {
 

@@ -7,7 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
-namespace es::testing {
+namespace eventsource::testing {
 
 void FaultyOs::fail_at(uint64_t n, int err, FaultKind kind, Persistence p) {
   std::lock_guard l(mu_);
@@ -214,4 +214,4 @@ int FaultyOs::lock_exclusive(int fd, int* holder_pid) {
   return base_->lock_exclusive(fd, holder_pid);
 }
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

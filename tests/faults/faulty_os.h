@@ -16,7 +16,7 @@
 
 #include "engine/os.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 
 enum class FaultKind : uint8_t { kError, kShortWrite };
 enum class Persistence : uint8_t { kTransient, kPersistent };
@@ -88,4 +88,4 @@ class FaultyOs final : public Os {
   std::map<std::string, std::map<uint64_t, std::vector<std::string>>> dirty_;
 };
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

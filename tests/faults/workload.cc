@@ -6,9 +6,9 @@
 #include <map>
 #include <set>
 
-#include "engine/store.h"
+#include "eventsource/store.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 
 namespace {
 std::string payload_for(int batch, int i, int n, size_t bytes) {
@@ -114,4 +114,4 @@ std::string check_store(const std::string& path, const WorkloadConfig& config,
   return "";
 }
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

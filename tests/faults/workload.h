@@ -10,10 +10,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/options.h"
 #include "engine/os.h"
+#include "eventsource/options.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 
 struct WorkloadResult {
   int attempted = 0;        // batches attempted (0..attempted-1)
@@ -40,4 +40,4 @@ WorkloadResult run_workload(const std::string& path, const WorkloadConfig& confi
 std::string check_store(const std::string& path, const WorkloadConfig& config,
                         const WorkloadResult& result, bool require_acked);
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

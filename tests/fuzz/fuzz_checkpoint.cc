@@ -25,7 +25,7 @@
 
 namespace {
 
-using namespace es;
+using namespace eventsource;
 namespace ck = format::checkpoint;
 
 std::string read_all_file(const std::string& path) {
@@ -39,7 +39,7 @@ void check_parse(const uint8_t* p, size_t n, uint64_t seed) {
   if (!why.empty()) return;
   FUZZ_CHECK(n == ck::kSize, "valid checkpoint of the wrong size");
   // Writing it again gives the same bytes.
-  es::fuzz::ScratchDir& dir = es::fuzz::ScratchDir::get();
+  eventsource::fuzz::ScratchDir& dir = eventsource::fuzz::ScratchDir::get();
   const std::string data_path = dir.file("w");
   Status s = write_checkpoint_file(*default_os(), data_path, c, seed, 0600);
   FUZZ_CHECK(s.ok(), "write_checkpoint_file failed: " + s.to_string());
@@ -52,7 +52,7 @@ void check_parse(const uint8_t* p, size_t n, uint64_t seed) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const uint64_t seed = es::fuzz::kSeed;
+  const uint64_t seed = eventsource::fuzz::kSeed;
   check_parse(data, size, seed);
 
   if (size == ck::kSize) {
@@ -62,10 +62,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
 
   if (size > 4096) return 0;  // the reader reads at most 129 bytes
-  es::fuzz::ScratchDir& dir = es::fuzz::ScratchDir::get();
+  eventsource::fuzz::ScratchDir& dir = eventsource::fuzz::ScratchDir::get();
   const std::string data_path = dir.file("r");
-  es::fuzz::write_file(checkpoint_path(data_path), data, size);
-  Uuid store_id = es::fuzz::example_store_id();
+  eventsource::fuzz::write_file(checkpoint_path(data_path), data, size);
+  Uuid store_id = eventsource::fuzz::example_store_id();
   if (size >= ck::kStoreId + 16) std::memcpy(store_id.bytes.data(), data + ck::kStoreId, 16);
   std::string problem;
   Result<std::optional<Checkpoint>> r =

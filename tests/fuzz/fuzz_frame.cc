@@ -28,7 +28,7 @@
 
 namespace {
 
-using namespace es;
+using namespace eventsource;
 namespace fh = format::frame_header;
 namespace rec = format::record;
 
@@ -59,7 +59,7 @@ void check_one(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch
   std::string err1;
   uint32_t seen_early = 0;
   for_each_record(p, h, seed, &buf, &err1, [&](const RecordedEvent& ev, uint32_t, uint32_t) {
-    es::fuzz::sink(es::fuzz::touch_event(ev));
+    eventsource::fuzz::sink(eventsource::fuzz::touch_event(ev));
     ++seen_early;
     return false;
   });
@@ -71,7 +71,7 @@ void check_one(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch
   std::string err;
   bool ok = for_each_record(
       p, h, seed, &buf, &err, [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
-        es::fuzz::sink(es::fuzz::touch_event(ev));
+        eventsource::fuzz::sink(eventsource::fuzz::touch_event(ev));
         FUZZ_CHECK(i == records.size(), "record indexes are not consecutive");
         FUZZ_CHECK(ev.position.value == h.first_position + i, "record position not checked");
         OwnedRecord r;
@@ -125,7 +125,8 @@ void check_one(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  check_one(data, size, es::fuzz::kOffset, es::fuzz::kEpoch, es::fuzz::kSeed);
+  check_one(data, size, eventsource::fuzz::kOffset, eventsource::fuzz::kEpoch,
+            eventsource::fuzz::kSeed);
 
   constexpr size_t kPrefix = 25;
   if (size < kPrefix) return 0;
@@ -146,7 +147,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     uint32_t body_len = get_u32(p + fh::kBodyLen);
     if ((fixups & 1) && (p[fh::kFlags] & format::kFrameFlagZstd) == 0 &&
         body_len <= avail - fh::kSize)
-      es::fuzz::resign_records(p + fh::kSize, body_len, seed);
+      eventsource::fuzz::resign_records(p + fh::kSize, body_len, seed);
     if (fixups & 2) {
       put_u64(p + fh::kFileOffset, offset);
       put_u64(p + fh::kSegmentEpoch, epoch);

@@ -24,7 +24,7 @@
 
 namespace {
 
-using namespace es;
+using namespace eventsource;
 namespace fhdr = format::file_header;
 namespace sh = format::segment_header;
 
@@ -48,7 +48,7 @@ void check_segment(const uint8_t* p, uint64_t slot, uint64_t seed) {
 void run(const uint8_t* data, size_t size) {
   FileHeader fh;
   std::string why = parse_file_header(data, size, &fh);
-  uint64_t seed = es::fuzz::kSeed;
+  uint64_t seed = eventsource::fuzz::kSeed;
   if (why.empty()) {
     FUZZ_CHECK(size >= fhdr::kSize, "valid file header in a short input");
     uint64_t s = fh.segment_size;
@@ -79,8 +79,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     put_u64(copy.data() + fhdr::kChecksum, checksum64(copy.data(), fhdr::kChecksum, 0));
   if (fixups & 2) {
     FileHeader fh;
-    uint64_t seed =
-        parse_file_header(copy.data(), copy.size(), &fh).empty() ? fh.seed() : es::fuzz::kSeed;
+    uint64_t seed = parse_file_header(copy.data(), copy.size(), &fh).empty()
+                        ? fh.seed()
+                        : eventsource::fuzz::kSeed;
     for (size_t k = 1; (k + 1) * 64 <= copy.size(); ++k)
       put_u64(copy.data() + k * 64 + sh::kChecksum,
               checksum64(copy.data() + k * 64, sh::kChecksum, seed));

@@ -26,7 +26,7 @@
 
 namespace {
 
-using namespace es;
+using namespace eventsource;
 namespace ih = format::index_header;
 namespace ie = format::index_entry;
 
@@ -70,7 +70,7 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
       // The walk reads the persisted locators in place (ASan checks bounds).
       uint64_t h = 0;
       for (uint64_t v = 1; v <= e.version(); ++v) h += e.locator(v);
-      es::fuzz::sink(h);
+      eventsource::fuzz::sink(h);
       // verify_entry answers the same the second time (cached).
       FUZZ_CHECK(StreamIndex::verify_entry(e, seed).empty() == e.verified->load(),
                  "verify_entry is not stable");
@@ -112,10 +112,10 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  const uint64_t seed = es::fuzz::kSeed;
+  const uint64_t seed = eventsource::fuzz::kSeed;
   check_blob(data, size, seed);
   std::vector<uint8_t> copy(data, data + size);
-  es::fuzz::resign_index_blob(copy.data(), copy.size(), seed);
+  eventsource::fuzz::resign_index_blob(copy.data(), copy.size(), seed);
   if (size > 0 && std::memcmp(copy.data(), data, size) != 0)
     check_blob(copy.data(), copy.size(), seed);
   return 0;

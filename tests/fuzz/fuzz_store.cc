@@ -36,13 +36,13 @@
 
 #include "engine/format.h"
 #include "engine/segment.h"
-#include "engine/store.h"
+#include "eventsource/store.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/resign.h"
 
 namespace {
 
-using namespace es;
+using namespace eventsource;
 
 constexpr size_t kMaxInput = 4u << 20;
 constexpr char kTrailerCkpt[8] = {'E', 'S', 'F', 'Z', 'C', 'K', 'P', '1'};
@@ -70,7 +70,7 @@ void read_everything(const Store& store, const char* what) {
   bool consecutive = true;
   Status s =
       store.read_all(GlobalPosition(1), ReadFilter{}, kUnlimited, [&](const RecordedEvent& e) {
-        es::fuzz::sink(es::fuzz::touch_event(e));
+        eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
         if (e.position.value != next) consecutive = false;
         if (next == 1) {
           first_type.assign(e.type);
@@ -94,14 +94,14 @@ void read_everything(const Store& store, const char* what) {
   store
       .read_all(GlobalPosition(1), filter, kUnlimited,
                 [](const RecordedEvent& e) {
-                  es::fuzz::sink(es::fuzz::touch_event(e));
+                  eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
                   return true;
                 })
       .ignore_error();
   store
       .read_all(GlobalPosition(committed / 2 + 1), ReadFilter{}, 3,
                 [](const RecordedEvent& e) {
-                  es::fuzz::sink(es::fuzz::touch_event(e));
+                  eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
                   return true;
                 })
       .ignore_error();
@@ -113,7 +113,7 @@ void read_everything(const Store& store, const char* what) {
     bool in_order = true;
     Status f = store.read_stream(
         id, StreamVersion(1), kUnlimited, ReadDirection::kForward, [&](const RecordedEvent& e) {
-          es::fuzz::sink(es::fuzz::touch_event(e));
+          eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
           in_order &= e.version.value == want && e.stream_type == id.type && e.stream_id == id.id;
           ++want;
           return true;
@@ -127,7 +127,7 @@ void read_everything(const Store& store, const char* what) {
     uint64_t got = 0;
     Status b = store.read_stream(
         id, StreamVersion(0), kUnlimited, ReadDirection::kBackward, [&](const RecordedEvent& e) {
-          es::fuzz::sink(es::fuzz::touch_event(e));
+          eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
           in_order &= e.version.value == want && e.stream_type == id.type && e.stream_id == id.id;
           --want;
           ++got;
@@ -138,15 +138,15 @@ void read_everything(const Store& store, const char* what) {
                                                  id.name() + " returned ok with the wrong events");
   }
   StoreStats st = store.stats();
-  es::fuzz::sink(st.events + st.streams + st.log_bytes + st.compressed_frames);
+  eventsource::fuzz::sink(st.events + st.streams + st.log_bytes + st.compressed_frames);
 }
 
 bool verify_clean(const std::string& path) {
   Result<VerifyReport> r = Store::verify(path);
   if (!r.ok()) return false;
   uint64_t h = r->frames + r->events + r->streams + r->bytes_checked;
-  for (const VerifyProblem& p : r->problems) h += es::fuzz::touch(p.what) + p.file.size();
-  es::fuzz::sink(h);
+  for (const VerifyProblem& p : r->problems) h += eventsource::fuzz::touch(p.what) + p.file.size();
+  eventsource::fuzz::sink(h);
   return r->clean();
 }
 
@@ -156,7 +156,7 @@ void read_only_session(const std::string& path) {
   o.create = CreateMode::kMustExist;
   Result<std::unique_ptr<Store>> opened = Store::open(path, o);
   if (!opened.ok()) {
-    es::fuzz::sink(es::fuzz::touch(opened.status().message()));
+    eventsource::fuzz::sink(eventsource::fuzz::touch(opened.status().message()));
     return;
   }
   Store& store = **opened;
@@ -175,7 +175,7 @@ void read_write_session(const std::string& path, bool was_clean) {
   o.checkpoint_interval_bytes = 0;
   Result<std::unique_ptr<Store>> opened = Store::open(path, o);
   if (!opened.ok()) {
-    es::fuzz::sink(es::fuzz::touch(opened.status().message()));
+    eventsource::fuzz::sink(eventsource::fuzz::touch(opened.status().message()));
     return;
   }
   Store& store = **opened;
@@ -229,17 +229,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::vector<uint8_t> signed_copy;
   if (resign) {
     signed_copy.assign(data, data + data_len + (ckpt != nullptr ? kCkptSize : 0));
-    es::fuzz::resign_store(signed_copy.data(), data_len,
-                           ckpt != nullptr ? signed_copy.data() + data_len : nullptr);
+    eventsource::fuzz::resign_store(signed_copy.data(), data_len,
+                                    ckpt != nullptr ? signed_copy.data() + data_len : nullptr);
     data = signed_copy.data();
     if (ckpt != nullptr) ckpt = data + data_len;
   }
 
-  es::fuzz::ScratchDir& dir = es::fuzz::ScratchDir::get();
+  eventsource::fuzz::ScratchDir& dir = eventsource::fuzz::ScratchDir::get();
   dir.clean();
   const std::string path = dir.file("s");
-  es::fuzz::write_file(path, data, data_len);
-  if (ckpt != nullptr) es::fuzz::write_file(path + ".ckpt", ckpt, kCkptSize);
+  eventsource::fuzz::write_file(path, data, data_len);
+  if (ckpt != nullptr) eventsource::fuzz::write_file(path + ".ckpt", ckpt, kCkptSize);
 
   const bool clean = verify_clean(path);
   read_only_session(path);
@@ -248,8 +248,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (!parse_file_header(data, data_len, &header).empty() ||
       header.segment_size <= kMaxSegmentForReadWrite) {
     const std::string copy = dir.file("w");
-    es::fuzz::write_file(copy, data, data_len);
-    if (ckpt != nullptr) es::fuzz::write_file(copy + ".ckpt", ckpt, kCkptSize);
+    eventsource::fuzz::write_file(copy, data, data_len);
+    if (ckpt != nullptr) eventsource::fuzz::write_file(copy + ".ckpt", ckpt, kCkptSize);
     read_write_session(copy, clean);
   }
   dir.clean();

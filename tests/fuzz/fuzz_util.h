@@ -16,9 +16,9 @@
 #include <string>
 #include <string_view>
 
-#include "engine/types.h"
+#include "eventsource/types.h"
 
-namespace es::fuzz {
+namespace eventsource::fuzz {
 
 // The worked example of format-spec.md: store id 00 01 .. 0F, so the store
 // seed is 0x0808080808080808; its first frame sits at 0x1040 in epoch 1.
@@ -59,9 +59,9 @@ inline uint64_t touch_event(const RecordedEvent& e) {
   std::fflush(stderr);
   std::abort();
 }
-#define FUZZ_CHECK(cond, what)                               \
-  do {                                                       \
-    if (!(cond)) ::es::fuzz::fail(__FILE__, __LINE__, what); \
+#define FUZZ_CHECK(cond, what)                                        \
+  do {                                                                \
+    if (!(cond)) ::eventsource::fuzz::fail(__FILE__, __LINE__, what); \
   } while (0)
 
 // A directory private to this process, under $ES_FUZZ_TMPDIR, else /dev/shm
@@ -133,4 +133,4 @@ inline void write_file(const std::string& path, const uint8_t* p, size_t n) {
   ::close(fd);
 }
 
-}  // namespace es::fuzz
+}  // namespace eventsource::fuzz

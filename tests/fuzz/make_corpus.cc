@@ -27,13 +27,13 @@
 #include "engine/frame.h"
 #include "engine/os.h"
 #include "engine/segment.h"
-#include "engine/store.h"
 #include "engine/stream_index.h"
+#include "eventsource/store.h"
 #include "tests/fuzz/fuzz_util.h"
 
 namespace {
 
-using namespace es;
+using namespace eventsource;
 namespace fsys = std::filesystem;
 namespace fh = format::frame_header;
 namespace sh = format::segment_header;
@@ -372,24 +372,25 @@ std::string encode_frame(const std::vector<std::pair<StreamId, EventData>>& evs,
   enc.reset();
   uint64_t pos = first_position;
   for (const auto& [stream, e] : evs) {
-    enc.add({&stream, &e, e.id, e.timestamp_us, pos, pos}, es::fuzz::kSeed);
+    enc.add({&stream, &e, e.id, e.timestamp_us, pos, pos}, eventsource::fuzz::kSeed);
     ++pos;
   }
-  std::span<const uint8_t> f = enc.finish(es::fuzz::kOffset, es::fuzz::kEpoch, first_position,
-                                          first_position - 1, compress_min, 1, es::fuzz::kSeed);
+  std::span<const uint8_t> f =
+      enc.finish(eventsource::fuzz::kOffset, eventsource::fuzz::kEpoch, first_position,
+                 first_position - 1, compress_min, 1, eventsource::fuzz::kSeed);
   return std::string(reinterpret_cast<const char*>(f.data()), f.size());
 }
 
 void make_fixed(Output& out, const Paths& tmp) {
-  const uint64_t seed = es::fuzz::kSeed;
+  const uint64_t seed = eventsource::fuzz::kSeed;
   // Frames at kOffset / kEpoch (fuzz_frame.cc's first layout), and the same
   // with a parameter prefix (plain and with every fixup on).
   auto both = [&](const std::string& name, const std::string& frame) {
     out.put("frame", name, frame);
     out.put("frame", name + "-prefixed",
-            prefix(seed, es::fuzz::kOffset, es::fuzz::kEpoch, 0) + frame);
+            prefix(seed, eventsource::fuzz::kOffset, eventsource::fuzz::kEpoch, 0) + frame);
     out.put("frame", name + "-prefixed-fixups",
-            prefix(seed, es::fuzz::kOffset, es::fuzz::kEpoch, 7) + frame);
+            prefix(seed, eventsource::fuzz::kOffset, eventsource::fuzz::kEpoch, 7) + frame);
   };
   {
     std::vector<std::pair<StreamId, EventData>> evs;
@@ -425,7 +426,7 @@ void make_fixed(Output& out, const Paths& tmp) {
   {
     FileHeader h;
     h.segment_size = kMiB;
-    h.store_id = es::fuzz::example_store_id();
+    h.store_id = eventsource::fuzz::example_store_id();
     h.created_us = 1700000000000000;
     std::string bytes(64 * 4, '\0');
     auto* p = reinterpret_cast<uint8_t*>(bytes.data());
@@ -460,11 +461,11 @@ void make_fixed(Output& out, const Paths& tmp) {
       out.put("checkpoint", name, read_file(checkpoint_path(data_path)));
     };
     Checkpoint c;
-    c.store_id = es::fuzz::example_store_id();
+    c.store_id = eventsource::fuzz::example_store_id();
     c.written_us = 1700000000000000;
     write("example-empty-no-index", c);
     c.durable_position = 2;
-    c.last_frame_offset = es::fuzz::kOffset;
+    c.last_frame_offset = eventsource::fuzz::kOffset;
     c.index_slot = 1;
     c.index_epoch = 2;
     write("example-two-events-index-slot1", c);

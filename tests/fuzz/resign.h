@@ -11,7 +11,7 @@
 #include "engine/format.h"
 #include "engine/segment.h"
 
-namespace es::fuzz {
+namespace eventsource::fuzz {
 
 // Record checksums of an uncompressed frame body of `n` bytes.
 inline void resign_records(uint8_t* body, uint64_t n, uint64_t seed) {
@@ -102,4 +102,4 @@ inline void resign_store(uint8_t* d, uint64_t n, uint8_t* ckpt) {
   }
 }
 
-}  // namespace es::fuzz
+}  // namespace eventsource::fuzz

@@ -4,7 +4,7 @@
 
 #include <map>
 
-namespace es::testing {
+namespace eventsource::testing {
 
 StreamId marked_stream(uint64_t batch) {
   return StreamId{"Batch", std::to_string(batch % kMarkedStreams)};
@@ -74,4 +74,4 @@ std::string check_marked_log(const std::vector<OwnedEvent>& log, const MarkedBat
   return "";
 }
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -8,10 +8,10 @@
 #include <string>
 #include <vector>
 
-#include "engine/types.h"
+#include "eventsource/types.h"
 #include "tests/support/store_helpers.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 
 // Batch b (1-based) goes to stream "Batch-<b % kMarkedStreams>".
 constexpr uint64_t kMarkedStreams = 7;
@@ -33,4 +33,4 @@ struct MarkedBatchSpec {
 };
 std::string check_marked_log(const std::vector<OwnedEvent>& log, const MarkedBatchSpec& spec);
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

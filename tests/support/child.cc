@@ -13,7 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 // True when all `n` bytes were written.
@@ -189,4 +189,4 @@ std::string describe_wait_status(int status) {
   return "wait status " + std::to_string(status);
 }
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -10,7 +10,7 @@
 #include <optional>
 #include <string>
 
-namespace es::testing {
+namespace eventsource::testing {
 
 // The child's ends of the two pipes.
 struct ChildPipes {
@@ -65,4 +65,4 @@ class Child {
 // "exited 3", "killed by signal 9".
 std::string describe_wait_status(int status);
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

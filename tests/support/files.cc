@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 [[noreturn]] void die(const std::string& what, const std::string& path) {
@@ -150,4 +150,4 @@ unsigned file_mode_bits(const std::string& path) {
   return static_cast<unsigned>(st.st_mode) & 07777u;
 }
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-namespace es::testing {
+namespace eventsource::testing {
 
 bool file_exists(const std::string& path);
 uint64_t file_size(const std::string& path);
@@ -45,4 +45,4 @@ ByteRange differing_range(std::string_view a, std::string_view b);
 // Permission bits (st_mode & 07777) of `path`.
 unsigned file_mode_bits(const std::string& path);
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -7,7 +7,7 @@
 #include <random>
 #include <utility>
 
-namespace es::testing {
+namespace eventsource::testing {
 namespace {
 
 std::string abbreviate(std::string_view s) {
@@ -119,4 +119,4 @@ uint64_t seed_from_env_or_random() {
   return (static_cast<uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
 }
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -11,11 +11,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/status.h"
-#include "engine/store.h"
-#include "engine/types.h"
+#include "eventsource/status.h"
+#include "eventsource/store.h"
+#include "eventsource/types.h"
 
-namespace es::testing {
+namespace eventsource::testing {
 
 constexpr uint64_t kMiB = 1ull << 20;
 constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
@@ -82,47 +82,51 @@ bool mentions_offset(const std::string& message, int64_t offset);
 // CAPTURE it so a failure prints the value to replay.
 uint64_t seed_from_env_or_random();
 
-}  // namespace es::testing
+}  // namespace eventsource::testing
 
 // REQUIRE/CHECK that a Status or Result is ok, printing it when it is not.
-#define ES_REQUIRE_OK(expr)                                       \
-  do {                                                            \
-    const auto& es_r_ = (expr);                                   \
-    const ::es::Status& es_st_ = ::es::testing::status_of(es_r_); \
-    INFO(#expr " -> " << es_st_.to_string());                     \
-    REQUIRE(es_st_.ok());                                         \
+#define EVENTSOURCE_REQUIRE_OK(expr)                                                \
+  do {                                                                              \
+    const auto& es_r_ = (expr);                                                     \
+    const ::eventsource::Status& es_st_ = ::eventsource::testing::status_of(es_r_); \
+    INFO(#expr " -> " << es_st_.to_string());                                       \
+    REQUIRE(es_st_.ok());                                                           \
   } while (0)
-#define ES_CHECK_OK(expr)                                         \
-  do {                                                            \
-    const auto& es_r_ = (expr);                                   \
-    const ::es::Status& es_st_ = ::es::testing::status_of(es_r_); \
-    INFO(#expr " -> " << es_st_.to_string());                     \
-    CHECK(es_st_.ok());                                           \
+#define EVENTSOURCE_CHECK_OK(expr)                                                  \
+  do {                                                                              \
+    const auto& es_r_ = (expr);                                                     \
+    const ::eventsource::Status& es_st_ = ::eventsource::testing::status_of(es_r_); \
+    INFO(#expr " -> " << es_st_.to_string());                                       \
+    CHECK(es_st_.ok());                                                             \
   } while (0)
 // CHECK that a Status or Result failed with `code`.
-#define ES_CHECK_CODE(expr, expected_code)                        \
-  do {                                                            \
-    const auto& es_r_ = (expr);                                   \
-    const ::es::Status& es_st_ = ::es::testing::status_of(es_r_); \
-    INFO(#expr " -> " << es_st_.to_string());                     \
-    CHECK(es_st_.code() == (expected_code));                      \
+#define EVENTSOURCE_CHECK_CODE(expr, expected_code)                                 \
+  do {                                                                              \
+    const auto& es_r_ = (expr);                                                     \
+    const ::eventsource::Status& es_st_ = ::eventsource::testing::status_of(es_r_); \
+    INFO(#expr " -> " << es_st_.to_string());                                       \
+    CHECK(es_st_.code() == (expected_code));                                        \
   } while (0)
 
 namespace doctest {
 template <class Tag>
-struct StringMaker<es::Strong<Tag>> {
-  static String convert(const es::Strong<Tag>& v) { return std::to_string(v.value).c_str(); }
+struct StringMaker<eventsource::Strong<Tag>> {
+  static String convert(const eventsource::Strong<Tag>& v) {
+    return std::to_string(v.value).c_str();
+  }
 };
 template <>
-struct StringMaker<es::Code> {
-  static String convert(es::Code c) { return es::testing::code_string(c).c_str(); }
+struct StringMaker<eventsource::Code> {
+  static String convert(eventsource::Code c) {
+    return eventsource::testing::code_string(c).c_str();
+  }
 };
 template <>
-struct StringMaker<es::Uuid> {
-  static String convert(const es::Uuid& u) { return u.to_string().c_str(); }
+struct StringMaker<eventsource::Uuid> {
+  static String convert(const eventsource::Uuid& u) { return u.to_string().c_str(); }
 };
 template <>
-struct StringMaker<es::testing::OwnedEvent> {
-  static String convert(const es::testing::OwnedEvent& e) { return e.describe().c_str(); }
+struct StringMaker<eventsource::testing::OwnedEvent> {
+  static String convert(const eventsource::testing::OwnedEvent& e) { return e.describe().c_str(); }
 };
 }  // namespace doctest

@@ -9,7 +9,7 @@
 #include <system_error>
 #include <vector>
 
-namespace es::testing {
+namespace eventsource::testing {
 
 TempDir::TempDir(const std::string& tag) {
   const char* base = getenv("TMPDIR");
@@ -34,4 +34,4 @@ TempDir::~TempDir() {
 
 std::string TempDir::file(const std::string& name) const { return path_ + "/" + name; }
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

@@ -4,7 +4,7 @@
 
 #include <string>
 
-namespace es::testing {
+namespace eventsource::testing {
 
 // Move-only; the directory is created by the constructor and removed
 // recursively by the destructor.
@@ -26,4 +26,4 @@ class TempDir {
   std::string path_;
 };
 
-}  // namespace es::testing
+}  // namespace eventsource::testing

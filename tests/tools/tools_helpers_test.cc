@@ -23,8 +23,8 @@ int g_failures = 0;
     }                                                                        \
   } while (0)
 
-using namespace es;
-using namespace es::tools;
+using namespace eventsource;
+using namespace eventsource::tools;
 
 void base64_round_trips_every_length_and_rejects_garbage() {
   std::string bytes;

@@ -6,7 +6,7 @@
 #include <memory>
 #include <optional>
 
-namespace es {
+namespace eventsource {
 
 class Os;
 
@@ -78,4 +78,4 @@ struct AppendOptions {
   std::optional<Durability> durability;
 };
 
-}  // namespace es
+}  // namespace eventsource

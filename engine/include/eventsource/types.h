@@ -10,9 +10,9 @@
 #include <string>
 #include <string_view>
 
-#include "engine/status.h"
+#include "eventsource/status.h"
 
-namespace es {
+namespace eventsource {
 
 // A 64-bit number that does not mix with other 64-bit numbers.
 template <class Tag>
@@ -109,4 +109,4 @@ struct RecordedEvent {
   std::string stream_name() const;  // "<stream_type>-<stream_id>"
 };
 
-}  // namespace es
+}  // namespace eventsource

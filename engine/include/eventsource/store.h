@@ -10,11 +10,11 @@
 #include <string>
 #include <vector>
 
-#include "engine/options.h"
-#include "engine/status.h"
-#include "engine/types.h"
+#include "eventsource/options.h"
+#include "eventsource/status.h"
+#include "eventsource/types.h"
 
-namespace es {
+namespace eventsource {
 
 struct AppendResult {
   StreamVersion version;          // the stream's version after the append
@@ -174,4 +174,4 @@ class Store {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace es
+}  // namespace eventsource

@@ -12,7 +12,7 @@
 #include <string_view>
 #include <utility>
 
-namespace es {
+namespace eventsource {
 
 // The small set of outcomes a caller can act on.
 enum class Code : uint8_t {
@@ -117,20 +117,20 @@ class [[nodiscard]] Result {
   std::optional<T> value_;
 };
 
-}  // namespace es
+}  // namespace eventsource
 
 // Early-return helpers for code that propagates failures unchanged.
-#define ES_RETURN_IF_ERROR(expr)             \
-  do {                                       \
-    ::es::Status es_status_ = (expr);        \
-    if (!es_status_.ok()) return es_status_; \
+#define EVENTSOURCE_RETURN_IF_ERROR(expr)                      \
+  do {                                                         \
+    ::eventsource::Status eventsource_status_ = (expr);        \
+    if (!eventsource_status_.ok()) return eventsource_status_; \
   } while (0)
 
-#define ES_CONCAT_INNER(a, b) a##b
-#define ES_CONCAT(a, b) ES_CONCAT_INNER(a, b)
-#define ES_ASSIGN_OR_RETURN(lhs, expr) \
-  ES_ASSIGN_OR_RETURN_IMPL(ES_CONCAT(es_result_, __LINE__), lhs, expr)
-#define ES_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
-  auto tmp = (expr);                             \
-  if (!tmp.ok()) return tmp.take_status();       \
+#define EVENTSOURCE_CONCAT_INNER(a, b) a##b
+#define EVENTSOURCE_CONCAT(a, b) EVENTSOURCE_CONCAT_INNER(a, b)
+#define EVENTSOURCE_ASSIGN_OR_RETURN(lhs, expr) \
+  EVENTSOURCE_ASSIGN_OR_RETURN_IMPL(EVENTSOURCE_CONCAT(eventsource_result_, __LINE__), lhs, expr)
+#define EVENTSOURCE_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \
+  auto tmp = (expr);                                      \
+  if (!tmp.ok()) return tmp.take_status();                \
   lhs = std::move(tmp).value()
