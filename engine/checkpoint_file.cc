@@ -21,17 +21,8 @@ std::string checkpoint_path(const std::string& data_path) {
 
 static Status write_all(Os& os, int fd, const uint8_t* p, size_t n, uint64_t off,
                         const std::string& path) {
-  while (n > 0) {
-    ssize_t w = os.pwrite(fd, p, n, off);
-    if (w < 0)
-      return io_error(
-          fmt::format("{}: write failed: {}", path, std::strerror(static_cast<int>(-w))),
-          static_cast<int>(-w));
-    if (w == 0) return io_error(fmt::format("{}: write made no progress", path), EIO);
-    p += w;
-    n -= static_cast<size_t>(w);
-    off += static_cast<uint64_t>(w);
-  }
+  int r = write_full(os, fd, p, n, off);
+  if (r < 0) return io_error(fmt::format("{}: write failed: {}", path, std::strerror(-r)), -r);
   return Status();
 }
 

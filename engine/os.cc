@@ -120,4 +120,17 @@ std::shared_ptr<Os> default_os() {
   return os;
 }
 
+int write_full(Os& os, int fd, const void* p, size_t n, uint64_t offset) {
+  const uint8_t* b = static_cast<const uint8_t*>(p);
+  while (n > 0) {
+    ssize_t w = os.pwrite(fd, b, n, offset);
+    if (w < 0) return static_cast<int>(w);
+    if (w == 0) return -EIO;
+    b += w;
+    n -= static_cast<size_t>(w);
+    offset += static_cast<uint64_t>(w);
+  }
+  return 0;
+}
+
 }  // namespace eventsource

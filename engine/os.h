@@ -46,6 +46,11 @@ class Os {
   virtual int lock_exclusive(int fd, int* holder_pid) = 0;
 };
 
+// Writes all `n` bytes at `offset` through os.pwrite, continuing after short
+// writes. Returns 0, or -errno (-EIO when a write makes no progress). The one
+// write loop of the engine: callers turn the result into a Status.
+int write_full(Os& os, int fd, const void* p, size_t n, uint64_t offset);
+
 // The real thing: plain POSIX calls, retrying EINTR.
 std::shared_ptr<Os> default_os();
 

@@ -5,6 +5,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <cstring>
 #include <mutex>
 #include <shared_mutex>
 #include <string>
@@ -18,6 +19,14 @@
 #include "eventsource/store.h"
 
 namespace eventsource {
+
+// Most slots a store can have: 16384 x 64 MiB = 1 TiB by default.
+inline constexpr size_t kMaxSlots = 16384;
+
+inline std::string errno_text(int e) { return std::strerror(e); }
+
+// "<type>-<id>", the stream index's key.
+std::string stream_key(const StreamId& s);
 
 // What the slot scan found in each segment slot of the data file.
 struct SlotInfo {

@@ -1,0 +1,92 @@
+// Checkpoints: persist the stream index into a new index segment, then
+// write the checkpoint file naming it and the durable end of the log.
+#include <fmt/format.h>
+
+#include "engine/format.h"
+#include "engine/store_impl.h"
+
+namespace eventsource {
+
+namespace fh = format::frame_header;
+namespace sh = format::segment_header;
+using format::SegmentKind;
+
+Status Store::Impl::checkpoint_locked() {
+  if (read_only_ || closed_) return Status();
+  if (poisoned_)
+    return closed(
+        fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
+  if (next_position_ - 1 == index_covers_ && index_slot_ != kNoSlot && ckpt_ &&
+      ckpt_->durable_position == index_covers_)
+    return Status();  // nothing written since the last checkpoint
+  {
+    std::unique_lock lock(sync_mu_);
+    while (syncing_) sync_cv_.wait(lock);
+    Status s = sync_data("checkpoint");
+    if (!s.ok()) {
+      poison(s).ignore_error();
+      sync_cv_.notify_all();
+      return s;
+    }
+    synced_.store(written_.load());
+    publish_committed(written_.load());
+  }
+  const uint64_t covers = next_position_ - 1;
+  std::string blob = index_.build_blob(covers, tail_offset_, seed_);
+  uint64_t count = (sh::kSize + blob.size() + seg_size_ - 1) / seg_size_;
+  EVENTSOURCE_ASSIGN_OR_RETURN(uint64_t slot,
+                               allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
+  Status s = write_all(blob.data(), blob.size(), slot_offset(slot) + sh::kSize,
+                       "writing the stream index");
+  if (s.ok()) s = sync_data("stream index");
+  if (!s.ok()) {
+    for (uint64_t k = 0; k < count; ++k) slots_[slot + k] = SlotInfo{};
+    if (s.code() == Code::kIoError) poison(s).ignore_error();
+    return s;
+  }
+  Checkpoint c;
+  c.store_id = header_.store_id;
+  c.durable_position = covers;
+  c.last_frame_offset = covers > 0 ? last_frame_offset_ : 0;
+  c.index_slot = slot;
+  c.index_epoch = slots_[slot].epoch;
+  c.written_us = now_us();
+  EVENTSOURCE_RETURN_IF_ERROR(write_checkpoint_file(*os_, path_, c, seed_, opt_.file_mode));
+  ckpt_ = c;
+  // Swap the in-memory index onto the new persisted one.
+  int err = 0;
+  size_t len = count * seg_size_;
+  const void* m = os_->map_read(fd_, slot_offset(slot), len, &err);
+  uint64_t old_slot = index_slot_;
+  if (m != nullptr) {
+    std::unique_lock ix(index_mu_);
+    StreamIndex fresh;
+    StreamIndex::BlobInfo info;
+    std::string why = fresh.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, blob.size(),
+                                      seed_, false, &info);
+    if (why.empty()) {
+      index_ = std::move(fresh);
+      if (index_map_ != nullptr) os_->unmap(index_map_, index_map_len_);
+      index_map_ = static_cast<const uint8_t*>(m);
+      index_map_len_ = len;
+    } else {
+      os_->unmap(m, len);
+    }
+    index_slot_ = slot;
+    index_epoch_ = c.index_epoch;
+    index_covers_ = covers;
+  } else {
+    std::unique_lock ix(index_mu_);
+    index_slot_ = slot;
+    index_epoch_ = c.index_epoch;
+    index_covers_ = covers;
+  }
+  // The previous index segment is no longer referenced: zero it (so no
+  // stale header or blob byte outlives it) and free its slots.
+  if (old_slot != kNoSlot && old_slot < slots_.size() && old_slot != slot)
+    free_index_segment(old_slot).ignore_error();  // retried at the next open
+  bytes_since_checkpoint_ = 0;
+  return Status();
+}
+
+}  // namespace eventsource

@@ -1,0 +1,599 @@
+// Opening a store and crash recovery: the file header, the slot table, the
+// checkpoint and persisted index, the scan of the log past it, and cutting a
+// torn tail (or, for repair, damage) off the end of the log.
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/falloc.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "engine/coding.h"
+#include "engine/format.h"
+#include "engine/store_impl.h"
+
+namespace eventsource {
+
+namespace fh = format::frame_header;
+namespace sh = format::segment_header;
+using format::SegmentKind;
+
+Status Store::Impl::create_file() {
+  header_.segment_size = opt_.segment_size;
+  uint64_t s = header_.segment_size;
+  if (s < format::kMinSegmentSize || s > format::kMaxSegmentSize || (s & (s - 1)) != 0)
+    return invalid_argument(fmt::format(
+        "{}: segment_size {} must be a power of two between 1 MiB and 1 GiB", path_, s));
+  header_.store_id = Uuid::random();
+  header_.created_us = now_us();
+  std::string block(format::kFileHeaderSize, '\0');
+  encode_file_header(header_, reinterpret_cast<uint8_t*>(block.data()));
+  EVENTSOURCE_RETURN_IF_ERROR(write_all(block.data(), block.size(), 0, "writing the file header"));
+  EVENTSOURCE_RETURN_IF_ERROR(sync_data("new store header"));
+  int r = os_->sync_dir_of(path_);
+  if (r < 0)
+    return io_error(fmt::format("{}: fsync of the directory failed: {}", path_, errno_text(-r)),
+                    -r);
+  return Status();
+}
+
+Status Store::Impl::open() {
+  bool created = false;
+  int flags = read_only_ ? O_RDONLY : O_RDWR;
+  fd_ = os_->open(path_, flags, 0);
+  if (fd_ == -ENOENT) {
+    if (read_only_ || opt_.create == CreateMode::kMustExist)
+      return not_found(fmt::format("{}: no such store", path_));
+    fd_ = os_->open(path_, O_RDWR | O_CREAT | O_EXCL, opt_.file_mode);
+    if (fd_ == -EEXIST)
+      fd_ = os_->open(path_, O_RDWR, 0);
+    else
+      created = fd_ >= 0;
+  }
+  if (fd_ < 0) {
+    int e = -fd_;
+    fd_ = -1;
+    return io_error(fmt::format("{}: cannot open: {}", path_, errno_text(e)), e);
+  }
+  if (!read_only_) {
+    int holder = 0;
+    int r = os_->lock_exclusive(fd_, &holder);
+    if (r == -EAGAIN || r == -EACCES) {
+      std::string who = holder > 0 ? fmt::format("process {}", holder) : "another writer";
+      return Status(Code::kBusy,
+                    fmt::format("{}: store is locked by {}; only one writer process may open it "
+                                "(open it read-only, or stop that writer)",
+                                path_, who));
+    }
+    if (r < 0) return io_error(fmt::format("{}: cannot lock: {}", path_, errno_text(-r)), -r);
+  }
+  int64_t size = os_->file_size(fd_);
+  if (size < 0)
+    return io_error(fmt::format("{}: fstat failed: {}", path_, errno_text(static_cast<int>(-size))),
+                    static_cast<int>(-size));
+  if (created || (size == 0 && !read_only_)) {
+    EVENTSOURCE_RETURN_IF_ERROR(create_file());
+  } else {
+    uint8_t buf[format::file_header::kSize];
+    if (static_cast<uint64_t>(size) < sizeof buf)
+      return corruption(fmt::format("{}: file is {} bytes, too short to be a store (file header "
+                                    "damaged or not a store)",
+                                    path_, size),
+                        -1, 0);
+    EVENTSOURCE_RETURN_IF_ERROR(read_exact(buf, sizeof buf, 0, "reading the file header"));
+    std::string why = parse_file_header(buf, sizeof buf, &header_);
+    if (!why.empty())
+      return corruption(
+          fmt::format("{}: offset 0x0: {} (run 'esdump verify {}')", path_, why, path_), -1, 0);
+    if (header_.version > format::kFormatVersion)
+      return not_supported(
+          fmt::format("{}: format version {} is newer than this library's {}; "
+                      "upgrade eventsource to open it",
+                      path_, header_.version, format::kFormatVersion));
+    if (header_.version < format::kFormatVersion)
+      return not_supported(fmt::format("{}: format version {} is not readable by this library",
+                                       path_, header_.version));
+  }
+  seed_ = header_.seed();
+  seg_size_ = header_.segment_size;
+  seg_shift_ = static_cast<unsigned>(__builtin_ctzll(seg_size_));  // a power of two (checked)
+  map_cap_ = kMaxSlots;
+  maps_ = std::make_unique<std::atomic<const uint8_t*>[]>(map_cap_);
+  segs_ = std::make_unique<EventSeg[]>(map_cap_);
+  for (size_t i = 0; i < map_cap_; ++i) maps_[i].store(nullptr, std::memory_order_relaxed);
+
+  if (!read_only_ && size > static_cast<int64_t>(format::kFileHeaderSize) &&
+      (static_cast<uint64_t>(size) - format::kFileHeaderSize) % seg_size_ != 0) {
+    // A file cut short inside a segment (copied half-way, truncated): pad the
+    // last segment back to full size; the missing bytes read as zeros, i.e.
+    // as a torn tail (or as damage, if the checkpoint says they were durable).
+    uint64_t whole = align_up(static_cast<uint64_t>(size) - format::kFileHeaderSize, seg_size_);
+    int r = os_->fallocate(fd_, 0, static_cast<uint64_t>(size),
+                           format::kFileHeaderSize + whole - static_cast<uint64_t>(size));
+    if (r < 0)
+      return io_error(fmt::format("{}: file ends inside a segment and extending it failed: {}",
+                                  path_, errno_text(-r)),
+                      -r);
+  }
+  EVENTSOURCE_RETURN_IF_ERROR(read_slots());
+
+  uint64_t scan_seg = 0, scan_off = 0, expected = 1;
+  EVENTSOURCE_RETURN_IF_ERROR(load_checkpoint_and_index(&scan_seg, &scan_off, &expected));
+  std::optional<BadFrame> bad;
+  EVENTSOURCE_RETURN_IF_ERROR(scan_log(scan_seg, scan_off, expected, &bad));
+  if (bad && repair_mode_) {
+    RepairReport& rep = *repair_report_;
+    uint64_t cut = 0;
+    EVENTSOURCE_RETURN_IF_ERROR(cut_log(*bad, &rep.side_file, &cut, /*save_side_file=*/true));
+    rep.changed = true;
+    rep.bytes_cut += cut;
+    bad.reset();
+  }
+  if (bad) {
+    uint64_t durable = ckpt_ ? ckpt_->durable_position : 0;
+    const EventSeg& seg = segs_[bad->seg_index];
+    if (bad->expected_position <= durable || later_frame_proves_durable(*bad))
+      return corruption(fmt::format("{}: {} (position {} was durable; open refuses to drop it: "
+                                    "run 'esdump verify {}' for a full report, 'esdump repair {}' "
+                                    "to cut the log there, keeping the cut bytes in a side file)",
+                                    where(seg.slot, bad->offset), bad->why, bad->expected_position,
+                                    path_, path_, path_),
+                        static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad->offset));
+    if (!read_only_) {
+      // A torn tail: the writer died before these bytes were durable, and no
+      // acknowledged event can be in them (see later_frame_proves_durable).
+      std::string side;
+      uint64_t cut = 0;
+      EVENTSOURCE_RETURN_IF_ERROR(cut_log(*bad, &side, &cut, /*save_side_file=*/false));
+    }
+  }
+  committed_.store(next_position_ - 1, std::memory_order_release);
+  written_.store(next_position_ - 1);
+  if (!read_only_ && next_position_ - 1 > index_covers_) {
+    // Everything recovered past the checkpoint becomes durable now, so the
+    // durable hints written into new frames are exact. (A clean open has
+    // nothing past the checkpoint and skips this sync.)
+    EVENTSOURCE_RETURN_IF_ERROR(sync_data("after recovery"));
+  }
+  synced_.store(next_position_ - 1);
+  if (!read_only_) {
+    // Index segments the checkpoint does not name are leftovers (replaced,
+    // or written by a checkpoint that crashed before its rename): free them.
+    for (uint64_t slot = 0; slot < slots_.size(); ++slot)
+      if (slots_[slot].kind == SegmentKind::kIndex && slots_[slot].slot_count > 0 &&
+          slot != index_slot_)
+        EVENTSOURCE_RETURN_IF_ERROR(free_index_segment(slot));
+  }
+  return Status();
+}
+
+Status Store::Impl::read_slots() {
+  int64_t size = os_->file_size(fd_);
+  if (size < 0)
+    return io_error(fmt::format("{}: fstat failed: {}", path_, errno_text(static_cast<int>(-size))),
+                    static_cast<int>(-size));
+  uint64_t nslots = size < static_cast<int64_t>(format::kFileHeaderSize)
+                        ? 0
+                        : (static_cast<uint64_t>(size) - format::kFileHeaderSize) / seg_size_;
+  if (nslots > map_cap_)
+    return corruption(fmt::format("{}: file holds {} segments, more than the {} a store may have",
+                                  path_, nslots, map_cap_),
+                      -1, size);
+  size_t known = slots_.size();
+  slots_.resize(nslots);
+  std::vector<EventSeg> events;
+  for (uint32_t i = 0; i < seg_count_.load(); ++i) events.push_back(segs_[i]);
+  for (uint64_t slot = 0; slot < nslots; ++slot) {
+    // On refresh (read-only) re-read all but event segments: the writer frees
+    // index segments and reuses slots.
+    if (slot < known && slots_[slot].kind == SegmentKind::kEvents) continue;
+    uint8_t buf[sh::kSize + fh::kSize];
+    EVENTSOURCE_RETURN_IF_ERROR(
+        read_exact(buf, sizeof buf, slot_offset(slot), "reading a segment header"));
+    SegmentHeader h;
+    std::string why;
+    switch (parse_segment_header(buf, slot, seed_, &h, &why)) {
+      case SegmentHeaderState::kZero:
+        slots_[slot] = SlotInfo{};
+        break;
+      case SegmentHeaderState::kBad:
+        // A header is synced before any frame is written into its segment, so
+        // a bad header over an empty segment is an interrupted allocation.
+        if (all_zero(buf + sh::kSize, fh::kSize)) {
+          slots_[slot] = SlotInfo{};
+          break;
+        }
+        if (repair_mode_) {
+          uint64_t saved = 0;
+          EVENTSOURCE_RETURN_IF_ERROR(save_ranges({Range{slot_offset(slot), seg_size_}},
+                                                  &repair_report_->side_file, &saved));
+          EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), seg_size_, Space::kRelease));
+          repair_report_->changed = true;
+          repair_report_->bytes_cut += saved;
+          slots_[slot] = SlotInfo{};
+          break;
+        }
+        return corruption(fmt::format("{}: {} (run 'esdump verify {}')",
+                                      where(slot, slot_offset(slot)), why, path_),
+                          static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)));
+      case SegmentHeaderState::kValid:
+        if (h.slot_count > nslots - slot) {
+          return corruption(fmt::format("{}: segment spans {} slots, past the end of the file",
+                                        where(slot, slot_offset(slot)), h.slot_count),
+                            static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)));
+        }
+        slots_[slot] = SlotInfo{h.kind, h.epoch, h.first_position, h.slot_count, h.payload_len};
+        next_epoch_ = std::max(next_epoch_, h.epoch + 1);
+        if (h.kind == SegmentKind::kEvents) {
+          bool have = false;
+          for (const EventSeg& e : events) have |= e.slot == slot && e.epoch == h.epoch;
+          if (!have) events.push_back(EventSeg{slot, h.epoch, h.first_position});
+        }
+        // Index segments span several slots; skip the ones they cover.
+        for (uint64_t k = 1; k < h.slot_count; ++k)
+          slots_[slot + k] = SlotInfo{SegmentKind::kIndex, h.epoch, 0, 0, 0};
+        slot += h.slot_count - 1;
+        break;
+    }
+  }
+  std::sort(events.begin(), events.end(),
+            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+  for (size_t i = 0; i < events.size(); ++i) {
+    if (i > 0 && events[i].epoch == events[i - 1].epoch)
+      return corruption(fmt::format("{}: segments {} and {} share epoch {}", path_,
+                                    events[i - 1].slot, events[i].slot, events[i].epoch),
+                        static_cast<int64_t>(events[i].slot),
+                        static_cast<int64_t>(slot_offset(events[i].slot)));
+    EVENTSOURCE_RETURN_IF_ERROR(map_slot(events[i].slot));
+    segs_[i] = events[i];
+  }
+  seg_count_.store(static_cast<uint32_t>(events.size()), std::memory_order_release);
+  return Status();
+}
+
+Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan_off,
+                                              uint64_t* expected) {
+  *scan_seg = 0;
+  *scan_off = seg_count_ > 0 ? slot_offset(segs_[0].slot) + sh::kSize : 0;
+  *expected = 1;
+  if (repair_mode_) return Status();  // full scan; close() writes a fresh checkpoint
+  EVENTSOURCE_ASSIGN_OR_RETURN(
+      ckpt_, read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_));
+  if (!ckpt_) return Status();
+  const Checkpoint& c = *ckpt_;
+  // The checkpoint's claim must be backed by the data: the frame it names
+  // must exist, be valid and end exactly at its durable position.
+  if (c.durable_position > 0) {
+    uint64_t slot =
+        c.last_frame_offset < format::kFileHeaderSize ? kNoSlot : slot_of(c.last_frame_offset);
+    const EventSeg* seg = nullptr;
+    for (uint32_t i = 0; i < seg_count_; ++i)
+      if (segs_[i].slot == slot) seg = &segs_[i];
+    std::string why = "its segment is not an event segment";
+    FrameHeader h;
+    if (seg != nullptr && c.last_frame_offset >= slot_offset(slot) + sh::kSize) {
+      uint64_t in = c.last_frame_offset - slot_offset(slot);
+      FrameState st = check_frame(slot_map(slot) + in, seg_size_ - in, c.last_frame_offset,
+                                  seg->epoch, seed_, &h, &why, seg_size_);
+      if (st == FrameState::kValid && h.first_position + h.count - 1 == c.durable_position)
+        why.clear();
+      else if (st == FrameState::kValid)
+        why = fmt::format("the frame there ends at position {}", h.first_position + h.count - 1);
+      else if (st == FrameState::kNeverWritten)
+        why = "nothing was ever written there";
+    }
+    if (!why.empty())
+      return corruption(
+          fmt::format("{}: the checkpoint file says events up to position {} are "
+                      "durable in a frame at offset {}, but the data file does not "
+                      "hold them ({}). The data file was truncated, replaced or "
+                      "damaged: restore it, or run 'esdump repair {}'",
+                      path_, c.durable_position, hex(c.last_frame_offset), why, path_),
+          slot == kNoSlot ? -1 : static_cast<int64_t>(slot),
+          static_cast<int64_t>(c.last_frame_offset));
+  }
+  if (c.index_slot == kNoSlot || c.index_slot >= slots_.size()) return Status();
+  const SlotInfo& si = slots_[c.index_slot];
+  if (si.kind != SegmentKind::kIndex || si.epoch != c.index_epoch || si.slot_count == 0 ||
+      si.payload_len > si.slot_count * seg_size_ - sh::kSize) {
+    ckpt_problem_ =
+        fmt::format("{}: the index segment the checkpoint names is gone; scanning the log",
+                    where(c.index_slot, slot_offset(c.index_slot)));
+    return Status();
+  }
+  int err = 0;
+  size_t len = si.slot_count * seg_size_;
+  const void* m = os_->map_read(fd_, slot_offset(c.index_slot), len, &err);
+  if (m == nullptr)
+    return io_error(fmt::format("{}: mmap of index segment {} failed: {}", path_, c.index_slot,
+                                errno_text(err)),
+                    err);
+  StreamIndex::BlobInfo info;
+  std::string why = index_.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, si.payload_len,
+                                     seed_, /*copy=*/read_only_, &info);
+  if (!why.empty() || info.covers_position != c.durable_position) {
+    // The index is only an accelerator: fall back to scanning the whole log.
+    os_->unmap(m, len);
+    index_.clear();
+    ckpt_problem_ = fmt::format("{}: persisted index unusable ({}); scanning the log",
+                                where(c.index_slot, slot_offset(c.index_slot)),
+                                why.empty() ? "covers a different position" : why);
+    return Status();
+  }
+  if (read_only_) {
+    os_->unmap(m, len);
+  } else {
+    index_map_ = static_cast<const uint8_t*>(m);
+    index_map_len_ = len;
+  }
+  index_slot_ = c.index_slot;
+  index_epoch_ = c.index_epoch;
+  index_covers_ = info.covers_position;
+  *expected = info.covers_position + 1;
+  next_position_ = *expected;
+  // Continue after the last indexed frame.
+  if (info.covers_position > 0) {
+    // -1: a last frame that fills its segment ends exactly at the next slot.
+    uint64_t slot = slot_of(info.log_end_offset - 1);
+    for (uint32_t i = 0; i < seg_count_; ++i) {
+      if (segs_[i].slot == slot) {
+        *scan_seg = i;
+        *scan_off = info.log_end_offset;
+        tail_slot_ = slot;
+        tail_epoch_ = segs_[i].epoch;
+        tail_offset_ = info.log_end_offset;
+        last_frame_offset_ = c.last_frame_offset;
+        return Status();
+      }
+    }
+    return corruption(fmt::format("{}: the persisted index continues at offset {}, which is not in "
+                                  "an event segment (run 'esdump repair {}')",
+                                  path_, hex(info.log_end_offset), path_),
+                      static_cast<int64_t>(slot), static_cast<int64_t>(info.log_end_offset));
+  }
+  return Status();
+}
+
+Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint64_t offset,
+                                uint64_t slot) {
+  // Two passes: check every record first, index only a wholly good frame, so
+  // a frame found bad halfway leaves no locator behind (it may be cut as a
+  // torn tail and its positions written again).
+  struct Stream {
+    std::string key;
+    uint8_t type_len;
+    uint64_t version;  // indexed version + this frame's records so far
+  };
+  thread_local std::string buf;
+  thread_local std::vector<Stream> streams;  // distinct streams of the frame (usually one)
+  thread_local std::vector<std::pair<size_t, uint64_t>> locators;  // (stream, locator)
+  streams.clear();
+  locators.clear();
+  std::string err;
+  std::string key;
+  Status status;
+  bool ok = for_each_record(
+      frame, h, seed_, &buf, &err,
+      [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
+        if (ev.stream_type.empty() || ev.stream_id.empty() || ev.stream_type.size() > 255 ||
+            ev.stream_type.find('-') != std::string_view::npos) {
+          status = corruption(
+              fmt::format("{}: record {} has an invalid stream name", where(slot, offset), i),
+              static_cast<int64_t>(slot), static_cast<int64_t>(offset));
+          return false;
+        }
+        key.assign(ev.stream_type);
+        key += '-';
+        key.append(ev.stream_id);
+        size_t k = 0;
+        while (k < streams.size() && streams[k].key != key) ++k;
+        if (k == streams.size()) {
+          const StreamIndex::Entry* e = index_.find(key);
+          streams.push_back(
+              {key, static_cast<uint8_t>(ev.stream_type.size()), e ? e->version() : 0});
+        }
+        Stream& st = streams[k];
+        if (ev.version.value != st.version + 1) {
+          status = corruption(fmt::format("{}: stream {} jumps from version {} to {}",
+                                          where(slot, offset), key, st.version, ev.version.value),
+                              static_cast<int64_t>(slot), static_cast<int64_t>(offset));
+          return false;
+        }
+        ++st.version;
+        locators.emplace_back(k, h.compressed()
+                                     ? (format::kLocatorCompressed | (uint64_t{i} << 48) | offset)
+                                     : offset + fh::kSize + body_off);
+        return true;
+      },
+      RecordCheck::kFrameVerified);
+  if (!ok)
+    return corruption(fmt::format("{}: {}", where(slot, offset), err), static_cast<int64_t>(slot),
+                      static_cast<int64_t>(offset));
+  if (!status.ok()) return status;
+  std::vector<StreamIndex::Entry*> entries;
+  entries.reserve(streams.size());
+  for (const Stream& st : streams) entries.push_back(&index_.get_or_add(st.key, st.type_len));
+  for (const auto& [k, loc] : locators) entries[k]->delta.push_back(loc);
+  index_.note_added(h.count);
+  return Status();
+}
+
+Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expected,
+                             std::optional<BadFrame>* bad) {
+  bad->reset();
+  uint32_t nsegs = seg_count_.load();
+  std::unique_lock ix(index_mu_);
+  for (size_t si = seg_index; si < nsegs; ++si) {
+    const EventSeg& seg = segs_[si];
+    uint64_t base = slot_offset(seg.slot);
+    uint64_t end = base + seg_size_;
+    if (si != seg_index) {
+      offset = base + sh::kSize;
+      if (seg.first_position != expected) {
+        // A gap between segments: frames at the end of the previous one are
+        // missing (never written, or lost).
+        *bad = BadFrame{si, offset, expected,
+                        fmt::format("segment starts at position {}, expected {}",
+                                    seg.first_position, expected)};
+        return Status();
+      }
+    }
+    const uint8_t* map = slot_map(seg.slot);
+    while (offset < end) {
+      FrameHeader h;
+      std::string why;
+      FrameState st = check_frame(map + (offset - base), end - offset, offset, seg.epoch, seed_, &h,
+                                  &why, seg_size_);
+      if (st == FrameState::kNeverWritten) break;
+      if (st == FrameState::kValid && h.first_position != expected) {
+        st = FrameState::kBad;
+        why = fmt::format("frame starts at position {}, expected {}", h.first_position, expected);
+      }
+      if (st == FrameState::kBad) {
+        // Junk after the last frame of a segment that the next segment
+        // continues seamlessly is a failed write that was retried there.
+        if (si + 1 < nsegs && segs_[si + 1].first_position == expected) break;
+        *bad = BadFrame{si, offset, expected, why};
+        return Status();
+      }
+      Status s = index_frame(map + (offset - base), h, offset, seg.slot);
+      if (!s.ok()) {
+        *bad = BadFrame{si, offset, expected, s.message()};
+        return Status();
+      }
+      expected += h.count;
+      last_frame_offset_ = offset;
+      offset += h.frame_len;
+      next_position_ = expected;
+      tail_slot_ = seg.slot;
+      tail_epoch_ = seg.epoch;
+      tail_offset_ = offset;
+    }
+    if (si + 1 == nsegs || tail_slot_ != seg.slot) {
+      // The (possibly empty) last segment is where appends continue.
+      tail_slot_ = seg.slot;
+      tail_epoch_ = seg.epoch;
+      tail_offset_ = offset < end ? offset : end;
+    }
+  }
+  return Status();
+}
+
+bool Store::Impl::later_frame_proves_durable(const BadFrame& bad) const {
+  // A frame written after position P was durable records durable >= P; if
+  // such a frame follows the bad one, the bad bytes were once durable data.
+  uint32_t nsegs = seg_count_.load();
+  for (size_t si = bad.seg_index; si < nsegs; ++si) {
+    const EventSeg& seg = segs_[si];
+    uint64_t base = slot_offset(seg.slot);
+    uint64_t end = base + seg_size_;
+    const uint8_t* map = slot_map(seg.slot);
+    // From the bad offset itself: a valid frame with an unexpected position
+    // carries its own durable hint.
+    uint64_t off = si == bad.seg_index ? bad.offset : base + sh::kSize;
+    for (; off + fh::kSize <= end; off += format::kFrameAlign) {
+      const uint8_t* p = map + (off - base);
+      if (get_u64(p + fh::kFileOffset) != off) continue;  // cheap filter first
+      FrameHeader h;
+      std::string why;
+      if (check_frame(p, end - off, off, seg.epoch, seed_, &h, &why, seg_size_) ==
+              FrameState::kValid &&
+          h.durable_position >= bad.expected_position)
+        return true;
+    }
+  }
+  return false;
+}
+
+Status Store::Impl::save_ranges(const std::vector<Range>& ranges, std::string* side_file,
+                                uint64_t* bytes_saved) {
+  // Side file: for each range, u64 file offset, u64 length, then the bytes
+  // (trailing never-written zeros dropped).
+  if (side_file->empty()) *side_file = fmt::format("{}.cut-{}", path_, now_us() / 1000000);
+  int sfd = os_->open(*side_file, O_WRONLY | O_CREAT | O_APPEND, opt_.file_mode);
+  if (sfd < 0)
+    return io_error(fmt::format("{}: cannot create side file for the cut bytes: {}", *side_file,
+                                errno_text(-sfd)),
+                    -sfd);
+  int64_t out = os_->file_size(sfd);
+  Status s = out < 0 ? io_error(fmt::format("{}: fstat failed", *side_file), static_cast<int>(-out))
+                     : Status();
+  std::string buf;
+  for (const Range& r : ranges) {
+    if (!s.ok()) break;
+    buf.resize(r.len);
+    s = read_exact(buf.data(), r.len, r.off, "saving cut bytes");
+    if (!s.ok()) break;
+    size_t keep = buf.size();
+    while (keep > 0 && buf[keep - 1] == 0) --keep;
+    uint8_t hdr[16];
+    put_u64(hdr, r.off);
+    put_u64(hdr + 8, keep);
+    buf.resize(keep);
+    buf.insert(0, reinterpret_cast<const char*>(hdr), sizeof hdr);
+    int w = write_full(*os_, sfd, buf.data(), buf.size(), static_cast<uint64_t>(out));
+    if (w < 0) {
+      s = io_error(fmt::format("{}: writing the side file failed: {}", *side_file, errno_text(-w)),
+                   -w);
+      break;
+    }
+    out += static_cast<int64_t>(buf.size());
+    *bytes_saved += keep;
+  }
+  if (s.ok()) {
+    int r = os_->fsync(sfd);
+    if (r < 0) s = io_error(fmt::format("{}: fsync failed: {}", *side_file, errno_text(-r)), -r);
+  }
+  os_->close(sfd);
+  if (s.ok()) {
+    int r = os_->sync_dir_of(*side_file);
+    if (r < 0) s = io_error(fmt::format("{}: fsync of its directory failed", *side_file), -r);
+  }
+  return s;
+}
+
+Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_t* bytes_cut,
+                            bool save_side_file) {
+  uint32_t nsegs = seg_count_.load();
+  // Ranges to drop: the rest of the bad frame's segment, then whole later segments.
+  std::vector<Range> ranges;
+  const EventSeg first = segs_[bad.seg_index];
+  // A segment bad from its first frame on (e.g. it does not continue the
+  // previous one) goes whole, header included.
+  const bool drop_whole = bad.offset == slot_offset(first.slot) + sh::kSize;
+  const size_t keep_segs = drop_whole ? bad.seg_index : bad.seg_index + 1;
+  ranges.push_back(
+      {drop_whole ? slot_offset(first.slot) : bad.offset,
+       slot_offset(first.slot) + seg_size_ - (drop_whole ? slot_offset(first.slot) : bad.offset)});
+  for (size_t si = bad.seg_index + 1; si < nsegs; ++si)
+    ranges.push_back({slot_offset(segs_[si].slot), seg_size_});
+  *bytes_cut = 0;
+  if (save_side_file) {
+    EVENTSOURCE_RETURN_IF_ERROR(save_ranges(ranges, side_file, bytes_cut));
+  } else {
+    for (const Range& r : ranges) *bytes_cut += r.len;
+  }
+  // The segment appends continue in keeps its space; dropped ones give it back.
+  for (size_t k = 0; k < ranges.size(); ++k)
+    EVENTSOURCE_RETURN_IF_ERROR(zero_range(ranges[k].off, ranges[k].len,
+                                           k == 0 && !drop_whole ? Space::kKeep : Space::kRelease));
+  // Later segments are now all-zero slots: free.
+  for (size_t si = keep_segs; si < nsegs; ++si) {
+    slots_[segs_[si].slot] = SlotInfo{};
+    os_->unmap(maps_[segs_[si].slot].exchange(nullptr), seg_size_);
+  }
+  seg_count_.store(static_cast<uint32_t>(keep_segs), std::memory_order_release);
+  EVENTSOURCE_RETURN_IF_ERROR(sync_data("after cutting a torn tail"));
+  if (!drop_whole) {
+    tail_slot_ = first.slot;
+    tail_epoch_ = first.epoch;
+    tail_offset_ = bad.offset;
+  } else if (keep_segs == 0) {
+    tail_offset_ = 0;  // no event segment left: the next append allocates one
+  }                    // else: the scan left the tail at the end of the previous segment
+  next_position_ = bad.expected_position;
+  return Status();
+}
+
+}  // namespace eventsource

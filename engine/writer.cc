@@ -1,0 +1,320 @@
+// The write path: append (validation, optimistic concurrency, idempotent
+// retry, encoding one frame per batch) and the space it writes into
+// (allocating, zeroing and freeing segment slots, rolling to a new segment).
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <linux/falloc.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "engine/coding.h"
+#include "engine/format.h"
+#include "engine/store_impl.h"
+
+namespace eventsource {
+
+namespace fh = format::frame_header;
+namespace sh = format::segment_header;
+using format::SegmentKind;
+
+Status Store::Impl::write_all(const void* p, size_t n, uint64_t off, const char* what) {
+  int r = write_full(*os_, fd_, p, n, off);
+  if (r < 0)
+    return io_error(fmt::format("{}: {} failed writing {} bytes at offset {}: {}", path_, what, n,
+                                hex(off), errno_text(-r)),
+                    -r);
+  return Status();
+}
+
+Status Store::Impl::map_slot(uint64_t slot) {
+  if (slot >= map_cap_)
+    return invalid_argument(fmt::format("{}: segment {} exceeds the {} segments a store may have",
+                                        path_, slot, map_cap_));
+  if (maps_[slot].load(std::memory_order_relaxed) != nullptr) return Status();
+  int err = 0;
+  const void* p = os_->map_read(fd_, slot_offset(slot), seg_size_, &err);
+  if (p == nullptr)
+    return io_error(fmt::format("{}: mmap of segment {} failed: {}", path_, slot, errno_text(err)),
+                    err);
+  maps_[slot].store(static_cast<const uint8_t*>(p), std::memory_order_release);
+  return Status();
+}
+
+// Makes [off, off+len) read as zeros: punch a hole, then (kKeep) allocate it
+// again so later writes there cannot hit ENOSPC; where holes are not
+// supported, write zeros.
+
+Status Store::Impl::zero_range(uint64_t off, uint64_t len, Space space) {
+  if (len == 0) return Status();
+  int r = os_->fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
+  if (r == 0) {
+    if (space == Space::kRelease) return Status();
+    r = os_->fallocate(fd_, 0, off, len);
+    if (r < 0)
+      return io_error(fmt::format("{}: re-allocating {} bytes at {} failed: {}", path_, len,
+                                  hex(off), errno_text(-r)),
+                      -r);
+    return Status();
+  }
+  static const std::string kZeros(1 << 20, '\0');
+  while (len > 0) {
+    size_t n = static_cast<size_t>(std::min<uint64_t>(len, kZeros.size()));
+    EVENTSOURCE_RETURN_IF_ERROR(write_all(kZeros.data(), n, off, "zeroing a cut range"));
+    off += n;
+    len -= n;
+  }
+  return Status();
+}
+
+Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
+                                             uint64_t first_position, uint64_t payload_len) {
+  // Prefer a run of free slots; else extend the file.
+  uint64_t slot = slots_.size();
+  for (uint64_t s = 0; s + count <= slots_.size(); ++s) {
+    uint64_t k = 0;
+    while (k < count && slots_[s + k].kind == SegmentKind::kFree) ++k;
+    if (k == count) {
+      slot = s;
+      break;
+    }
+    s += k;
+  }
+  if (slot + count > map_cap_)
+    return Status(Code::kIoError,
+                  fmt::format("{}: store is full: it may hold at most {} segments of {} bytes",
+                              path_, map_cap_, seg_size_))
+        .with_errno(EFBIG);
+  // Event segments are preallocated whole (appends never hit ENOSPC midway);
+  // an index segment is written once, so it only needs its own bytes and the
+  // rest of its slots stays a hole.
+  const uint64_t span = count * seg_size_;
+  const uint64_t need =
+      kind == SegmentKind::kEvents ? span : std::min(span, align_up(sh::kSize + payload_len, 4096));
+  if (slot < slots_.size()) {
+    // Reused slots may hold stale bytes: zero them.
+    EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span, Space::kRelease));
+  }
+  int r = os_->fallocate(fd_, 0, slot_offset(slot), need);
+  if (r < 0)
+    return io_error(fmt::format("{}: cannot allocate {} bytes for a new segment at offset {}: {} "
+                                "(free disk space; events already stored stay readable)",
+                                path_, need, hex(slot_offset(slot)), errno_text(-r)),
+                    -r);
+  if (slot + count > slots_.size()) {
+    // The file always ends on a slot boundary.
+    int64_t size = os_->file_size(fd_);
+    if (size >= 0 && static_cast<uint64_t>(size) < slot_offset(slot + count))
+      size = os_->ftruncate(fd_, slot_offset(slot + count));
+    if (size < 0)
+      return io_error(fmt::format("{}: cannot extend the file to {} bytes: {}", path_,
+                                  slot_offset(slot + count), errno_text(static_cast<int>(-size))),
+                      static_cast<int>(-size));
+    slots_.resize(slot + count);
+  }
+  SegmentHeader h;
+  h.kind = kind;
+  h.slot = slot;
+  h.epoch = next_epoch_++;
+  h.first_position = first_position;
+  h.slot_count = count;
+  h.payload_len = payload_len;
+  h.created_us = now_us();
+  uint8_t buf[sh::kSize];
+  encode_segment_header(h, seed_, buf);
+  EVENTSOURCE_RETURN_IF_ERROR(
+      write_all(buf, sizeof buf, slot_offset(slot), "writing a segment header"));
+  for (uint64_t k = 0; k < count; ++k)
+    slots_[slot + k] = SlotInfo{kind, h.epoch, first_position, k == 0 ? count : 0, payload_len};
+  return slot;
+}
+
+Status Store::Impl::free_index_segment(uint64_t slot) {
+  uint64_t span = std::max<uint64_t>(slots_[slot].slot_count, 1);
+  span = std::min<uint64_t>(span, slots_.size() - slot);
+  EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_, Space::kRelease));
+  for (uint64_t k = 0; k < span; ++k) slots_[slot + k] = SlotInfo{};
+  return Status();
+}
+
+Status Store::Impl::roll_segment(uint64_t first_position) {
+  EVENTSOURCE_ASSIGN_OR_RETURN(uint64_t slot,
+                               allocate_slots(SegmentKind::kEvents, 1, first_position, 0));
+  // The header is durable before any frame goes in, so after a crash a bad
+  // header over a non-empty segment is damage, not an interrupted allocation.
+  Status s = sync_data("new segment header");
+  if (!s.ok()) return poison(std::move(s));
+  EVENTSOURCE_RETURN_IF_ERROR(map_slot(slot));
+  uint32_t n = seg_count_.load();
+  segs_[n] = EventSeg{slot, slots_[slot].epoch, first_position};
+  seg_count_.store(n + 1, std::memory_order_release);
+  tail_slot_ = slot;
+  tail_epoch_ = slots_[slot].epoch;
+  tail_offset_ = slot_offset(slot) + sh::kSize;
+  synced_.store(written_.load());
+  return Status();
+}
+
+Status Store::Impl::poison(Status why) {
+  std::lock_guard lock(poison_mu_);
+  if (!poisoned_.load()) poison_ = why;
+  poisoned_.store(true);
+  return why;
+}
+
+std::string Store::Impl::poison_message() const {
+  std::lock_guard lock(poison_mu_);
+  return poison_.message();
+}
+
+Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion expected,
+                                         std::span<const EventData> events,
+                                         const AppendOptions& options) {
+  if (closed_) return closed(fmt::format("{}: store is closed", path_));
+  if (read_only_)
+    return Status(Code::kReadOnly, fmt::format("{}: store was opened read-only", path_));
+  EVENTSOURCE_RETURN_IF_ERROR(stream.validate());
+  const std::string key = stream_key(stream);
+  const size_t n = events.size();
+  if (n == 0 || n > format::kMaxEventsPerBatch)
+    return invalid_argument(fmt::format("stream {}: a batch holds 1..{} events, got {}", key,
+                                        format::kMaxEventsPerBatch, n));
+  uint64_t bytes = 0;
+  bool all_ids = true;
+  for (size_t i = 0; i < n; ++i) {
+    const EventData& e = events[i];
+    if (e.type.empty() || e.type.size() > 255)
+      return invalid_argument(fmt::format("stream {}: event {} has a type of {} bytes (1..255)",
+                                          key, i, e.type.size()));
+    if (e.tenant.size() > 255 || e.metadata.size() > 65535 || e.payload.size() > 0xffffffffull)
+      return invalid_argument(fmt::format(
+          "stream {}: event {} has a tenant over 255 bytes, metadata over 64 KiB or a payload "
+          "over 4 GiB",
+          key, i));
+    all_ids &= !e.id.is_nil();
+    bytes += record_size(stream, e);
+  }
+  {
+    // Ids given by the caller must be distinct within the batch.
+    thread_local std::vector<std::pair<Uuid, size_t>> ids;
+    ids.clear();
+    for (size_t i = 0; i < n; ++i)
+      if (!events[i].id.is_nil()) ids.emplace_back(events[i].id, i);
+    std::sort(ids.begin(), ids.end());
+    for (size_t k = 1; k < ids.size(); ++k)
+      if (ids[k].first == ids[k - 1].first)
+        return invalid_argument(fmt::format("stream {}: events {} and {} share the id {}", key,
+                                            ids[k - 1].second, ids[k].second,
+                                            ids[k].first.to_string()));
+  }
+  if (align_up(fh::kSize + bytes, format::kFrameAlign) > seg_size_ - sh::kSize)
+    return invalid_argument(fmt::format(
+        "{}: stream {}: a batch of {} bytes does not fit in a segment of {} bytes; split it or "
+        "create the store with a larger segment_size",
+        path_, key, bytes, seg_size_));
+  const Durability mode = options.durability.value_or(opt_.durability);
+
+  in_flight_.fetch_add(1);
+  struct Leave {
+    std::atomic<int>& n;
+    ~Leave() { n.fetch_sub(1); }
+  } leave{in_flight_};
+
+  AppendResult result;
+  bool checkpoint_due = false;
+  {
+    std::unique_lock lock(write_mu_);
+    if (closed_) return closed(fmt::format("{}: store is closed", path_));
+    if (poisoned_)
+      return closed(
+          fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
+    const StreamIndex::Entry* entry = index_.find(key);
+    const uint64_t current = entry ? entry->version() : 0;
+    if (entry != nullptr) {
+      std::string why = StreamIndex::verify_entry(*entry, seed_);
+      if (!why.empty())
+        return corruption(
+            fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
+            static_cast<int64_t>(index_slot_), -1);
+    }
+    // Idempotent retry: the stream already ends with exactly these ids.
+    if (all_ids && current >= n && expected.accepts(StreamVersion(current - n))) {
+      bool same = true;
+      for (size_t i = 0; i < n && same; ++i) {
+        RecordedEvent ev;
+        Status s = read_locator(entry->locator(current - n + 1 + i), &ev);
+        if (!s.ok()) return s;
+        same = ev.id == events[i].id;
+        if (i == 0) result.first_position = ev.position;
+        result.last_position = ev.position;
+      }
+      if (same) {
+        result.version = StreamVersion(current);
+        result.deduplicated = true;
+        lock.unlock();
+        if (mode != Durability::kNone)
+          EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
+        return result;
+      }
+    }
+    if (!expected.accepts(StreamVersion(current)))
+      return conflict(fmt::format("{}: stream {}: expected {}, but the stream is at version {}",
+                                  path_, key, expected.to_string(), current),
+                      static_cast<int64_t>(current));
+
+    const uint64_t first = next_position_;
+    const int64_t now = now_us();
+    encoder_.reset();
+    for (size_t i = 0; i < n; ++i) {
+      const EventData& e = events[i];
+      encoder_.add({&stream, &e, e.id.is_nil() ? Uuid::random() : e.id,
+                    e.timestamp_us == 0 ? now : e.timestamp_us, first + i, current + 1 + i},
+                   seed_);
+    }
+    if (tail_offset_ == 0 ||
+        tail_offset_ + encoder_.uncompressed_frame_len() > slot_offset(tail_slot_) + seg_size_)
+      EVENTSOURCE_RETURN_IF_ERROR(roll_segment(first));
+    auto frame = encoder_.finish(tail_offset_, tail_epoch_, first, synced_.load(),
+                                 opt_.compress_min_bytes, opt_.compression_level, seed_);
+    EVENTSOURCE_RETURN_IF_ERROR(
+        write_all(frame.data(), frame.size(), tail_offset_, "appending a batch"));
+    {
+      std::unique_lock ix(index_mu_);
+      StreamIndex::Entry& e = index_.get_or_add(key, static_cast<uint8_t>(stream.type.size()));
+      const auto& offs = encoder_.record_offsets();
+      for (size_t i = 0; i < n; ++i)
+        e.delta.push_back(encoder_.compressed()
+                              ? (format::kLocatorCompressed | (uint64_t{i} << 48) | tail_offset_)
+                              : tail_offset_ + fh::kSize + offs[i]);
+      index_.note_added(n);
+    }
+    last_frame_offset_ = tail_offset_;
+    tail_offset_ += frame.size();
+    next_position_ += n;
+    written_.store(next_position_ - 1);
+    bytes_since_checkpoint_ += frame.size();
+    result.version = StreamVersion(current + n);
+    result.first_position = GlobalPosition(first);
+    result.last_position = GlobalPosition(first + n - 1);
+    if (mode == Durability::kNone) publish_committed(first + n - 1);
+    checkpoint_due = opt_.checkpoint_interval_bytes > 0 &&
+                     bytes_since_checkpoint_ >= opt_.checkpoint_interval_bytes;
+    if (checkpoint_due && mode == Durability::kNone) {
+      // A failed checkpoint does not undo the append; it is retried later.
+      checkpoint_locked().ignore_error();
+      checkpoint_due = false;
+    }
+  }
+  if (mode != Durability::kNone) {
+    EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
+    if (checkpoint_due) {
+      std::lock_guard lock(write_mu_);
+      if (!poisoned_ && bytes_since_checkpoint_ >= opt_.checkpoint_interval_bytes)
+        checkpoint_locked().ignore_error();
+    }
+  }
+  return result;
+}
+
+}  // namespace eventsource
