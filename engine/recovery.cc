@@ -264,25 +264,10 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   const Checkpoint& c = *ckpt_;
   // The checkpoint's claim must be backed by the data: the frame it names
   // must exist, be valid and end exactly at its durable position.
+  uint64_t claimed_end = 0;  // file offset past the frame the checkpoint names
   if (c.durable_position > 0) {
-    uint64_t slot =
-        c.last_frame_offset < format::kFileHeaderSize ? kNoSlot : slot_of(c.last_frame_offset);
-    const EventSeg* seg = nullptr;
-    for (uint32_t i = 0; i < seg_count_; ++i)
-      if (segs_[i].slot == slot) seg = &segs_[i];
-    std::string why = "its segment is not an event segment";
-    FrameHeader h;
-    if (seg != nullptr && c.last_frame_offset >= slot_offset(slot) + sh::kSize) {
-      uint64_t in = c.last_frame_offset - slot_offset(slot);
-      FrameState st = check_frame(slot_map(slot) + in, seg_size_ - in, c.last_frame_offset,
-                                  seg->epoch, seed_, &h, &why, seg_size_);
-      if (st == FrameState::kValid && h.first_position + h.count - 1 == c.durable_position)
-        why.clear();
-      else if (st == FrameState::kValid)
-        why = fmt::format("the frame there ends at position {}", h.first_position + h.count - 1);
-      else if (st == FrameState::kNeverWritten)
-        why = "nothing was ever written there";
-    }
+    std::string why = check_checkpoint_claim(MappedLog(*this), c.last_frame_offset,
+                                             c.durable_position, &claimed_end);
     if (!why.empty())
       return corruption(
           fmt::format("{}: the checkpoint file says events up to position {} are "
@@ -290,7 +275,9 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
                       "hold them ({}). The data file was truncated, replaced or "
                       "damaged: restore it, or run 'esdump repair {}'",
                       path_, c.durable_position, hex(c.last_frame_offset), why, path_),
-          slot == kNoSlot ? -1 : static_cast<int64_t>(slot),
+          c.last_frame_offset < format::kFileHeaderSize
+              ? -1
+              : static_cast<int64_t>(slot_of(c.last_frame_offset)),
           static_cast<int64_t>(c.last_frame_offset));
   }
   if (c.index_slot == kNoSlot || c.index_slot >= slots_.size()) return Status();
@@ -422,60 +409,44 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
 Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expected,
                              std::optional<BadFrame>* bad) {
   bad->reset();
-  uint32_t nsegs = seg_count_.load();
+  MappedLog log(*this);
+  LogReader reader(log, seg_index, offset, expected);
   std::unique_lock ix(index_mu_);
-  for (size_t si = seg_index; si < nsegs; ++si) {
-    const EventSeg& seg = segs_[si];
-    uint64_t base = slot_offset(seg.slot);
-    uint64_t end = base + seg_size_;
-    if (si != seg_index) {
-      offset = base + sh::kSize;
-      if (seg.first_position != expected) {
-        // A gap between segments: frames at the end of the previous one are
-        // missing (never written, or lost).
-        *bad = BadFrame{si, offset, expected,
-                        fmt::format("segment starts at position {}, expected {}",
-                                    seg.first_position, expected)};
-        return Status();
-      }
-    }
-    const uint8_t* map = slot_map(seg.slot);
-    while (offset < end) {
-      FrameHeader h;
-      std::string why;
-      FrameState st = check_frame(map + (offset - base), end - offset, offset, seg.epoch, seed_, &h,
-                                  &why, seg_size_);
-      if (st == FrameState::kNeverWritten) break;
-      if (st == FrameState::kValid && h.first_position != expected) {
-        st = FrameState::kBad;
-        why = fmt::format("frame starts at position {}, expected {}", h.first_position, expected);
-      }
-      if (st == FrameState::kBad) {
-        // Junk after the last frame of a segment that the next segment
-        // continues seamlessly is a failed write that was retried there.
-        if (si + 1 < nsegs && segs_[si + 1].first_position == expected) break;
-        *bad = BadFrame{si, offset, expected, why};
-        return Status();
-      }
-      Status s = index_frame(map + (offset - base), h, offset, seg.slot);
+  LogFrame f;
+  BadFrame b;
+  std::optional<size_t> frames_seg;  // segment of the last good frame
+  for (;;) {
+    const LogReader::Step step = reader.next(&f, &b);
+    if (step == LogReader::Step::kFrame) {
+      Status s = index_frame(f.bytes, f.header, f.offset, f.slot);
       if (!s.ok()) {
-        *bad = BadFrame{si, offset, expected, s.message()};
-        return Status();
+        *bad = BadFrame{f.seg_index, f.offset, f.header.first_position, s.message()};
+        break;
       }
-      expected += h.count;
-      last_frame_offset_ = offset;
-      offset += h.frame_len;
-      next_position_ = expected;
-      tail_slot_ = seg.slot;
-      tail_epoch_ = seg.epoch;
-      tail_offset_ = offset;
+      last_frame_offset_ = f.offset;
+      next_position_ = reader.expected_position();
+      tail_slot_ = f.slot;
+      tail_epoch_ = log.segment(f.seg_index).epoch;
+      tail_offset_ = reader.offset();
+      frames_seg = f.seg_index;
+      continue;
     }
-    if (si + 1 == nsegs || tail_slot_ != seg.slot) {
-      // The (possibly empty) last segment is where appends continue.
-      tail_slot_ = seg.slot;
-      tail_epoch_ = seg.epoch;
-      tail_offset_ = offset < end ? offset : end;
-    }
+    if (step == LogReader::Step::kBad) *bad = std::move(b);
+    break;
+  }
+  // Appends continue where the walk stopped: after the last good frame, or
+  // where it stopped in a later segment it went on to (the possibly empty
+  // last segment, or one ended by junk that the next segment retried).
+  std::optional<std::pair<size_t, uint64_t>> stop;
+  if (!*bad && reader.seg_index() < log.segment_count())
+    stop = {reader.seg_index(), reader.offset()};
+  else if (reader.left_a_segment() && (!frames_seg || reader.left_seg_index() >= *frames_seg))
+    stop = {reader.left_seg_index(), reader.left_offset()};
+  if (stop) {
+    const EventSeg& seg = log.segment(stop->first);
+    tail_slot_ = seg.slot;
+    tail_epoch_ = seg.epoch;
+    tail_offset_ = std::min(stop->second, slot_offset(seg.slot) + seg_size_);
   }
   return Status();
 }
@@ -483,24 +454,15 @@ Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expecte
 bool Store::Impl::later_frame_proves_durable(const BadFrame& bad) const {
   // A frame written after position P was durable records durable >= P; if
   // such a frame follows the bad one, the bad bytes were once durable data.
-  uint32_t nsegs = seg_count_.load();
-  for (size_t si = bad.seg_index; si < nsegs; ++si) {
-    const EventSeg& seg = segs_[si];
-    uint64_t base = slot_offset(seg.slot);
-    uint64_t end = base + seg_size_;
-    const uint8_t* map = slot_map(seg.slot);
-    // From the bad offset itself: a valid frame with an unexpected position
-    // carries its own durable hint.
-    uint64_t off = si == bad.seg_index ? bad.offset : base + sh::kSize;
-    for (; off + fh::kSize <= end; off += format::kFrameAlign) {
-      const uint8_t* p = map + (off - base);
-      if (get_u64(p + fh::kFileOffset) != off) continue;  // cheap filter first
-      FrameHeader h;
-      std::string why;
-      if (check_frame(p, end - off, off, seg.epoch, seed_, &h, &why, seg_size_) ==
-              FrameState::kValid &&
-          h.durable_position >= bad.expected_position)
-        return true;
+  // From the bad offset itself: a valid frame with an unexpected position
+  // carries its own durable hint.
+  MappedLog log(*this);
+  for (size_t si = bad.seg_index; si < log.segment_count(); ++si) {
+    FrameHeader h;
+    uint64_t off = si == bad.seg_index ? bad.offset : 0;
+    while ((off = find_valid_frame(log, si, off, &h)) != 0) {
+      if (h.durable_position >= bad.expected_position) return true;
+      off += format::kFrameAlign;
     }
   }
   return false;

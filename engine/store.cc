@@ -29,6 +29,19 @@ std::string stream_key(const StreamId& s) {
   return k;
 }
 
+MappedLog::MappedLog(const Store::Impl& impl)
+    : impl_(impl), count_(impl.seg_count_.load(std::memory_order_acquire)) {
+  segment_size = impl.seg_size_;
+  seed = impl.seed_;
+}
+
+const EventSeg& MappedLog::segment(size_t index) const { return impl_.segs_[index]; }
+
+const uint8_t* MappedLog::bytes(uint64_t slot, uint64_t* avail) const {
+  *avail = segment_size;
+  return impl_.slot_map(slot);
+}
+
 Store::Impl::Impl(std::string path, const StoreOptions& options)
     : path_(std::move(path)), opt_(options) {
   os_ = opt_.os ? opt_.os : default_os();
@@ -119,22 +132,43 @@ StoreStats Store::Impl::stats() const {
     st.free_segments = static_cast<uint32_t>(slots_.size() - used);
     if (ckpt_) st.file_bytes += format::checkpoint::kSize;
   }
-  for (uint32_t i = 0; i < nsegs; ++i) {
-    const uint64_t base = slot_offset(segs_[i].slot);
-    const uint8_t* map = slot_map(segs_[i].slot);
-    for (uint64_t off = base + sh::kSize; off + fh::kSize <= base + seg_size_;) {
-      FrameHeader h;
-      std::string why;
-      if (get_u64(map + (off - base) + fh::kFirstPosition) > st.events) break;
-      if (check_frame(map + (off - base), base + seg_size_ - off, off, segs_[i].epoch, seed_, &h,
-                      &why, seg_size_) != FrameState::kValid)
-        break;
-      st.log_bytes += h.frame_len;
-      st.raw_record_bytes += h.raw_len;
-      st.stored_record_bytes += h.body_len;
-      st.compressed_frames += h.compressed() ? 1 : 0;
-      off += h.frame_len;
+  {
+    // Log totals: the frames up to the committed position are walked once;
+    // later calls walk only the frames committed since (stats_mu_ keeps
+    // concurrent callers from walking twice).
+    std::lock_guard lock(stats_mu_);
+    LogTotals& t = totals_;
+    const MappedLog log(*this);
+    size_t si = 0;
+    bool found = t.expected == 1;
+    for (; !found && si < log.segment_count(); ++si)
+      found = log.segment(si).slot == t.slot && log.segment(si).epoch == t.epoch;
+    if (!found || t.expected == 1) {
+      t = LogTotals{};  // the log was cut under us (read-only handle): start over
+      si = 0;
+    } else {
+      --si;
     }
+    LogReader reader(
+        log, si, t.expected == 1 ? 0 : t.offset,
+        t.expected == 1 && log.segment_count() > 0 ? log.segment(0).first_position : t.expected);
+    LogFrame f;
+    BadFrame bad;
+    while (reader.expected_position() <= st.events &&
+           reader.next(&f, &bad) == LogReader::Step::kFrame) {
+      t.log_bytes += f.header.frame_len;
+      t.raw_record_bytes += f.header.raw_len;
+      t.stored_record_bytes += f.header.body_len;
+      t.compressed_frames += f.header.compressed() ? 1 : 0;
+      t.slot = f.slot;
+      t.epoch = log.segment(f.seg_index).epoch;
+      t.offset = reader.offset();
+      t.expected = reader.expected_position();
+    }
+    st.log_bytes = t.log_bytes;
+    st.raw_record_bytes = t.raw_record_bytes;
+    st.stored_record_bytes = t.stored_record_bytes;
+    st.compressed_frames = t.compressed_frames;
   }
   // Holes (the unused part of index segments, freed segments) take no space.
   int64_t used_bytes = os_->allocated_bytes(fd_);

@@ -13,6 +13,7 @@
 
 #include "engine/checkpoint_file.h"
 #include "engine/frame.h"
+#include "engine/log_reader.h"
 #include "engine/os.h"
 #include "engine/segment.h"
 #include "engine/stream_index.h"
@@ -37,19 +38,18 @@ struct SlotInfo {
   uint64_t payload_len = 0;
 };
 
-// An event segment in log order, as readers see it. Immutable once published.
-struct EventSeg {
-  uint64_t slot = 0;
-  uint64_t epoch = 0;
-  uint64_t first_position = 0;
-};
+// The writer's or a reader's log as a LogView: the event segments published
+// when it was made, through the live mappings.
+class MappedLog final : public LogView {
+ public:
+  explicit MappedLog(const Store::Impl& impl);
+  size_t segment_count() const override { return count_; }
+  const EventSeg& segment(size_t index) const override;
+  const uint8_t* bytes(uint64_t slot, uint64_t* avail) const override;
 
-// Where a bad frame was found while scanning the log.
-struct BadFrame {
-  size_t seg_index = 0;  // index into the event segment list
-  uint64_t offset = 0;   // file offset
-  uint64_t expected_position = 0;
-  std::string why;
+ private:
+  const Store::Impl& impl_;
+  size_t count_;
 };
 
 class Store::Impl {
@@ -114,8 +114,17 @@ class Store::Impl {
   Status poison(Status why);
 
   // --- reads ---
-  // Reads the record a locator points to; views valid until the next call on this thread.
-  Status read_locator(uint64_t locator, RecordedEvent* ev) const;
+  // The decoded body of the compressed frame a read saw last. One per read
+  // call: the views a read hands out point into it.
+  struct DecodeCache {
+    std::string body;
+    uint64_t frame = 0;
+    uint64_t epoch = 0;
+    bool valid = false;
+  };
+  // Reads the record a locator points to; views stay valid while the
+  // mapping lives and `cache` is not used for another compressed frame.
+  Status read_locator(uint64_t locator, RecordedEvent* ev, DecodeCache* cache) const;
   Status read_stream(const StreamId& stream, StreamVersion from, uint64_t max_count,
                      ReadDirection direction, const EventCallback& fn) const;
   Status read_all(GlobalPosition from, const ReadFilter& filter, uint64_t max_count,
@@ -161,6 +170,21 @@ class Store::Impl {
   uint64_t next_epoch_ = 1;
   uint64_t last_frame_offset_ = 0;
   uint64_t bytes_since_checkpoint_ = 0;
+  // stats(): frame totals up to a cursor (the frame after the last counted
+  // one), so each frame is walked once per handle.
+  struct LogTotals {
+    uint64_t log_bytes = 0;
+    uint64_t raw_record_bytes = 0;
+    uint64_t stored_record_bytes = 0;
+    uint64_t compressed_frames = 0;
+    uint64_t slot = 0;
+    uint64_t epoch = 0;
+    uint64_t offset = 0;
+    uint64_t expected = 1;  // 1: nothing counted yet
+  };
+  mutable std::mutex stats_mu_;
+  mutable LogTotals totals_;  // guarded by stats_mu_
+
   std::atomic<bool> poisoned_{false};
   mutable std::mutex poison_mu_;
   Status poison_;  // guarded by poison_mu_

@@ -20,6 +20,20 @@ using format::SegmentKind;
 
 namespace {
 
+class Verifier;
+
+// The whole file, mapped once, as the frame walker sees it.
+class FileLog final : public LogView {
+ public:
+  explicit FileLog(const Verifier& v);
+  size_t segment_count() const override;
+  const EventSeg& segment(size_t index) const override;
+  const uint8_t* bytes(uint64_t slot, uint64_t* avail) const override;
+
+ private:
+  const Verifier& v_;
+};
+
 class Verifier {
  public:
   Verifier(std::string path, std::shared_ptr<Os> os, const ProgressCallback& progress)
@@ -32,14 +46,19 @@ class Verifier {
   Result<VerifyReport> run();
 
  private:
+  friend class FileLog;
+
   void problem(int64_t segment, int64_t offset, std::string what) {
     report_.problems.push_back(VerifyProblem{path_, segment, offset, std::move(what)});
   }
   uint64_t slot_offset(uint64_t slot) const { return format::kFileHeaderSize + slot * seg_size_; }
   void scan_segments();
-  void scan_segment(size_t si, uint64_t* expected, bool* stopped);
-  // First offset >= from in segment `si` where a valid frame starts, or 0.
-  uint64_t resync(size_t si, uint64_t from, FrameHeader* h) const;
+  void note_tail(uint64_t slot, uint64_t offset, uint64_t expected, std::string why) {
+    torn_tail_slot_ = slot;
+    torn_tail_offset_ = offset;
+    torn_tail_expected_ = expected;
+    torn_tail_why_ = std::move(why);
+  }
   void check_checkpoint_and_index();
   void check_index(uint64_t slot, const SlotInfo& si, uint64_t durable);
 
@@ -61,6 +80,7 @@ class Verifier {
   uint64_t torn_tail_slot_ = 0;
   uint64_t torn_tail_expected_ = 0;
   std::string torn_tail_why_;
+  uint64_t claimed_end_ = 0;  // offset past the frame the checkpoint names (0: none)
   VerifyReport report_;
 };
 
@@ -143,104 +163,82 @@ Result<VerifyReport> Verifier::run() {
   return report_;
 }
 
-uint64_t Verifier::resync(size_t si, uint64_t from, FrameHeader* h) const {
-  const EventSeg& seg = segs_[si];
-  const uint64_t end = slot_offset(seg.slot) + seg_size_;
-  for (uint64_t off = align_up(from, format::kFrameAlign); off + fh::kSize <= end;
-       off += format::kFrameAlign) {
-    if (get_u64(map_ + off + fh::kFileOffset) != off) continue;
-    std::string why;
-    if (check_frame(map_ + off, end - off, off, seg.epoch, seed_, h, &why, seg_size_) ==
-        FrameState::kValid)
-      return off;
-  }
-  return 0;
-}
-
 void Verifier::scan_segments() {
-  uint64_t expected = 1;
-  bool stopped = false;
-  for (size_t si = 0; si < segs_.size() && !stopped; ++si) {
-    const EventSeg& seg = segs_[si];
-    if (seg.first_position != expected) {
-      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(slot_offset(seg.slot)),
-              fmt::format("segment starts at position {}, expected {} (events {}..{} are missing)",
-                          seg.first_position, expected, expected, seg.first_position - 1));
-      expected = seg.first_position;
-    }
-    scan_segment(si, &expected, &stopped);
-    if (progress_) progress_(slot_offset(seg.slot) + seg_size_, size_);
-  }
-  last_position_ = expected - 1;
-}
-
-void Verifier::scan_segment(size_t si, uint64_t* expected, bool* stopped) {
-  const EventSeg& seg = segs_[si];
-  const uint64_t base = slot_offset(seg.slot);
-  const uint64_t end = base + seg_size_;
+  const FileLog log(*this);
+  LogReader reader(log, 0, 0, 1);
   std::string buf;
-  uint64_t off = base + sh::kSize;
-  while (off < end) {
-    FrameHeader h;
-    std::string why;
-    FrameState st = check_frame(map_ + off, end - off, off, seg.epoch, seed_, &h, &why, seg_size_);
-    if (st == FrameState::kNeverWritten) {
+  size_t progress_seg = 0;
+  LogFrame f;
+  BadFrame bad;
+  for (;;) {
+    const LogReader::Step step = reader.next(&f, &bad);
+    if (progress_ && reader.seg_index() != progress_seg && reader.seg_index() <= segs_.size()) {
+      progress_(slot_offset(segs_[progress_seg].slot) + seg_size_, size_);
+      progress_seg = reader.seg_index();
+    }
+    if (step == LogReader::Step::kEnd) {
       // The end of the log: judged against the checkpoint's durable position later.
-      if (si + 1 == segs_.size()) {
-        torn_tail_offset_ = off;
-        torn_tail_slot_ = seg.slot;
-        torn_tail_expected_ = *expected;
-        torn_tail_why_ = "the log ends here (never-written frame header)";
+      if (!segs_.empty() && reader.offset() < slot_offset(segs_.back().slot) + seg_size_)
+        note_tail(segs_.back().slot, reader.offset(), reader.expected_position(),
+                  "the log ends here (never-written frame header)");
+      break;
+    }
+    if (step == LogReader::Step::kBad) {
+      const EventSeg& seg = segs_[bad.seg_index];
+      if (bad.gap) {
+        problem(
+            static_cast<int64_t>(seg.slot), static_cast<int64_t>(slot_offset(seg.slot)),
+            fmt::format("segment starts at position {}, expected {} (events {}..{} are missing)",
+                        seg.first_position, bad.expected_position, bad.expected_position,
+                        seg.first_position - 1));
+        reader.seek(bad.seg_index, bad.offset, seg.first_position);
+        continue;
       }
-      return;
-    }
-    if (st == FrameState::kValid && h.first_position != *expected) {
-      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
-              fmt::format("frame starts at position {}, expected {}", h.first_position, *expected));
-      *expected = h.first_position;
-    }
-    if (st == FrameState::kBad) {
-      FrameHeader next;
-      uint64_t at = resync(si, off + format::kFrameAlign, &next);
-      bool later_segment = si + 1 < segs_.size();
-      if (at == 0 && later_segment && segs_[si + 1].first_position == *expected)
-        return;  // junk after a failed write, retried in the next segment
+      FrameHeader h;
+      if (find_valid_frame(log, bad.seg_index, bad.offset, &h) == bad.offset) {
+        // A valid frame in the wrong place of the sequence: report it and go on from it.
+        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset), bad.why);
+        reader.seek(bad.seg_index, bad.offset, h.first_position);
+        continue;
+      }
+      const uint64_t at = find_valid_frame(log, bad.seg_index, bad.offset + 1, &h);
+      const bool later_segment = bad.seg_index + 1 < segs_.size();
       if (at == 0 && !later_segment) {
         // Nothing valid follows: a torn tail (a crashed or live writer). The
         // next read-write open cuts it; it holds no acknowledged event.
-        torn_tail_offset_ = off;
-        torn_tail_slot_ = seg.slot;
-        torn_tail_expected_ = *expected;
-        torn_tail_why_ = why;
-        *stopped = true;
-        return;
+        note_tail(seg.slot, bad.offset, bad.expected_position, bad.why);
+        break;
       }
-      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
-              at == 0
-                  ? why + " (rest of the segment skipped)"
-                  : fmt::format("{} ({} bytes skipped to the next valid frame)", why, at - off));
-      if (at == 0) return;
-      off = at;
+      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
+              at == 0 ? bad.why + " (rest of the segment skipped)"
+                      : fmt::format("{} ({} bytes skipped to the next valid frame)", bad.why,
+                                    at - bad.offset));
+      if (at == 0)
+        reader.skip_segment();
+      else
+        reader.seek(bad.seg_index, at, bad.expected_position);
       continue;
     }
     report_.frames++;
-    report_.bytes_checked += h.frame_len;
+    report_.bytes_checked += f.header.frame_len;
+    std::string why;
     bool ok = for_each_record(
-        map_ + off, h, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
+        f.bytes, f.header, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
           std::string key = ev.stream_name();
           uint64_t& v = versions_[key];
           if (ev.version.value != v + 1)
-            problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off),
-                    fmt::format("record {}: stream {} jumps from version {} to {}", i, key, v,
-                                ev.version.value));
+            problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset),
+                    fmt::format("record {}: stream {} jumps from version {} "
+                                "to {}",
+                                i, key, v, ev.version.value));
           v = ev.version.value;
           report_.events++;
           return true;
         });
-    if (!ok) problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(off), why);
-    *expected = h.first_position + h.count;
-    off += h.frame_len;
+    if (!ok) problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset), why);
   }
+  if (progress_ && !segs_.empty()) progress_(size_, size_);
+  last_position_ = reader.expected_position() - 1;
 }
 
 void Verifier::check_checkpoint_and_index() {
@@ -270,30 +268,15 @@ void Verifier::check_checkpoint_and_index() {
             fmt::format("{} (position {} was durable: this is damage, not a torn write)",
                         torn_tail_why_, torn_tail_expected_));
   // The frame the checkpoint names must hold its durable position, as open checks.
+  claimed_end_ = 0;
   if (cp.durable_position > 0) {
-    std::string claim = "it is not in an event segment";
-    uint64_t off = cp.last_frame_offset;
-    if (off >= format::kFileHeaderSize + sh::kSize && off < size_) {
-      uint64_t s = (off - format::kFileHeaderSize) / seg_size_;
-      uint64_t end = slot_offset(s) + seg_size_;
-      FrameHeader h;
-      if (s < slots_.size() && slots_[s].kind == SegmentKind::kEvents && end <= size_) {
-        FrameState st =
-            check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &claim, seg_size_);
-        if (st == FrameState::kValid)
-          claim = h.first_position + h.count - 1 == cp.durable_position
-                      ? ""
-                      : fmt::format("the frame there ends at position {}",
-                                    h.first_position + h.count - 1);
-        else if (st == FrameState::kNeverWritten)
-          claim = "nothing was written there";
-      }
-    }
+    const std::string claim = check_checkpoint_claim(FileLog(*this), cp.last_frame_offset,
+                                                     cp.durable_position, &claimed_end_);
     if (!claim.empty())
       report_.problems.push_back(VerifyProblem{
           ck, -1, static_cast<int64_t>(format::checkpoint::kLastFrameOffset),
-          fmt::format("checkpoint names the frame at {} as holding position {}, but {}", hex(off),
-                      cp.durable_position, claim)});
+          fmt::format("checkpoint names the frame at {} as holding position {}, but {}",
+                      hex(cp.last_frame_offset), cp.durable_position, claim)});
   }
   if (cp.index_slot == kNoSlot) return;
   if (cp.index_slot >= slots_.size() || slots_[cp.index_slot].kind != SegmentKind::kIndex ||
@@ -353,8 +336,8 @@ void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) 
               frame_events.clear();
               frame_err.clear();
               FrameHeader h;
-              if (check_frame(map_ + off, end - off, off, slots_[s].epoch, seed_, &h, &frame_err,
-                              seg_size_) == FrameState::kValid)
+              const EventSeg seg{s, slots_[s].epoch, 0};
+              if (check_frame_at(FileLog(*this), seg, off, &h, &frame_err) == FrameState::kValid)
                 for_each_record(map_ + off, h, seed_, &buf, &frame_err,
                                 [&](const RecordedEvent& r, uint32_t, uint32_t) {
                                   frame_events.push_back(r);
@@ -378,6 +361,18 @@ void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) 
       }
     }
   }
+}
+
+FileLog::FileLog(const Verifier& v) : v_(v) {
+  segment_size = v.seg_size_;
+  seed = v.seed_;
+}
+size_t FileLog::segment_count() const { return v_.segs_.size(); }
+const EventSeg& FileLog::segment(size_t index) const { return v_.segs_[index]; }
+const uint8_t* FileLog::bytes(uint64_t slot, uint64_t* avail) const {
+  const uint64_t off = slot_offset(slot);
+  *avail = off >= v_.size_ ? 0 : std::min(segment_size, v_.size_ - off);
+  return v_.map_ + off;
 }
 
 }  // namespace

@@ -241,9 +241,10 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     // Idempotent retry: the stream already ends with exactly these ids.
     if (all_ids && current >= n && expected.accepts(StreamVersion(current - n))) {
       bool same = true;
+      DecodeCache cache;
       for (size_t i = 0; i < n && same; ++i) {
         RecordedEvent ev;
-        Status s = read_locator(entry->locator(current - n + 1 + i), &ev);
+        Status s = read_locator(entry->locator(current - n + 1 + i), &ev, &cache);
         if (!s.ok()) return s;
         same = ev.id == events[i].id;
         if (i == 0) result.first_position = ev.position;

@@ -1,0 +1,179 @@
+// The frame walker shared by every reader of the event log; see log_reader.h.
+#include "engine/log_reader.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "engine/coding.h"
+#include "engine/format.h"
+
+namespace eventsource {
+
+namespace fh = format::frame_header;
+namespace sh = format::segment_header;
+
+uint64_t LogView::slot_offset(uint64_t slot) const {
+  return format::kFileHeaderSize + slot * segment_size;
+}
+
+LogReader::LogReader(const LogView& view, size_t seg_index, uint64_t offset,
+                     uint64_t expected_position)
+    : view_(view) {
+  seek(seg_index, offset, expected_position);
+}
+
+void LogReader::seek(size_t seg_index, uint64_t offset, uint64_t expected_position) {
+  si_ = seg_index;
+  expected_ = expected_position;
+  entered_ = true;
+  off_ = offset;
+  if (si_ < view_.segment_count() && off_ == 0)
+    off_ = view_.slot_offset(view_.segment(si_).slot) + sh::kSize;
+}
+
+LogReader::Step LogReader::next(LogFrame* frame, BadFrame* bad) {
+  const size_t nsegs = view_.segment_count();
+  while (si_ < nsegs) {
+    const EventSeg& seg = view_.segment(si_);
+    const uint64_t base = view_.slot_offset(seg.slot);
+    const uint64_t end = base + view_.segment_size;
+    if (!entered_) {
+      entered_ = true;
+      off_ = base + sh::kSize;
+      if (seg.first_position != expected_) {
+        *bad = BadFrame{si_, off_, expected_,
+                        fmt::format("segment starts at position {}, expected {}",
+                                    seg.first_position, expected_),
+                        /*gap=*/true};
+        return Step::kBad;
+      }
+    }
+    uint64_t avail = 0;
+    const uint8_t* map = view_.bytes(seg.slot, &avail);
+    const bool next_continues =
+        si_ + 1 < nsegs && view_.segment(si_ + 1).first_position == expected_;
+    if (off_ < end && map != nullptr && off_ - base < avail) {
+      // Bytes past `avail` (a file cut short) read as never written.
+      FrameHeader h;
+      std::string why;
+      FrameState st = check_frame_at(view_, seg, off_, &h, &why);
+      if (st == FrameState::kValid && h.first_position != expected_) {
+        st = FrameState::kBad;
+        why = fmt::format("frame starts at position {}, expected {}", h.first_position, expected_);
+      }
+      if (st == FrameState::kValid) {
+        *frame = LogFrame{map + (off_ - base), h, si_, seg.slot, off_};
+        expected_ += h.count;
+        off_ += h.frame_len;
+        return Step::kFrame;
+      }
+      if (st == FrameState::kBad && !next_continues) {
+        *bad = BadFrame{si_, off_, expected_, std::move(why)};
+        return Step::kBad;
+      }
+    }
+    // The segment ends here: never written, full, or the remains of a
+    // failed write that the next segment retried.
+    if (si_ + 1 == nsegs) {
+      if (off_ > end) off_ = end;
+      return Step::kEnd;
+    }
+    left_seg_ = si_;
+    left_off_ = std::min(off_, end);
+    ++si_;
+    entered_ = false;
+  }
+  return Step::kEnd;
+}
+
+void LogReader::skip_segment() {
+  if (si_ >= view_.segment_count()) return;
+  const uint64_t end = view_.slot_offset(view_.segment(si_).slot) + view_.segment_size;
+  left_seg_ = si_;
+  left_off_ = std::min(off_, end);
+  ++si_;
+  entered_ = false;
+}
+
+void LogReader::skip_before(uint64_t position) {
+  const size_t nsegs = view_.segment_count();
+  while (si_ < nsegs && entered_) {
+    const EventSeg& seg = view_.segment(si_);
+    const uint64_t base = view_.slot_offset(seg.slot);
+    const uint64_t end = base + view_.segment_size;
+    uint64_t avail = 0;
+    const uint8_t* map = view_.bytes(seg.slot, &avail);
+    const uint64_t limit = base + std::min(avail, view_.segment_size);
+    if (map == nullptr || off_ >= limit || limit - off_ < fh::kSize || off_ >= end) return;
+    const uint8_t* p = map + (off_ - base);
+    const uint64_t first = get_u64(p + fh::kFirstPosition);
+    const uint32_t count = get_u32(p + fh::kCount);
+    const uint32_t len = get_u32(p + fh::kFrameLen);
+    if (first != expected_ || count == 0 || first + count > position || len < fh::kSize ||
+        len % format::kFrameAlign != 0 || len > limit - off_ ||
+        get_u64(p + fh::kFileOffset) != off_)
+      return;
+    expected_ += count;
+    off_ += len;
+  }
+}
+
+FrameState check_frame_at(const LogView& view, const EventSeg& seg, uint64_t offset, FrameHeader* h,
+                          std::string* why) {
+  const uint64_t base = view.slot_offset(seg.slot);
+  uint64_t avail = 0;
+  const uint8_t* map = view.bytes(seg.slot, &avail);
+  avail = std::min(avail, view.segment_size);
+  if (map == nullptr || offset < base + sh::kSize || offset >= base + view.segment_size) {
+    *why = "no frame can start there";
+    return FrameState::kBad;
+  }
+  if (offset >= base + avail) return FrameState::kNeverWritten;
+  return check_frame(map + (offset - base), base + avail - offset, offset, seg.epoch, view.seed, h,
+                     why, view.segment_size);
+}
+
+std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,
+                                   uint64_t durable_position, uint64_t* frame_end) {
+  const EventSeg* seg = nullptr;
+  if (last_frame_offset >= format::kFileHeaderSize) {
+    const uint64_t slot = (last_frame_offset - format::kFileHeaderSize) / view.segment_size;
+    for (size_t i = 0; i < view.segment_count(); ++i)
+      if (view.segment(i).slot == slot) seg = &view.segment(i);
+  }
+  if (seg == nullptr) return "its segment is not an event segment";
+  FrameHeader h;
+  std::string why;
+  switch (check_frame_at(view, *seg, last_frame_offset, &h, &why)) {
+    case FrameState::kNeverWritten:
+      return "nothing was ever written there";
+    case FrameState::kBad:
+      return why;
+    case FrameState::kValid:
+      break;
+  }
+  if (h.first_position + h.count - 1 != durable_position)
+    return fmt::format("the frame there ends at position {}", h.first_position + h.count - 1);
+  *frame_end = last_frame_offset + h.frame_len;
+  return "";
+}
+
+uint64_t find_valid_frame(const LogView& view, size_t seg_index, uint64_t from, FrameHeader* h) {
+  const EventSeg& seg = view.segment(seg_index);
+  const uint64_t base = view.slot_offset(seg.slot);
+  uint64_t avail = 0;
+  const uint8_t* map = view.bytes(seg.slot, &avail);
+  if (map == nullptr) return 0;
+  const uint64_t end = base + std::min(avail, view.segment_size);
+  for (uint64_t off = align_up(std::max(from, base + sh::kSize), format::kFrameAlign);
+       off + fh::kSize <= end; off += format::kFrameAlign) {
+    const uint8_t* p = map + (off - base);
+    if (get_u64(p + fh::kFileOffset) != off) continue;  // cheap filter first
+    std::string why;
+    if (check_frame_at(view, seg, off, h, &why) == FrameState::kValid) return off;
+  }
+  return 0;
+}
+
+}  // namespace eventsource

@@ -1,0 +1,134 @@
+// The one frame walker: every reader of the event log (open's recovery scan,
+// refresh, read_all, stats, verify and repair) walks frames through LogReader,
+// so no two of them can judge the same bytes differently. See format-spec.md
+// "Reading the log" for the rules it applies.
+// Thread safety: a LogReader is used by one thread; the bytes it reads must
+// stay mapped while it runs.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "engine/frame.h"
+
+namespace eventsource {
+
+// An event segment in log order. Immutable once published.
+struct EventSeg {
+  uint64_t slot = 0;
+  uint64_t epoch = 0;
+  uint64_t first_position = 0;
+};
+
+// Where the walk found bytes that do not continue the log.
+struct BadFrame {
+  size_t seg_index = 0;  // index into the event segment list
+  uint64_t offset = 0;   // file offset
+  uint64_t expected_position = 0;
+  std::string why;
+  bool gap = false;  // a segment that does not start at the expected position
+};
+
+// The event segments of one log and how to reach their bytes.
+class LogView {
+ public:
+  virtual ~LogView() = default;
+  virtual size_t segment_count() const = 0;
+  virtual const EventSeg& segment(size_t index) const = 0;
+  // The mapped bytes of segment slot `slot` (starting at its segment header)
+  // and how many of them exist; bytes past *avail read as never written (a
+  // file cut short inside its last segment). nullptr when not mapped.
+  virtual const uint8_t* bytes(uint64_t slot, uint64_t* avail) const = 0;
+
+  uint64_t segment_size = 0;
+  uint64_t seed = 0;
+  uint64_t slot_offset(uint64_t slot) const;
+};
+
+// A frame that continues the log: checksummed, at its own offset, in its
+// segment's epoch, starting at the expected position.
+struct LogFrame {
+  const uint8_t* bytes = nullptr;
+  FrameHeader header;
+  size_t seg_index = 0;
+  uint64_t slot = 0;
+  uint64_t offset = 0;  // file offset of the frame
+};
+
+class LogReader {
+ public:
+  enum class Step : uint8_t {
+    kFrame,  // *frame holds the next frame of the log
+    kEnd,    // the log ends here: a never-written header in the last segment
+    kBad,    // *bad says where and why the bytes do not continue the log
+  };
+
+  // Starts at file offset `offset` of segment `seg_index` (0: its first
+  // frame), expecting the frame that holds `expected_position`.
+  LogReader(const LogView& view, size_t seg_index, uint64_t offset, uint64_t expected_position);
+
+  // The next frame, by the log-scan rules of format-spec.md [F-30]:
+  //  - a segment other than the first one walked must start at the expected
+  //    position, else kBad at its first frame ("gap");
+  //  - a never-written (all-zero) header ends the segment; the log goes on
+  //    in the next segment, if any, else kEnd;
+  //  - an invalid frame ([F-11]), or a valid one that starts at another
+  //    position than expected, ends the segment when the next segment starts
+  //    at the expected position (a failed write the writer retried there);
+  //    else it is kBad.
+  // Records are not decoded here ([F-12]: callers decode the frames they use).
+  // After kBad the walk stays put: seek() goes on past the damage.
+  Step next(LogFrame* frame, BadFrame* bad);
+
+  // Frames that end before `position` are passed over on their header's
+  // structure alone (position, count, length, offset), without a checksum.
+  // A header that misleads the skip is caught by next() at the frame after.
+  void skip_before(uint64_t position);
+
+  // Continues at (seg_index, offset) expecting `expected_position`.
+  void seek(size_t seg_index, uint64_t offset, uint64_t expected_position);
+  // Leaves the current segment: the walk goes on at the start of the next
+  // one, which must start at the expected position.
+  void skip_segment();
+
+  uint64_t expected_position() const { return expected_; }
+  size_t seg_index() const { return si_; }
+  // File offset where the next frame would start (past the last one read).
+  uint64_t offset() const { return off_; }
+  // The last segment the walk left for the next one, and the offset where it
+  // stopped in it (where appends would continue had the log ended there).
+  bool left_a_segment() const { return left_seg_ != kNone; }
+  size_t left_seg_index() const { return left_seg_; }
+  uint64_t left_offset() const { return left_off_; }
+
+ private:
+  const LogView& view_;
+  size_t si_;
+  uint64_t off_;
+  uint64_t expected_;
+  bool entered_;  // false: entering segment si_ checks its first position
+  static constexpr size_t kNone = ~size_t{0};
+  size_t left_seg_ = kNone;
+  uint64_t left_off_ = 0;
+};
+
+// Checks the single frame at file offset `offset` of event segment `seg`
+// (e.g. the frame a checkpoint or a locator names) as next() would, less the
+// position rule. Offsets past the bytes a short file has are never written.
+FrameState check_frame_at(const LogView& view, const EventSeg& seg, uint64_t offset, FrameHeader* h,
+                          std::string* why);
+
+// Checks a checkpoint's claim [F-23]: the frame at `last_frame_offset` is a
+// valid frame of an event segment whose last position is `durable_position`.
+// Returns "" or why the data does not back the claim; on success
+// *frame_end is the file offset just past that frame.
+std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,
+                                   uint64_t durable_position, uint64_t* frame_end);
+
+// The first offset >= `from` in segment `seg_index` where a frame that
+// passes check_frame starts (at any position), or 0. Used to tell a torn
+// tail from damage with valid frames after it.
+uint64_t find_valid_frame(const LogView& view, size_t seg_index, uint64_t from, FrameHeader* h);
+
+}  // namespace eventsource
