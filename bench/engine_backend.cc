@@ -82,7 +82,7 @@ class EngineBackend final : public Backend {
 
   eventsource::Status read_stream(const eventsource::StreamId& stream, const ReadFn& fn) override {
     return store_->read_stream(
-        stream, eventsource::StreamVersion(1), UINT64_MAX, eventsource::ReadDirection::kForward,
+        stream, {.from = eventsource::StreamVersion(1), .max_count = UINT64_MAX},
         [&fn](const eventsource::RecordedEvent& e) { return fn(to_read_event(e)); });
   }
 
@@ -91,7 +91,7 @@ class EngineBackend final : public Backend {
     eventsource::ReadFilter filter;
     if (!type.empty()) filter.event_types.emplace_back(type);
     return store_->read_all(
-        eventsource::GlobalPosition(from), filter, max_count,
+        {.from = eventsource::GlobalPosition(from), .max_count = max_count, .filter = filter},
         [&fn](const eventsource::RecordedEvent& e) { return fn(to_read_event(e)); });
   }
 

@@ -222,7 +222,7 @@ void BM_ReadStream100(benchmark::State& state) {
     uint64_t count = 0;
     uint64_t sum = 0;
     eventsource::Status status = f->temp->store().read_stream(
-        f->big, eventsource::StreamVersion(1), UINT64_MAX, eventsource::ReadDirection::kForward,
+        f->big, {.from = eventsource::StreamVersion(1), .max_count = UINT64_MAX},
         [&](const eventsource::RecordedEvent& e) {
           ++count;
           sum += esbench::byte_sum(e.payload);
@@ -249,8 +249,8 @@ void BM_ReplayScan(benchmark::State& state) {
     uint64_t count = 0;
     uint64_t sum = 0;
     eventsource::Status status =
-        f->temp->store().read_all(eventsource::GlobalPosition(1), eventsource::ReadFilter{},
-                                  UINT64_MAX, [&](const eventsource::RecordedEvent& e) {
+        f->temp->store().read_all({.from = eventsource::GlobalPosition(1), .max_count = UINT64_MAX},
+                                  [&](const eventsource::RecordedEvent& e) {
                                     ++count;
                                     sum += esbench::byte_sum(e.payload);
                                     bytes += e.payload.size();

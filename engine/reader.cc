@@ -75,8 +75,11 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev, DecodeCach
   return Status();
 }
 
-Status Store::Impl::read_stream(const StreamId& stream, StreamVersion from, uint64_t max_count,
-                                ReadDirection direction, const EventCallback& fn) const {
+Status Store::Impl::read_stream(const StreamId& stream, const ReadStreamOptions& options,
+                                const EventCallback& fn) const {
+  const StreamVersion from = options.from;
+  const uint64_t max_count = options.max_count;
+  const ReadDirection direction = options.direction;
   if (closed_) return closed(fmt::format("{}: store is closed", path_));
   const std::string key = stream_key(stream);
   std::vector<uint64_t> locs;  // per call: fn may read again on this thread
@@ -125,11 +128,12 @@ Status Store::Impl::read_stream(const StreamId& stream, StreamVersion from, uint
   return Status();
 }
 
-Status Store::Impl::read_all(GlobalPosition from, const ReadFilter& filter, uint64_t max_count,
-                             const EventCallback& fn) const {
+Status Store::Impl::read_all(const ReadAllOptions& options, const EventCallback& fn) const {
+  const ReadFilter& filter = options.filter;
+  const uint64_t max_count = options.max_count;
   if (closed_) return closed(fmt::format("{}: store is closed", path_));
   const uint64_t committed = committed_.load(std::memory_order_acquire);
-  const uint64_t want = std::max<uint64_t>(from.value, 1);
+  const uint64_t want = std::max<uint64_t>(options.from.value, 1);
   if (want > committed || max_count == 0) return Status();
   const MappedLog log(*this);
   // Last segment starting at or before `want`.

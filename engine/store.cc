@@ -197,14 +197,13 @@ Result<AppendResult> Store::append(const StreamId& stream, ExpectedVersion expec
   return impl_->append(stream, expected, events, options);
 }
 
-Status Store::read_stream(const StreamId& stream, StreamVersion from, uint64_t max_count,
-                          ReadDirection direction, const EventCallback& fn) const {
-  return impl_->read_stream(stream, from, max_count, direction, fn);
+Status Store::read_stream(const StreamId& stream, const ReadStreamOptions& options,
+                          const EventCallback& fn) const {
+  return impl_->read_stream(stream, options, fn);
 }
 
-Status Store::read_all(GlobalPosition from, const ReadFilter& filter, uint64_t max_count,
-                       const EventCallback& fn) const {
-  return impl_->read_all(from, filter, max_count, fn);
+Status Store::read_all(const ReadAllOptions& options, const EventCallback& fn) const {
+  return impl_->read_all(options, fn);
 }
 
 StreamVersion Store::stream_version(const StreamId& stream) const {

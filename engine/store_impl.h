@@ -125,10 +125,9 @@ class Store::Impl {
   // Reads the record a locator points to; views stay valid while the
   // mapping lives and `cache` is not used for another compressed frame.
   Status read_locator(uint64_t locator, RecordedEvent* ev, DecodeCache* cache) const;
-  Status read_stream(const StreamId& stream, StreamVersion from, uint64_t max_count,
-                     ReadDirection direction, const EventCallback& fn) const;
-  Status read_all(GlobalPosition from, const ReadFilter& filter, uint64_t max_count,
-                  const EventCallback& fn) const;
+  Status read_stream(const StreamId& stream, const ReadStreamOptions& options,
+                     const EventCallback& fn) const;
+  Status read_all(const ReadAllOptions& options, const EventCallback& fn) const;
   Result<GlobalPosition> refresh();
   StoreStats stats() const;
 

@@ -301,12 +301,12 @@ class EventsPrinter {
   int stream_forward() {
     uint64_t from = q_.from.value_or(1);
     if (from == 0) from = 1;
-    Status s = store_.read_stream(*q_.stream, StreamVersion(from), kUnlimited,
-                                  ReadDirection::kForward, [&](const RecordedEvent& e) {
-                                    last_version_ = e.version.value;
-                                    if (matches(q_.filter, e)) print(e);
-                                    return !done();
-                                  });
+    Status s =
+        store_.read_stream(*q_.stream, {.from = StreamVersion(from)}, [&](const RecordedEvent& e) {
+          last_version_ = e.version.value;
+          if (matches(q_.filter, e)) print(e);
+          return !done();
+        });
     if (!s.ok()) return read_failed(command_, store_, s);
     if (last_version_ == 0) last_version_ = from - 1;
     return kExitOk;
@@ -314,11 +314,13 @@ class EventsPrinter {
 
   int stream_backward() {
     // 0 (or past the end) starts at the stream's last event.
-    Status s = store_.read_stream(*q_.stream, StreamVersion(q_.from.value_or(0)), kUnlimited,
-                                  ReadDirection::kBackward, [&](const RecordedEvent& e) {
-                                    if (matches(q_.filter, e)) print(e);
-                                    return !done();
-                                  });
+    Status s = store_.read_stream(
+        *q_.stream,
+        {.from = StreamVersion(q_.from.value_or(0)), .direction = ReadDirection::kBackward},
+        [&](const RecordedEvent& e) {
+          if (matches(q_.filter, e)) print(e);
+          return !done();
+        });
     return s.ok() ? kExitOk : read_failed(command_, store_, s);
   }
 
@@ -333,12 +335,13 @@ class EventsPrinter {
   int read_all_from(uint64_t from) {
     uint64_t committed = store_.committed_position().value;
     if (from > committed) return kExitOk;
-    Status s = store_.read_all(GlobalPosition(from), q_.filter, q_.limit - printed_,
-                               [&](const RecordedEvent& e) {
-                                 scanned_to_ = std::max(scanned_to_, e.position.value);
-                                 print(e);
-                                 return !done();
-                               });
+    Status s = store_.read_all(
+        {.from = GlobalPosition(from), .max_count = q_.limit - printed_, .filter = q_.filter},
+        [&](const RecordedEvent& e) {
+          scanned_to_ = std::max(scanned_to_, e.position.value);
+          print(e);
+          return !done();
+        });
     if (!s.ok()) return read_failed(command_, store_, s);
     if (!done()) scanned_to_ = std::max(scanned_to_, committed);
     return kExitOk;
@@ -353,7 +356,7 @@ class EventsPrinter {
     while (hi >= 1 && !done()) {
       uint64_t lo = hi > kBackwardChunk ? hi - kBackwardChunk + 1 : 1;
       window.clear();
-      Status s = store_.read_all(GlobalPosition(lo), ReadFilter{}, hi - lo + 1,
+      Status s = store_.read_all({.from = GlobalPosition(lo), .max_count = hi - lo + 1},
                                  [&](const RecordedEvent& e) {
                                    if (e.position.value > hi) return false;
                                    if (matches(q_.filter, e)) window.push_back(render(q_, e));
@@ -383,8 +386,8 @@ class EventsPrinter {
       if (q_.stream) {
         uint64_t before = last_version_;
         last_version_ = 0;
-        Status s = store_.read_stream(*q_.stream, StreamVersion(before + 1), kUnlimited,
-                                      ReadDirection::kForward, [&](const RecordedEvent& e) {
+        Status s = store_.read_stream(*q_.stream, {.from = StreamVersion(before + 1)},
+                                      [&](const RecordedEvent& e) {
                                         last_version_ = e.version.value;
                                         if (matches(q_.filter, e)) print(e);
                                         return !done();

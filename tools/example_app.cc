@@ -223,13 +223,12 @@ int run(const std::string& path) {
   fmt::print("\n{} (version {}):\n", first.stream.name(),
              store->stream_version(first.stream).value);
   uint64_t read = 0;
-  Status s =
-      store->read_stream(first.stream, StreamVersion(1), 1000, eventsource::ReadDirection::kForward,
-                         [&](const eventsource::RecordedEvent& e) {
-                           fmt::print("  {}\n", eventsource::tools::format_event_line(e));
-                           ++read;
-                           return true;
-                         });
+  Status s = store->read_stream(first.stream, {.from = StreamVersion(1), .max_count = 1000},
+                                [&](const eventsource::RecordedEvent& e) {
+                                  fmt::print("  {}\n", eventsource::tools::format_event_line(e));
+                                  ++read;
+                                  return true;
+                                });
   if (!s.ok() || read != first.version) {
     fmt::print(stderr, "es_example: reading {} back gave {} events of {}: {}\n",
                first.stream.name(), read, first.version, s.to_string());

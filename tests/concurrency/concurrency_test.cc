@@ -35,7 +35,7 @@ std::string check_pass(const Store& store, uint64_t* seen_out) {
   int cur_t = -1, cur_b = -1, cur_i = 0, cur_n = 0;
   std::string error;
   const uint64_t committed = store.committed_position().value;
-  Status s = store.read_all(GlobalPosition(1), {}, ~0ull, [&](const RecordedEvent& e) {
+  Status s = store.read_all({.from = GlobalPosition(1)}, [&](const RecordedEvent& e) {
     if (e.position.value != expected) {
       error = fmt::format("position {} after {}", e.position.value, expected - 1);
       return false;
@@ -138,11 +138,11 @@ TEST_CASE("8 group-committing appenders, 2 live readers and checkpoints keep eve
         StreamId sid{fmt::format("T{}", rng() % kAppenders),
                      std::to_string(rng() % kStreamsPerAppender)};
         uint64_t v = 0;
-        Status s = store->read_stream(sid, StreamVersion(1), ~0ull, ReadDirection::kForward,
-                                      [&](const RecordedEvent& ev) {
-                                        if (ev.version.value != ++v) return false;
-                                        return true;
-                                      });
+        Status s =
+            store->read_stream(sid, {.from = StreamVersion(1)}, [&](const RecordedEvent& ev) {
+              if (ev.version.value != ++v) return false;
+              return true;
+            });
         if (!s.ok()) errors[kAppenders + r] = "read_stream: " + s.to_string();
         read_passes.fetch_add(1);
         if (last) break;

@@ -535,16 +535,18 @@ std::string probe_read_all(const Store& store, const Golden& g, uint64_t from, b
   const size_t want = std::min<size_t>(kMax, g.events.size() - (from - 1));
   size_t n = 0;
   std::string bad;
-  Status st = store.read_all(GlobalPosition(from), {}, kMax, [&](const RecordedEvent& e) {
-    const size_t idx = from - 1 + n;
-    if (idx >= g.events.size() || !same_event(e, g.events[idx])) {
-      bad = "read_all from " + std::to_string(from) + " delivered a non-golden event at index " +
-            std::to_string(n) + ": " + OwnedEvent::from(e).describe();
-      return false;
-    }
-    ++n;
-    return true;
-  });
+  Status st = store.read_all({.from = GlobalPosition(from), .max_count = kMax},
+                             [&](const RecordedEvent& e) {
+                               const size_t idx = from - 1 + n;
+                               if (idx >= g.events.size() || !same_event(e, g.events[idx])) {
+                                 bad = "read_all from " + std::to_string(from) +
+                                       " delivered a non-golden event at index " +
+                                       std::to_string(n) + ": " + OwnedEvent::from(e).describe();
+                                 return false;
+                               }
+                               ++n;
+                               return true;
+                             });
   *failed = !st.ok();
   if (!bad.empty()) return bad;
   if (!st.ok()) {
@@ -607,7 +609,7 @@ uint64_t evaluate(const Golden& g, const Flip& flip, std::string* failure) {
 
     size_t k = 0;
     std::string wrong;
-    Status st = store.read_all(GlobalPosition(1), {}, kUnlimited, [&](const RecordedEvent& e) {
+    Status st = store.read_all({.from = GlobalPosition(1)}, [&](const RecordedEvent& e) {
       if (k >= g.events.size() || !same_event(e, g.events[k])) {
         wrong = "read_all delivered a non-golden event at index " + std::to_string(k) + ": " +
                 OwnedEvent::from(e).describe();
@@ -638,16 +640,15 @@ uint64_t evaluate(const Golden& g, const Flip& flip, std::string* failure) {
       const std::vector<size_t>& idx = g.by_stream.at(id.name());
       size_t n = 0;
       std::string bad;
-      Status rs = store.read_stream(
-          id, StreamVersion(1), kUnlimited, ReadDirection::kForward, [&](const RecordedEvent& e) {
-            if (n >= idx.size() || !same_event(e, g.events[idx[n]])) {
-              bad = "read_stream " + id.name() + " delivered a non-golden event at version index " +
-                    std::to_string(n) + ": " + OwnedEvent::from(e).describe();
-              return false;
-            }
-            ++n;
-            return true;
-          });
+      Status rs = store.read_stream(id, {.from = StreamVersion(1)}, [&](const RecordedEvent& e) {
+        if (n >= idx.size() || !same_event(e, g.events[idx[n]])) {
+          bad = "read_stream " + id.name() + " delivered a non-golden event at version index " +
+                std::to_string(n) + ": " + OwnedEvent::from(e).describe();
+          return false;
+        }
+        ++n;
+        return true;
+      });
       if (!bad.empty()) {
         fail(bad);
       } else if (!rs.ok()) {

@@ -353,12 +353,15 @@ class ModelRun {
     if (want.size() > stop_after) want.resize(stop_after);
 
     std::vector<OwnedEvent> got;
-    Status st = store_->read_stream(s, StreamVersion(from), max_count,
-                                    forward ? ReadDirection::kForward : ReadDirection::kBackward,
-                                    [&](const RecordedEvent& e) {
-                                      got.push_back(OwnedEvent::from(e));
-                                      return got.size() < stop_after;
-                                    });
+    Status st = store_->read_stream(
+        s,
+        {.from = StreamVersion(from),
+         .max_count = max_count,
+         .direction = forward ? ReadDirection::kForward : ReadDirection::kBackward},
+        [&](const RecordedEvent& e) {
+          got.push_back(OwnedEvent::from(e));
+          return got.size() < stop_after;
+        });
     EVENTSOURCE_REQUIRE_OK(st);
     require_events_equal(got, want);
   }
@@ -403,10 +406,11 @@ class ModelRun {
 
     std::vector<OwnedEvent> got;
     Status st =
-        store_->read_all(GlobalPosition(from), filter, max_count, [&](const RecordedEvent& e) {
-          got.push_back(OwnedEvent::from(e));
-          return got.size() < stop_after;
-        });
+        store_->read_all({.from = GlobalPosition(from), .max_count = max_count, .filter = filter},
+                         [&](const RecordedEvent& e) {
+                           got.push_back(OwnedEvent::from(e));
+                           return got.size() < stop_after;
+                         });
     EVENTSOURCE_REQUIRE_OK(st);
     require_events_equal(got, want);
   }

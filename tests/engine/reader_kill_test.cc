@@ -124,23 +124,22 @@ class Poller {
     const uint64_t before = stats_.seen;
     uint64_t expected = stats_.seen + 1;
     bool stop = false;
-    Status st =
-        store_->read_all(GlobalPosition(expected), {}, kUnlimited, [&](const RecordedEvent& e) {
-          if (e.position.value != expected) {
-            note(&stats_.gaps, "read_all gave position " + std::to_string(e.position.value) +
-                                   ", expected " + std::to_string(expected));
-            stop = true;
-            return false;
-          }
-          std::string why = check_event(e);
-          if (!why.empty()) {
-            note(&stats_.wrong_events, why);
-            stop = true;
-            return false;
-          }
-          ++expected;
-          return true;
-        });
+    Status st = store_->read_all({.from = GlobalPosition(expected)}, [&](const RecordedEvent& e) {
+      if (e.position.value != expected) {
+        note(&stats_.gaps, "read_all gave position " + std::to_string(e.position.value) +
+                               ", expected " + std::to_string(expected));
+        stop = true;
+        return false;
+      }
+      std::string why = check_event(e);
+      if (!why.empty()) {
+        note(&stats_.wrong_events, why);
+        stop = true;
+        return false;
+      }
+      ++expected;
+      return true;
+    });
     if (!st.ok()) count_error("read_all", st);
     if (stop) return now;
     const uint64_t got = expected - 1;

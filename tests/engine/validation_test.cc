@@ -190,10 +190,11 @@ TEST_SUITE("validation") {
         called = true;
         return true;
       };
-      EVENTSOURCE_CHECK_CODE(store->read_stream(StreamId{"Order", "1"}, StreamVersion(1), 10,
-                                                ReadDirection::kForward, fn),
+      EVENTSOURCE_CHECK_CODE(store->read_stream(StreamId{"Order", "1"},
+                                                {.from = StreamVersion(1), .max_count = 10}, fn),
                              Code::kClosed);
-      EVENTSOURCE_CHECK_CODE(store->read_all(GlobalPosition(1), {}, 10, fn), Code::kClosed);
+      EVENTSOURCE_CHECK_CODE(store->read_all({.from = GlobalPosition(1), .max_count = 10}, fn),
+                             Code::kClosed);
       CHECK_FALSE(called);
       EVENTSOURCE_CHECK_CODE(store->refresh(), Code::kClosed);
       EVENTSOURCE_CHECK_CODE(store->checkpoint(), Code::kClosed);

@@ -54,7 +54,10 @@ uint64_t make_store(const std::string& path, int batches, size_t payload = 100) 
   REQUIRE(s.ok());
   for (int b = 0; b < batches; ++b) {
     std::vector<EventData> ev(2);
-    for (auto& e : ev) e.type = "T", e.payload = std::string(payload, 'a' + b % 26);
+    for (auto& e : ev) {
+      e.type = std::string(1, 'T');  // (not = "T": GCC 12 -Wrestrict false positive)
+      e.payload = std::string(payload, static_cast<char>('a' + b % 26));
+    }
     REQUIRE((*s)->append(StreamId{"V", std::to_string(b % 3)}, ExpectedVersion::any(), ev).ok());
   }
   REQUIRE((*s)->close().ok());

@@ -196,7 +196,7 @@ TEST_CASE(
   CHECK(refused.status().code() == Code::kClosed);
   // Reads go on.
   int n = 0;
-  CHECK((*s)->read_stream(StreamId{"A", "1"}, StreamVersion(1), 100, ReadDirection::kForward,
+  CHECK((*s)->read_stream(StreamId{"A", "1"}, {.from = StreamVersion(1), .max_count = 100},
                           [&](const RecordedEvent&) { return ++n, true; })
             .ok());
   CHECK(n >= 2);
@@ -248,7 +248,7 @@ TEST_CASE(
     if (!s.ok()) return "open after repair: " + s.status().to_string();
     uint64_t n = 0;
     std::string bad;
-    Status st = (*s)->read_all(GlobalPosition(1), {}, ~0ull, [&](const RecordedEvent& e) {
+    Status st = (*s)->read_all({.from = GlobalPosition(1)}, [&](const RecordedEvent& e) {
       std::string want = fmt::format("batch-{:03}-event-{}-", n / 2, n % 2);
       if (e.payload.substr(0, want.size()) != want)
         bad = "unexpected event at " + std::to_string(n);

@@ -68,7 +68,7 @@ std::string check_store(const std::string& path, const WorkloadConfig& config,
   std::vector<int> order;
   std::set<Uuid> ids;
   std::string error;
-  Status s = store->read_all(GlobalPosition(1), {}, ~0ull, [&](const RecordedEvent& e) {
+  Status s = store->read_all({.from = GlobalPosition(1)}, [&](const RecordedEvent& e) {
     int b = -1, i = -1, n = -1;
     if (std::sscanf(std::string(e.payload.substr(0, 40)).c_str(), "b=%d i=%d n=%d;", &b, &i, &n) !=
             3 ||

@@ -68,18 +68,17 @@ void read_everything(const Store& store, const char* what) {
   uint64_t next = 1;
   std::string first_type, first_stream_type, first_tenant;
   bool consecutive = true;
-  Status s =
-      store.read_all(GlobalPosition(1), ReadFilter{}, kUnlimited, [&](const RecordedEvent& e) {
-        eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
-        if (e.position.value != next) consecutive = false;
-        if (next == 1) {
-          first_type.assign(e.type);
-          first_stream_type.assign(e.stream_type);
-          first_tenant.assign(e.tenant);
-        }
-        next = e.position.value + 1;
-        return true;
-      });
+  Status s = store.read_all({.from = GlobalPosition(1)}, [&](const RecordedEvent& e) {
+    eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
+    if (e.position.value != next) consecutive = false;
+    if (next == 1) {
+      first_type.assign(e.type);
+      first_stream_type.assign(e.stream_type);
+      first_tenant.assign(e.tenant);
+    }
+    next = e.position.value + 1;
+    return true;
+  });
   if (s.ok())
     FUZZ_CHECK(consecutive && next == committed + 1,
                std::string(what) + ": read_all returned ok after delivering positions up to " +
@@ -92,14 +91,14 @@ void read_everything(const Store& store, const char* what) {
   filter.stream_type = first_stream_type;
   filter.tenant = first_tenant;
   store
-      .read_all(GlobalPosition(1), filter, kUnlimited,
+      .read_all({.from = GlobalPosition(1), .filter = filter},
                 [](const RecordedEvent& e) {
                   eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
                   return true;
                 })
       .ignore_error();
   store
-      .read_all(GlobalPosition(committed / 2 + 1), ReadFilter{}, 3,
+      .read_all({.from = GlobalPosition(committed / 2 + 1), .max_count = 3},
                 [](const RecordedEvent& e) {
                   eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
                   return true;
@@ -111,13 +110,12 @@ void read_everything(const Store& store, const char* what) {
     const uint64_t version = info.version.value;
     uint64_t want = 1;
     bool in_order = true;
-    Status f = store.read_stream(
-        id, StreamVersion(1), kUnlimited, ReadDirection::kForward, [&](const RecordedEvent& e) {
-          eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
-          in_order &= e.version.value == want && e.stream_type == id.type && e.stream_id == id.id;
-          ++want;
-          return true;
-        });
+    Status f = store.read_stream(id, {.from = StreamVersion(1)}, [&](const RecordedEvent& e) {
+      eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
+      in_order &= e.version.value == want && e.stream_type == id.type && e.stream_id == id.id;
+      ++want;
+      return true;
+    });
     if (f.ok())
       FUZZ_CHECK(in_order && want == version + 1, std::string(what) + ": read_stream forward of " +
                                                       id.name() +
@@ -126,7 +124,8 @@ void read_everything(const Store& store, const char* what) {
     in_order = true;
     uint64_t got = 0;
     Status b = store.read_stream(
-        id, StreamVersion(0), kUnlimited, ReadDirection::kBackward, [&](const RecordedEvent& e) {
+        id, {.from = StreamVersion(0), .direction = ReadDirection::kBackward},
+        [&](const RecordedEvent& e) {
           eventsource::fuzz::sink(eventsource::fuzz::touch_event(e));
           in_order &= e.version.value == want && e.stream_type == id.type && e.stream_id == id.id;
           --want;

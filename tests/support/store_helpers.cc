@@ -49,20 +49,23 @@ std::string OwnedEvent::describe() const {
 ReadResult read_all_events(const Store& store, GlobalPosition from, const ReadFilter& filter,
                            uint64_t max_count) {
   ReadResult r;
-  r.status = store.read_all(from, filter, max_count, [&](const RecordedEvent& e) {
-    r.events.push_back(OwnedEvent::from(e));
-    return true;
-  });
+  r.status = store.read_all({.from = from, .max_count = max_count, .filter = filter},
+                            [&](const RecordedEvent& e) {
+                              r.events.push_back(OwnedEvent::from(e));
+                              return true;
+                            });
   return r;
 }
 
 ReadResult read_stream_events(const Store& store, const StreamId& stream, StreamVersion from,
                               uint64_t max_count, ReadDirection direction) {
   ReadResult r;
-  r.status = store.read_stream(stream, from, max_count, direction, [&](const RecordedEvent& e) {
-    r.events.push_back(OwnedEvent::from(e));
-    return true;
-  });
+  r.status =
+      store.read_stream(stream, {.from = from, .max_count = max_count, .direction = direction},
+                        [&](const RecordedEvent& e) {
+                          r.events.push_back(OwnedEvent::from(e));
+                          return true;
+                        });
   return r;
 }
 

@@ -29,9 +29,32 @@ enum class ReadDirection : uint8_t { kForward, kBackward };
 
 // Filters for read_all. Empty fields match everything.
 struct ReadFilter {
-  std::vector<std::string> event_types;  // any of these types
-  std::string stream_type;               // only streams of this type
-  std::optional<std::string> tenant;     // only this tenant ("" = events without tenant)
+  // (Members have initializers so designated initializers may omit any.)
+  std::vector<std::string> event_types = {};  // any of these types
+  std::string stream_type = {};               // only streams of this type
+  std::optional<std::string> tenant = {};     // only this tenant ("" = events without tenant)
+};
+
+// max_count for "as many as there are".
+inline constexpr uint64_t kNoLimit = ~uint64_t{0};
+
+// What read_stream reads. Example: {.from = StreamVersion(10), .max_count = 100}.
+struct ReadStreamOptions {
+  // Forward: the first version to read (0 or 1 = the first event).
+  // Backward: the version to read back from (0 or past the end = the last).
+  StreamVersion from = {};
+  // At most this many events (0 reads nothing).
+  uint64_t max_count = kNoLimit;
+  ReadDirection direction = ReadDirection::kForward;
+};
+
+// What read_all reads, in global order. Example: {.from = GlobalPosition(1001)}.
+struct ReadAllOptions {
+  // The first position to read (0 or 1 = the first event).
+  GlobalPosition from = {};
+  // At most this many events that pass `filter` (0 reads nothing).
+  uint64_t max_count = kNoLimit;
+  ReadFilter filter = {};
 };
 
 // Return true to continue, false to stop the read early.
@@ -125,16 +148,16 @@ class Store {
   Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
                               std::span<const EventData> events, const AppendOptions& options = {});
 
-  // Calls `fn` for up to `max_count` events of `stream`: forward from version
-  // `from` (1 = first), or backward from `from` (0 or past the end = last).
-  // A missing stream reads as empty (ok). Stops early when fn returns false.
-  Status read_stream(const StreamId& stream, StreamVersion from, uint64_t max_count,
-                     ReadDirection direction, const EventCallback& fn) const;
+  // Calls `fn` for the committed events of `stream` that `options` select,
+  // in version order (or reverse). A missing stream reads as empty (ok).
+  // Stops early when fn returns false. fn may call any read on this store.
+  Status read_stream(const StreamId& stream, const ReadStreamOptions& options,
+                     const EventCallback& fn) const;
 
-  // Calls `fn` for up to `max_count` events matching `filter` in global order,
-  // starting at position `from` (1 = first).
-  Status read_all(GlobalPosition from, const ReadFilter& filter, uint64_t max_count,
-                  const EventCallback& fn) const;
+  // Calls `fn` for the committed events that `options` select, in global
+  // order. Every committed position is delivered or the read fails with
+  // kCorruption naming segment and offset. fn may call any read on this store.
+  Status read_all(const ReadAllOptions& options, const EventCallback& fn) const;
 
   // Current version of a stream (0 if it does not exist).
   StreamVersion stream_version(const StreamId& stream) const;
