@@ -377,20 +377,20 @@ const uint8_t* FileLog::bytes(uint64_t slot, uint64_t* avail) const {
 
 }  // namespace
 
-Result<VerifyReport> Store::verify(const std::string& path, const ProgressCallback& progress,
-                                   std::shared_ptr<Os> os) {
-  Verifier v(path, os ? std::move(os) : default_os(), progress);
+Result<VerifyReport> Store::verify(const std::string& path, const VerifyOptions& options) {
+  Verifier v(path, options.os ? options.os : default_os(), options.progress);
   return v.run();
 }
 
-Result<RepairReport> Store::repair(const std::string& path, std::shared_ptr<Os> os) {
+Result<RepairReport> Store::repair(const std::string& path, const RepairOptions& repair_options) {
   RepairReport report;
   {
-    EVENTSOURCE_ASSIGN_OR_RETURN(VerifyReport before, verify(path, {}, os));
+    EVENTSOURCE_ASSIGN_OR_RETURN(VerifyReport before, verify(path, {.os = repair_options.os}));
     report.problems = std::move(before.problems);
   }
   StoreOptions options;
-  options.os = os;
+  options.os = repair_options.os;
+  options.file_mode = repair_options.file_mode;
   options.create = CreateMode::kMustExist;
   options.mode = OpenMode::kReadWrite;
   auto impl = std::make_unique<Impl>(path, options);

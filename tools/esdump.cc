@@ -686,7 +686,7 @@ int run_verify(const ParsedArgs& args) {
       std::fflush(stderr);
     };
   }
-  Result<VerifyReport> report = Store::verify(path, progress);
+  Result<VerifyReport> report = Store::verify(path, {.progress = progress});
   if (last_percent >= 0) std::fputs("\r\033[K", stderr);  // clear the progress line
   if (!report.ok()) {
     err("esdump verify: cannot verify {}: {}", path, report.status().to_string());

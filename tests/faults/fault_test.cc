@@ -264,7 +264,7 @@ TEST_CASE(
   {
     fs::copy_file(golden, dir.store(), fs::copy_options::overwrite_existing);
     auto os = std::make_shared<FaultyOs>();
-    auto r = Store::repair(dir.store(), os);
+    auto r = Store::repair(dir.store(), {.os = os});
     REQUIRE(r.ok());
     CHECK(r->changed);
     total = os->calls();
@@ -278,7 +278,7 @@ TEST_CASE(
     fs::copy_file(golden, dir.store());
     auto os = std::make_shared<FaultyOs>();
     os->fail_at(n, EIO, FaultKind::kError, Persistence::kPersistent);
-    auto r = Store::repair(dir.store(), os);
+    auto r = Store::repair(dir.store(), {.os = os});
     if (!r.ok())
       CHECK_MESSAGE(r.status().message().find(dir.store()) != std::string::npos,
                     "repair error does not name the store: ", r.status().to_string());

@@ -104,6 +104,20 @@ struct VerifyReport {
 // Progress callback for long operations: bytes done of total.
 using ProgressCallback = std::function<void(uint64_t done, uint64_t total)>;
 
+struct VerifyOptions {
+  // Called as verify goes through the data file (optional).
+  ProgressCallback progress = {};
+  // The file/OS layer, as StoreOptions::os. nullptr: the real one.
+  std::shared_ptr<Os> os = nullptr;
+};
+
+struct RepairOptions {
+  // The file/OS layer, as StoreOptions::os. nullptr: the real one.
+  std::shared_ptr<Os> os = nullptr;
+  // Permission bits of the side file that keeps the cut bytes.
+  uint32_t file_mode = 0600;
+};
+
 struct RepairReport {
   bool changed = false;         // false: nothing to repair
   GlobalPosition kept_through;  // last position kept
@@ -182,13 +196,12 @@ class Store {
   // Checks every checksum of the store at `path` without modifying it (works
   // while a writer is live). I/O failure to open is an error; damage is
   // reported in the VerifyReport.
-  static Result<VerifyReport> verify(const std::string& path, const ProgressCallback& progress = {},
-                                     std::shared_ptr<Os> os = nullptr);
+  static Result<VerifyReport> verify(const std::string& path, const VerifyOptions& options = {});
 
   // Cuts the log after the last good frame, saving the cut bytes to a side
   // file (`path` + ".cut-<unix time>"), then rewrites the checkpoint. Needs
   // the writer lock. Use when open() reports corruption before the durable end.
-  static Result<RepairReport> repair(const std::string& path, std::shared_ptr<Os> os = nullptr);
+  static Result<RepairReport> repair(const std::string& path, const RepairOptions& options = {});
 
   class Impl;
 
