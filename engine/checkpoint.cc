@@ -11,16 +11,60 @@ namespace fh = format::frame_header;
 namespace sh = format::segment_header;
 using format::SegmentKind;
 
+Status Store::Impl::checkpoint() {
+  OpGuard guard(*this);
+  if (!guard.ok()) return closed_status();
+  if (read_only_)
+    return Status(Code::kReadOnly,
+                  fmt::format("{}: checkpoint() on a store opened read-only; only the writer "
+                              "process writes checkpoints",
+                              path_));
+  MutexLock lock(&write_mu_);
+  return checkpoint_locked();
+}
+
 Status Store::Impl::checkpoint_locked() {
-  if (read_only_ || closed_) return Status();
+  Status s = write_checkpoint_locked();
+  if (s.ok()) {
+    checkpoint_failures_in_row_ = 0;
+    last_checkpoint_error_.clear();
+    return s;
+  }
+  ++checkpoint_failures_;
+  ++checkpoint_failures_in_row_;
+  last_checkpoint_error_ = s.to_string();
+  // 1, 2, 4 .. 64 s: a failing disk is not hammered with an fdatasync and a
+  // full index blob after every append.
+  const int64_t backoff_us = int64_t{1000000}
+                             << std::min<uint64_t>(checkpoint_failures_in_row_ - 1, 6);
+  checkpoint_retry_at_ = steady_us() + backoff_us;
+  return s;
+}
+
+void Store::Impl::auto_checkpoint_locked() {
+  if (poisoned_ || opt_.checkpoint_interval_bytes == 0 ||
+      bytes_since_checkpoint_ < opt_.checkpoint_interval_bytes)
+    return;
+  if (checkpoint_failures_in_row_ > 0 && steady_us() < checkpoint_retry_at_) return;
+  // A failed checkpoint does not undo the append; stats() reports it.
+  checkpoint_locked().ignore_error();
+}
+
+Status Store::Impl::write_checkpoint_locked() {
+  if (read_only_) return Status();
   if (poisoned_)
     return closed(
         fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
-  if (next_position_ - 1 == index_covers_ && index_slot_ != kNoSlot && ckpt_ &&
-      ckpt_->durable_position == index_covers_)
-    return Status();  // nothing written since the last checkpoint
+  uint64_t old_slot = kNoSlot;
   {
-    std::unique_lock lock(sync_mu_);
+    ReaderLock ix(&index_mu_);
+    if (next_position_ - 1 == index_covers_ && index_slot_ != kNoSlot && ckpt_ &&
+        ckpt_->durable_position == index_covers_)
+      return Status();  // nothing written since the last checkpoint
+    old_slot = index_slot_;
+  }
+  {
+    MutexLock lock(&sync_mu_);
     while (syncing_) sync_cv_.wait(lock);
     Status s = sync_data("checkpoint");
     if (!s.ok()) {
@@ -28,11 +72,15 @@ Status Store::Impl::checkpoint_locked() {
       sync_cv_.notify_all();
       return s;
     }
-    synced_.store(written_.load());
-    publish_committed(written_.load());
+    store_max(synced_, written_.load());
   }
+  publish_committed(written_.load());  // durable now, so committed
   const uint64_t covers = next_position_ - 1;
-  std::string blob = index_.build_blob(covers, tail_offset_, seed_);
+  std::string blob;
+  {
+    ReaderLock ix(&index_mu_);  // no batch is pending: the index holds them all
+    blob = index_.build_blob(covers, tail_offset_, seed_);
+  }
   uint64_t count = (sh::kSize + blob.size() + seg_size_ - 1) / seg_size_;
   EVENTSOURCE_ASSIGN_OR_RETURN(uint64_t slot,
                                allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
@@ -51,15 +99,19 @@ Status Store::Impl::checkpoint_locked() {
   c.index_slot = slot;
   c.index_epoch = slots_[slot].epoch;
   c.written_us = now_us();
-  EVENTSOURCE_RETURN_IF_ERROR(write_checkpoint_file(*os_, path_, c, seed_, opt_.file_mode));
+  s = write_checkpoint_file(*os_, path_, c, seed_, opt_.file_mode);
+  if (!s.ok()) {
+    // The old checkpoint still names the old index: the new one is garbage.
+    free_index_segment(slot).ignore_error();  // else freed at the next open
+    return s;
+  }
   ckpt_ = c;
   // Swap the in-memory index onto the new persisted one.
   int err = 0;
   size_t len = count * seg_size_;
   const void* m = os_->map_read(fd_, slot_offset(slot), len, &err);
-  uint64_t old_slot = index_slot_;
   if (m != nullptr) {
-    std::unique_lock ix(index_mu_);
+    WriterLock ix(&index_mu_);
     StreamIndex fresh;
     StreamIndex::BlobInfo info;
     std::string why = fresh.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, blob.size(),
@@ -76,7 +128,7 @@ Status Store::Impl::checkpoint_locked() {
     index_epoch_ = c.index_epoch;
     index_covers_ = covers;
   } else {
-    std::unique_lock ix(index_mu_);
+    WriterLock ix(&index_mu_);
     index_slot_ = slot;
     index_epoch_ = c.index_epoch;
     index_covers_ = covers;

@@ -14,46 +14,56 @@ namespace sh = format::segment_header;
 using format::SegmentKind;
 
 void Store::Impl::publish_committed(uint64_t position) {
-  uint64_t cur = committed_.load(std::memory_order_relaxed);
-  while (cur < position &&
-         !committed_.compare_exchange_weak(cur, position, std::memory_order_release)) {
+  MutexLock pending(&pending_mu_);
+  if (committed_.load(std::memory_order_acquire) >= position) return;
+  // Batches are pending in position order, and `position` ends one of them.
+  WriterLock ix(&index_mu_);
+  while (!pending_.empty() && pending_.front().last_position <= position) {
+    PendingBatch& b = pending_.front();
+    StreamIndex::Entry& e = index_.get_or_add(b.key, b.type_len);
+    e.delta.insert(e.delta.end(), b.locators.begin(), b.locators.end());
+    index_.note_added(b.locators.size());
+    pending_.pop_front();
   }
+  committed_.store(position, std::memory_order_release);
 }
 
 Status Store::Impl::wait_durable(uint64_t position, Durability mode) {
-  std::unique_lock lock(sync_mu_);
-  while (synced_.load() < position) {
-    if (poisoned_) return closed(fmt::format("{}: not durable: {}", path_, poison_message()));
-    if (syncing_) {
-      sync_cv_.wait(lock);
-      continue;
-    }
-    // This thread leads the next sync; it covers everything written before
-    // `target` is read, so appenders that wrote meanwhile ride along.
-    syncing_ = true;
-    lock.unlock();
-    if (mode == Durability::kGroup && opt_.group_commit_window_us > 0 && in_flight_.load() > 1)
-      std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_window_us));
-    const uint64_t target = written_.load();
-    int r = os_->fdatasync(fd_);
-    lock.lock();
-    syncing_ = false;
-    if (r < 0) {
-      // Never retried: the kernel may have dropped the dirty pages.
-      Status failed = io_error(fmt::format("{}: fdatasync failed: {}; the append is not "
-                                           "acknowledged and the store refuses writes until it "
-                                           "is reopened and recovered",
-                                           path_, errno_text(-r)),
-                               -r);
-      poison(failed).ignore_error();
+  {
+    MutexLock lock(&sync_mu_);
+    while (synced_.load() < position) {
+      if (poisoned_) return closed(fmt::format("{}: not durable: {}", path_, poison_message()));
+      if (syncing_) {
+        sync_cv_.wait(lock);
+        continue;
+      }
+      // This thread leads the next sync; it covers everything written before
+      // `target` is read, so appenders that wrote meanwhile ride along.
+      syncing_ = true;
+      lock.unlock();
+      if (mode == Durability::kGroup && opt_.group_commit_window_us > 0 && in_flight_.load() > 1)
+        std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_window_us));
+      const uint64_t target = written_.load();
+      int r = os_->fdatasync(fd_);
+      lock.lock();
+      syncing_ = false;
+      if (r < 0) {
+        // Never retried: the kernel may have dropped the dirty pages.
+        Status failed = io_error(fmt::format("{}: fdatasync failed: {}; the append is not "
+                                             "acknowledged and the store refuses writes until it "
+                                             "is reopened and recovered",
+                                             path_, errno_text(-r)),
+                                 -r);
+        poison(failed).ignore_error();
+        sync_cv_.notify_all();
+        return failed;
+      }
+      store_max(synced_, target);
       sync_cv_.notify_all();
-      return failed;
     }
-    uint64_t cur = synced_.load();
-    if (target > cur) synced_.store(target);
-    publish_committed(target);
-    sync_cv_.notify_all();
   }
+  // Durable (by this sync, another appender's, or a segment roll's): visible.
+  publish_committed(position);
   return Status();
 }
 

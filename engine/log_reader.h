@@ -19,6 +19,7 @@ struct EventSeg {
   uint64_t slot = 0;
   uint64_t epoch = 0;
   uint64_t first_position = 0;
+  bool operator==(const EventSeg&) const = default;
 };
 
 // Where the walk found bytes that do not continue the log.

@@ -80,19 +80,22 @@ Status Store::Impl::read_stream(const StreamId& stream, const ReadStreamOptions&
   const StreamVersion from = options.from;
   const uint64_t max_count = options.max_count;
   const ReadDirection direction = options.direction;
-  if (closed_) return closed(fmt::format("{}: store is closed", path_));
+  OpGuard guard(*this);
+  if (!guard.ok()) return closed_status();
   const std::string key = stream_key(stream);
   std::vector<uint64_t> locs;  // per call: fn may read again on this thread
   uint64_t first_version = 0;
+  uint64_t committed = 0;
   {
-    std::shared_lock ix(index_mu_);
+    ReaderLock ix(&index_mu_);  // the index holds committed events only
+    committed = committed_.load(std::memory_order_acquire);
     const StreamIndex::Entry* e = index_.find(key);
     if (e == nullptr || max_count == 0) return Status();
     std::string why = StreamIndex::verify_entry(*e, seed_);
     if (!why.empty())
       return corruption(
           fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
-          static_cast<int64_t>(index_slot_), -1);
+          static_cast<int64_t>(index_slot_ == kNoSlot ? -1 : index_slot_), -1);
     const uint64_t version = e->version();
     if (direction == ReadDirection::kForward) {
       uint64_t start = std::max<uint64_t>(from.value, 1);
@@ -106,7 +109,6 @@ Status Store::Impl::read_stream(const StreamId& stream, const ReadStreamOptions&
       first_version = start;
     }
   }
-  const uint64_t committed = committed_.load(std::memory_order_acquire);
   DecodeCache cache;
   for (size_t i = 0; i < locs.size(); ++i) {
     RecordedEvent ev;
@@ -131,7 +133,8 @@ Status Store::Impl::read_stream(const StreamId& stream, const ReadStreamOptions&
 Status Store::Impl::read_all(const ReadAllOptions& options, const EventCallback& fn) const {
   const ReadFilter& filter = options.filter;
   const uint64_t max_count = options.max_count;
-  if (closed_) return closed(fmt::format("{}: store is closed", path_));
+  OpGuard guard(*this);
+  if (!guard.ok()) return closed_status();
   const uint64_t committed = committed_.load(std::memory_order_acquire);
   const uint64_t want = std::max<uint64_t>(options.from.value, 1);
   if (want > committed || max_count == 0) return Status();
@@ -204,27 +207,51 @@ Status Store::Impl::read_all(const ReadAllOptions& options, const EventCallback&
 }
 
 Result<GlobalPosition> Store::Impl::refresh() {
-  if (closed_) return closed(fmt::format("{}: store is closed", path_));
+  OpGuard guard(*this);
+  if (!guard.ok()) return closed_status();
   if (!read_only_) return GlobalPosition(committed_.load());
-  std::lock_guard lock(write_mu_);
+  MutexLock lock(&write_mu_);
   EVENTSOURCE_RETURN_IF_ERROR(read_slots());
-  uint32_t nsegs = seg_count_.load();
-  if (nsegs == 0) return GlobalPosition(committed_.load());
+  const std::shared_ptr<const SegTable> segs = seg_table();
+  if (segs->empty()) return GlobalPosition(committed_.load());
   size_t si = 0;
   uint64_t off = 0;
-  if (tail_offset_ == 0) {
-    off = slot_offset(segs_[0].slot) + sh::kSize;
-  } else {
-    for (uint32_t i = 0; i < nsegs; ++i)
-      if (segs_[i].slot == tail_slot_ && segs_[i].epoch == tail_epoch_) si = i;
+  if (tail_offset_ != 0) {
+    for (size_t i = 0; i < segs->size(); ++i)
+      if ((*segs)[i].slot == tail_slot_ && (*segs)[i].epoch == tail_epoch_) si = i;
     off = tail_offset_;
   }
+  // scan_log publishes what it indexed as committed, in one step with the
+  // index. A bad frame at the tail of a live store is a write in progress;
+  // damage before the tail is reported by read_all/read_stream and verify.
   std::optional<BadFrame> bad;
   EVENTSOURCE_RETURN_IF_ERROR(scan_log(si, off, next_position_, &bad));
-  // A bad frame at the tail of a live store is a write in progress; damage
-  // before the tail is reported by read_all/read_stream and verify.
-  publish_committed(next_position_ - 1);
   return GlobalPosition(committed_.load());
+}
+
+StreamVersion Store::Impl::stream_version(const StreamId& stream) const {
+  OpGuard guard(*this);
+  if (!guard.ok()) return StreamVersion(0);
+  ReaderLock ix(&index_mu_);
+  const StreamIndex::Entry* e = index_.find(stream_key(stream));
+  return StreamVersion(e ? e->version() : 0);
+}
+
+std::vector<StreamInfo> Store::Impl::list_streams() const {
+  std::vector<StreamInfo> out;
+  OpGuard guard(*this);
+  if (!guard.ok()) return out;
+  {
+    ReaderLock ix(&index_mu_);
+    out.reserve(index_.stream_count());
+    for (const auto& [key, e] : index_.entries())
+      out.push_back(StreamInfo{key.substr(0, e.type_len), key.substr(e.type_len + 1),
+                               StreamVersion(e.version())});
+  }
+  std::sort(out.begin(), out.end(), [](const StreamInfo& a, const StreamInfo& b) {
+    return std::tie(a.type, a.id) < std::tie(b.type, b.id);
+  });
+  return out;
 }
 
 }  // namespace eventsource

@@ -39,6 +39,12 @@ Status Store::Impl::create_file() {
 }
 
 Status Store::Impl::open() {
+  // Nothing else can reach this Impl yet; the lock is for the analysis.
+  MutexLock lock(&write_mu_);
+  return open_locked();
+}
+
+Status Store::Impl::open_locked() {
   bool created = false;
   int flags = read_only_ ? O_RDONLY : O_RDWR;
   fd_ = os_->open(path_, flags, 0);
@@ -100,7 +106,6 @@ Status Store::Impl::open() {
   seg_shift_ = static_cast<unsigned>(__builtin_ctzll(seg_size_));  // a power of two (checked)
   map_cap_ = kMaxSlots;
   maps_ = std::make_unique<std::atomic<const uint8_t*>[]>(map_cap_);
-  segs_ = std::make_unique<EventSeg[]>(map_cap_);
   for (size_t i = 0; i < map_cap_; ++i) maps_[i].store(nullptr, std::memory_order_relaxed);
 
   if (!read_only_ && size > static_cast<int64_t>(format::kFileHeaderSize) &&
@@ -132,7 +137,7 @@ Status Store::Impl::open() {
   }
   if (bad) {
     uint64_t durable = ckpt_ ? ckpt_->durable_position : 0;
-    const EventSeg& seg = segs_[bad->seg_index];
+    const EventSeg seg = (*seg_table())[bad->seg_index];
     if (bad->expected_position <= durable || later_frame_proves_durable(*bad))
       return corruption(fmt::format("{}: {} (position {} was durable; open refuses to drop it: "
                                     "run 'esdump verify {}' for a full report, 'esdump repair {}' "
@@ -148,9 +153,15 @@ Status Store::Impl::open() {
       EVENTSOURCE_RETURN_IF_ERROR(cut_log(*bad, &side, &cut, /*save_side_file=*/false));
     }
   }
-  committed_.store(next_position_ - 1, std::memory_order_release);
+  uint64_t index_covers = 0, index_slot = kNoSlot;
+  {
+    WriterLock ix(&index_mu_);
+    committed_.store(next_position_ - 1, std::memory_order_release);
+    index_covers = index_covers_;
+    index_slot = index_slot_;
+  }
   written_.store(next_position_ - 1);
-  if (!read_only_ && next_position_ - 1 > index_covers_) {
+  if (!read_only_ && next_position_ - 1 > index_covers) {
     // Everything recovered past the checkpoint becomes durable now, so the
     // durable hints written into new frames are exact. (A clean open has
     // nothing past the checkpoint and skips this sync.)
@@ -162,7 +173,7 @@ Status Store::Impl::open() {
     // or written by a checkpoint that crashed before its rename): free them.
     for (uint64_t slot = 0; slot < slots_.size(); ++slot)
       if (slots_[slot].kind == SegmentKind::kIndex && slots_[slot].slot_count > 0 &&
-          slot != index_slot_)
+          slot != index_slot)
         EVENTSOURCE_RETURN_IF_ERROR(free_index_segment(slot));
   }
   return Status();
@@ -183,7 +194,8 @@ Status Store::Impl::read_slots() {
   size_t known = slots_.size();
   slots_.resize(nslots);
   std::vector<EventSeg> events;
-  for (uint32_t i = 0; i < seg_count_.load(); ++i) events.push_back(segs_[i]);
+  const std::shared_ptr<const SegTable> known_segs = seg_table();
+  for (const EventSeg& e : *known_segs) events.push_back(e);
   for (uint64_t slot = 0; slot < nslots; ++slot) {
     // On refresh (read-only) re-read all but event segments: the writer frees
     // index segments and reuses slots.
@@ -246,16 +258,16 @@ Status Store::Impl::read_slots() {
                         static_cast<int64_t>(events[i].slot),
                         static_cast<int64_t>(slot_offset(events[i].slot)));
     EVENTSOURCE_RETURN_IF_ERROR(map_slot(events[i].slot));
-    segs_[i] = events[i];
   }
-  seg_count_.store(static_cast<uint32_t>(events.size()), std::memory_order_release);
+  // Published whole: readers keep using the table they started with.
+  if (events != *known_segs) set_seg_table(std::move(events));
   return Status();
 }
 
 Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan_off,
                                               uint64_t* expected) {
   *scan_seg = 0;
-  *scan_off = seg_count_ > 0 ? slot_offset(segs_[0].slot) + sh::kSize : 0;
+  *scan_off = 0;  // the first frame of segment *scan_seg
   *expected = 1;
   if (repair_mode_) return Status();  // full scan; close() writes a fresh checkpoint
   EVENTSOURCE_ASSIGN_OR_RETURN(
@@ -289,6 +301,7 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
                     where(c.index_slot, slot_offset(c.index_slot)));
     return Status();
   }
+  WriterLock ix(&index_mu_);  // (open: nothing else runs yet)
   int err = 0;
   size_t len = si.slot_count * seg_size_;
   const void* m = os_->map_read(fd_, slot_offset(c.index_slot), len, &err);
@@ -323,12 +336,13 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   if (info.covers_position > 0) {
     // -1: a last frame that fills its segment ends exactly at the next slot.
     uint64_t slot = slot_of(info.log_end_offset - 1);
-    for (uint32_t i = 0; i < seg_count_; ++i) {
-      if (segs_[i].slot == slot) {
+    const std::shared_ptr<const SegTable> segs = seg_table();
+    for (size_t i = 0; i < segs->size(); ++i) {
+      if ((*segs)[i].slot == slot) {
         *scan_seg = i;
         *scan_off = info.log_end_offset;
         tail_slot_ = slot;
-        tail_epoch_ = segs_[i].epoch;
+        tail_epoch_ = (*segs)[i].epoch;
         tail_offset_ = info.log_end_offset;
         last_frame_offset_ = c.last_frame_offset;
         return Status();
@@ -360,6 +374,7 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   std::string err;
   std::string key;
   Status status;
+  const StreamIndex* index = &index_;  // (index_mu_ is held; the lambda cannot show it)
   bool ok = for_each_record(
       frame, h, seed_, &buf, &err,
       [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
@@ -376,7 +391,7 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
         size_t k = 0;
         while (k < streams.size() && streams[k].key != key) ++k;
         if (k == streams.size()) {
-          const StreamIndex::Entry* e = index_.find(key);
+          const StreamIndex::Entry* e = index->find(key);
           streams.push_back(
               {key, static_cast<uint8_t>(ev.stream_type.size()), e ? e->version() : 0});
         }
@@ -411,7 +426,7 @@ Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expecte
   bad->reset();
   MappedLog log(*this);
   LogReader reader(log, seg_index, offset, expected);
-  std::unique_lock ix(index_mu_);
+  WriterLock ix(&index_mu_);
   LogFrame f;
   BadFrame b;
   std::optional<size_t> frames_seg;  // segment of the last good frame
@@ -434,6 +449,9 @@ Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expecte
     if (step == LogReader::Step::kBad) *bad = std::move(b);
     break;
   }
+  // What was indexed is committed: in one step with the index (a read-only
+  // handle's readers never see a stream version ahead of its events).
+  committed_.store(next_position_ - 1, std::memory_order_release);
   // Appends continue where the walk stopped: after the last good frame, or
   // where it stopped in a later segment it went on to (the possibly empty
   // last segment, or one ended by junk that the next segment retried).
@@ -517,10 +535,11 @@ Status Store::Impl::save_ranges(const std::vector<Range>& ranges, std::string* s
 
 Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_t* bytes_cut,
                             bool save_side_file) {
-  uint32_t nsegs = seg_count_.load();
+  SegTable segs = *seg_table();
+  const size_t nsegs = segs.size();
   // Ranges to drop: the rest of the bad frame's segment, then whole later segments.
   std::vector<Range> ranges;
-  const EventSeg first = segs_[bad.seg_index];
+  const EventSeg first = segs[bad.seg_index];
   // A segment bad from its first frame on (e.g. it does not continue the
   // previous one) goes whole, header included.
   const bool drop_whole = bad.offset == slot_offset(first.slot) + sh::kSize;
@@ -529,7 +548,7 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
       {drop_whole ? slot_offset(first.slot) : bad.offset,
        slot_offset(first.slot) + seg_size_ - (drop_whole ? slot_offset(first.slot) : bad.offset)});
   for (size_t si = bad.seg_index + 1; si < nsegs; ++si)
-    ranges.push_back({slot_offset(segs_[si].slot), seg_size_});
+    ranges.push_back({slot_offset(segs[si].slot), seg_size_});
   *bytes_cut = 0;
   if (save_side_file) {
     EVENTSOURCE_RETURN_IF_ERROR(save_ranges(ranges, side_file, bytes_cut));
@@ -541,11 +560,13 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
     EVENTSOURCE_RETURN_IF_ERROR(zero_range(ranges[k].off, ranges[k].len,
                                            k == 0 && !drop_whole ? Space::kKeep : Space::kRelease));
   // Later segments are now all-zero slots: free.
+  // (Open and repair cut before any reader can see the store.)
   for (size_t si = keep_segs; si < nsegs; ++si) {
-    slots_[segs_[si].slot] = SlotInfo{};
-    os_->unmap(maps_[segs_[si].slot].exchange(nullptr), seg_size_);
+    slots_[segs[si].slot] = SlotInfo{};
+    os_->unmap(maps_[segs[si].slot].exchange(nullptr), seg_size_);
   }
-  seg_count_.store(static_cast<uint32_t>(keep_segs), std::memory_order_release);
+  segs.resize(keep_segs);
+  set_seg_table(std::move(segs));
   EVENTSOURCE_RETURN_IF_ERROR(sync_data("after cutting a torn tail"));
   if (!drop_whole) {
     tail_slot_ = first.slot;

@@ -29,13 +29,10 @@ std::string stream_key(const StreamId& s) {
   return k;
 }
 
-MappedLog::MappedLog(const Store::Impl& impl)
-    : impl_(impl), count_(impl.seg_count_.load(std::memory_order_acquire)) {
+MappedLog::MappedLog(const Store::Impl& impl) : impl_(impl), segs_(impl.seg_table()) {
   segment_size = impl.seg_size_;
   seed = impl.seed_;
 }
-
-const EventSeg& MappedLog::segment(size_t index) const { return impl_.segs_[index]; }
 
 const uint8_t* MappedLog::bytes(uint64_t slot, uint64_t* avail) const {
   *avail = segment_size;
@@ -43,12 +40,51 @@ const uint8_t* MappedLog::bytes(uint64_t slot, uint64_t* avail) const {
 }
 
 Store::Impl::Impl(std::string path, const StoreOptions& options)
-    : path_(std::move(path)), opt_(options) {
+    : path_(std::move(path)), opt_(options), segs_(std::make_shared<const SegTable>()) {
   os_ = opt_.os ? opt_.os : default_os();
   read_only_ = opt_.mode == OpenMode::kReadOnly;
 }
 
-Store::Impl::~Impl() { close().ignore_error(); }
+Store::Impl::~Impl() { release(/*checkpoint=*/true).ignore_error(); }
+
+std::shared_ptr<const Store::Impl::SegTable> Store::Impl::seg_table() const {
+  MutexLock lock(&seg_mu_);
+  return segs_;
+}
+
+void Store::Impl::set_seg_table(SegTable table) {
+  auto fresh = std::make_shared<const SegTable>(std::move(table));
+  MutexLock lock(&seg_mu_);
+  segs_ = std::move(fresh);
+}
+
+namespace {
+// The stores this thread is inside a call of (a read callback may call
+// again): close() from inside one would wait for itself.
+thread_local std::vector<const Store::Impl*> t_inside;
+}  // namespace
+
+Store::Impl::OpGuard::OpGuard(const Impl& impl) : impl_(impl) {
+  // Paired with release(): it sets closed_ and then waits for active_ops_
+  // to drain; seq_cst on both sides means either this call sees closed_ or
+  // release() sees this call.
+  impl_.active_ops_.fetch_add(1, std::memory_order_seq_cst);
+  ok_ = !impl_.closed_.load(std::memory_order_seq_cst);
+  t_inside.push_back(&impl_);
+}
+
+Store::Impl::OpGuard::~OpGuard() {
+  t_inside.pop_back();
+  if (impl_.active_ops_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      impl_.closed_.load(std::memory_order_seq_cst)) {
+    MutexLock lock(&impl_.close_mu_);
+    impl_.close_cv_.notify_all();
+  }
+}
+
+Status Store::Impl::closed_status() const {
+  return closed(fmt::format("{}: store is closed", path_));
+}
 
 std::string Store::Impl::where(uint64_t slot, uint64_t offset) const {
   return fmt::format("{}: segment {} offset {}", path_, slot, hex(offset));
@@ -81,49 +117,66 @@ Status Store::Impl::sync_data(const char* what) {
   return Status();
 }
 
-Status Store::Impl::close() { return release(/*checkpoint=*/!closed_); }
+Status Store::Impl::close() {
+  if (std::find(t_inside.begin(), t_inside.end(), this) != t_inside.end())
+    return invalid_argument(fmt::format(
+        "{}: close() called from inside a read callback of this store; it would wait for that "
+        "read to finish: return from the callback first",
+        path_));
+  return release(/*checkpoint=*/true);
+}
 
 Status Store::Impl::release(bool checkpoint) {
-  Status result;
-  if (checkpoint && fd_ >= 0 && !read_only_ && !poisoned_ && maps_) {
-    std::lock_guard lock(write_mu_);
-    result = checkpoint_locked();
+  closed_.store(true, std::memory_order_seq_cst);
+  {
+    MutexLock lock(&close_mu_);
+    while (active_ops_.load(std::memory_order_seq_cst) != 0) close_cv_.wait(lock);
   }
-  closed_ = true;
+  // No call is in flight and none can start: the rest runs alone, but under
+  // write_mu_ so that two closers release once.
+  MutexLock lock(&write_mu_);
+  if (fd_ < 0) return Status();
+  Status result;
+  if (checkpoint && !read_only_ && !poisoned_ && maps_) result = checkpoint_locked();
   if (maps_) {
     for (size_t i = 0; i < map_cap_; ++i) {
       const uint8_t* p = maps_[i].exchange(nullptr);
       if (p != nullptr) os_->unmap(p, seg_size_);
     }
   }
-  if (index_map_ != nullptr) os_->unmap(index_map_, index_map_len_);
-  index_map_ = nullptr;
-  if (fd_ >= 0) {
-    int r = os_->close(fd_);
-    if (r < 0 && result.ok())
-      result = io_error(fmt::format("{}: close failed: {}", path_, errno_text(-r)), -r);
+  {
+    WriterLock ix(&index_mu_);
+    if (index_map_ != nullptr) os_->unmap(index_map_, index_map_len_);
+    index_map_ = nullptr;
   }
+  int r = os_->close(fd_);
+  if (r < 0 && result.ok())
+    result = io_error(fmt::format("{}: close failed: {}", path_, errno_text(-r)), -r);
   fd_ = -1;
   return result;
 }
 
 StoreStats Store::Impl::stats() const {
   StoreStats st;
+  OpGuard guard(*this);
+  if (!guard.ok()) return st;
   st.format_version = header_.version;
   st.segment_size = seg_size_;
-  st.events = committed_.load();
-  st.first_position = GlobalPosition(st.events > 0 ? 1 : 0);
-  st.last_position = GlobalPosition(st.events);
   {
-    std::shared_lock ix(index_mu_);
+    ReaderLock ix(&index_mu_);  // the committed view: events and streams agree
+    st.events = committed_.load(std::memory_order_acquire);
     st.streams = index_.stream_count();
     st.index_persisted_position = index_covers_;
   }
-  uint32_t nsegs = seg_count_.load();
-  st.event_segments = nsegs;
+  st.first_position = GlobalPosition(st.events > 0 ? 1 : 0);
+  st.last_position = GlobalPosition(st.events);
+  st.event_segments = static_cast<uint32_t>(seg_table()->size());
   {
     // The slot table belongs to the writer.
-    std::lock_guard lock(write_mu_);
+    MutexLock lock(&write_mu_);
+    st.checkpoint_failures = checkpoint_failures_;
+    st.checkpoint_failures_in_row = checkpoint_failures_in_row_;
+    st.last_checkpoint_error = last_checkpoint_error_;
     uint64_t used = 0;
     for (uint64_t s = 0; s < slots_.size(); ++s) {
       if (slots_[s].kind == SegmentKind::kIndex && slots_[s].slot_count > 0) ++st.index_segments;
@@ -136,7 +189,7 @@ StoreStats Store::Impl::stats() const {
     // Log totals: the frames up to the committed position are walked once;
     // later calls walk only the frames committed since (stats_mu_ keeps
     // concurrent callers from walking twice).
-    std::lock_guard lock(stats_mu_);
+    MutexLock lock(&stats_mu_);
     LogTotals& t = totals_;
     const MappedLog log(*this);
     size_t si = 0;
@@ -207,38 +260,17 @@ Status Store::read_all(const ReadAllOptions& options, const EventCallback& fn) c
 }
 
 StreamVersion Store::stream_version(const StreamId& stream) const {
-  std::shared_lock ix(impl_->index_mu_);
-  const StreamIndex::Entry* e = impl_->index_.find(stream_key(stream));
-  return StreamVersion(e ? e->version() : 0);
+  return impl_->stream_version(stream);
 }
 
-std::vector<StreamInfo> Store::list_streams() const {
-  std::vector<StreamInfo> out;
-  {
-    std::shared_lock ix(impl_->index_mu_);
-    out.reserve(impl_->index_.stream_count());
-    for (const auto& [key, e] : impl_->index_.entries())
-      out.push_back(StreamInfo{key.substr(0, e.type_len), key.substr(e.type_len + 1),
-                               StreamVersion(e.version())});
-  }
-  std::sort(out.begin(), out.end(), [](const StreamInfo& a, const StreamInfo& b) {
-    return std::tie(a.type, a.id) < std::tie(b.type, b.id);
-  });
-  return out;
-}
+std::vector<StreamInfo> Store::list_streams() const { return impl_->list_streams(); }
 
 GlobalPosition Store::committed_position() const {
   return GlobalPosition(impl_->committed_.load(std::memory_order_acquire));
 }
 
 Result<GlobalPosition> Store::refresh() { return impl_->refresh(); }
-
-Status Store::checkpoint() {
-  if (impl_->closed_) return closed(fmt::format("{}: store is closed", impl_->path_));
-  std::lock_guard lock(impl_->write_mu_);
-  return impl_->checkpoint_locked();
-}
-
+Status Store::checkpoint() { return impl_->checkpoint(); }
 StoreStats Store::stats() const { return impl_->stats(); }
 const std::string& Store::path() const { return impl_->path_; }
 

@@ -4,16 +4,17 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
-#include <mutex>
-#include <shared_mutex>
+#include <deque>
 #include <string>
 #include <vector>
 
 #include "engine/checkpoint_file.h"
 #include "engine/frame.h"
 #include "engine/log_reader.h"
+#include "engine/mutex.h"
 #include "engine/os.h"
 #include "engine/segment.h"
 #include "engine/stream_index.h"
@@ -25,6 +26,20 @@ namespace eventsource {
 inline constexpr size_t kMaxSlots = 16384;
 
 inline std::string errno_text(int e) { return std::strerror(e); }
+
+// Microseconds on the steady clock (for intervals, not timestamps).
+inline int64_t steady_us() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// Raises `a` to `v` unless it is already higher.
+inline void store_max(std::atomic<uint64_t>& a, uint64_t v) {
+  uint64_t cur = a.load();
+  while (cur < v && !a.compare_exchange_weak(cur, v)) {
+  }
+}
 
 // "<type>-<id>", the stream index's key.
 std::string stream_key(const StreamId& s);
@@ -43,13 +58,13 @@ struct SlotInfo {
 class MappedLog final : public LogView {
  public:
   explicit MappedLog(const Store::Impl& impl);
-  size_t segment_count() const override { return count_; }
-  const EventSeg& segment(size_t index) const override;
+  size_t segment_count() const override { return segs_->size(); }
+  const EventSeg& segment(size_t index) const override { return (*segs_)[index]; }
   const uint8_t* bytes(uint64_t slot, uint64_t* avail) const override;
 
  private:
   const Store::Impl& impl_;
-  size_t count_;
+  std::shared_ptr<const std::vector<EventSeg>> segs_;
 };
 
 class Store::Impl {
@@ -57,11 +72,31 @@ class Store::Impl {
   Impl(std::string path, const StoreOptions& options);
   ~Impl();
 
-  Status open();
-  Status close();
+  Status open() EVENTSOURCE_EXCLUDES(write_mu_);
+  // Stops new operations (they get kClosed), waits for those in flight,
+  // writes a checkpoint (read-write), then releases the files. Idempotent.
+  // Errors: kInvalidArgument when called from inside a read callback of
+  // this store (it would wait for itself).
+  Status close() EVENTSOURCE_EXCLUDES(write_mu_);
   // Unmaps and closes the file (releasing the writer lock); writes a
   // checkpoint first when asked and possible. Idempotent.
-  Status release(bool checkpoint);
+  Status release(bool checkpoint) EVENTSOURCE_EXCLUDES(write_mu_);
+
+  // An operation in flight; ok() is false once the store is closed (then
+  // the operation must return closed_status()). Holds off release().
+  class OpGuard {
+   public:
+    explicit OpGuard(const Impl& impl);
+    ~OpGuard();
+    OpGuard(const OpGuard&) = delete;
+    OpGuard& operator=(const OpGuard&) = delete;
+    bool ok() const { return ok_; }
+
+   private:
+    const Impl& impl_;
+    bool ok_;
+  };
+  Status closed_status() const;
 
   // --- layout helpers ---
   uint64_t slot_offset(uint64_t slot) const { return format::kFileHeaderSize + slot * seg_size_; }
@@ -81,14 +116,17 @@ class Store::Impl {
   enum class Space : uint8_t { kKeep, kRelease };
   Status zero_range(uint64_t off, uint64_t len, Space space);
 
-  // --- open / recovery ---
+  // --- open / recovery (write_mu_ held, though nothing else runs yet) ---
+  Status open_locked() EVENTSOURCE_REQUIRES(write_mu_);
   Status create_file();
-  Status read_slots();
-  Status load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan_off, uint64_t* expected);
-  // Scans frames from (segs_[seg_index], offset), indexing events. Stops at
-  // the end of the log or the first bad frame (returned in *bad).
+  Status read_slots() EVENTSOURCE_REQUIRES(write_mu_);
+  Status load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan_off, uint64_t* expected)
+      EVENTSOURCE_REQUIRES(write_mu_);
+  // Scans frames from (segment seg_index, offset), indexing events, and
+  // publishes what it indexed as committed. Stops at the end of the log or
+  // the first bad frame (returned in *bad).
   Status scan_log(size_t seg_index, uint64_t offset, uint64_t expected,
-                  std::optional<BadFrame>* bad);
+                  std::optional<BadFrame>* bad) EVENTSOURCE_REQUIRES(write_mu_);
   // True when some frame after `bad` proves that the bad frame had been durable.
   bool later_frame_proves_durable(const BadFrame& bad) const;
   struct Range {
@@ -98,19 +136,34 @@ class Store::Impl {
   Status save_ranges(const std::vector<Range>& ranges, std::string* side_file,
                      uint64_t* bytes_saved);
   Status cut_log(const BadFrame& bad, std::string* side_file, uint64_t* bytes_cut,
-                 bool save_side_file);
-  Status index_frame(const uint8_t* frame, const FrameHeader& h, uint64_t offset, uint64_t slot);
+                 bool save_side_file) EVENTSOURCE_REQUIRES(write_mu_);
+  Status index_frame(const uint8_t* frame, const FrameHeader& h, uint64_t offset, uint64_t slot)
+      EVENTSOURCE_REQUIRES(index_mu_);
 
   // --- writes ---
   Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
-                              std::span<const EventData> events, const AppendOptions& options);
+                              std::span<const EventData> events, const AppendOptions& options)
+      EVENTSOURCE_EXCLUDES(write_mu_);
+  // The writer's view of stream `key`: its version counting pending
+  // batches too (the expected-version check runs ahead of the committed
+  // view), and the locators of its last min(n, version) events, oldest first.
+  Result<uint64_t> writer_tail(const std::string& key, size_t n, std::vector<uint64_t>* locators)
+      EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(pending_mu_, index_mu_);
   Result<uint64_t> allocate_slots(format::SegmentKind kind, uint64_t count, uint64_t first_position,
-                                  uint64_t payload_len);
-  Status roll_segment(uint64_t first_position);
-  Status free_index_segment(uint64_t slot);
-  Status wait_durable(uint64_t position, Durability mode);
-  Status checkpoint_locked();
-  void publish_committed(uint64_t position);
+                                  uint64_t payload_len) EVENTSOURCE_REQUIRES(write_mu_);
+  Status roll_segment(uint64_t first_position) EVENTSOURCE_REQUIRES(write_mu_);
+  Status free_index_segment(uint64_t slot) EVENTSOURCE_REQUIRES(write_mu_);
+  Status wait_durable(uint64_t position, Durability mode) EVENTSOURCE_EXCLUDES(sync_mu_);
+  // Writes a checkpoint and keeps its outcome for stats() (failures in a
+  // row set when the next automatic one may be tried).
+  Status checkpoint_locked() EVENTSOURCE_REQUIRES(write_mu_);
+  Status write_checkpoint_locked() EVENTSOURCE_REQUIRES(write_mu_);
+  // The automatic checkpoint after an append, when due: skipped while
+  // backing off after failures; its errors go to stats(), not the append.
+  void auto_checkpoint_locked() EVENTSOURCE_REQUIRES(write_mu_);
+  // Makes every batch up to `position` visible: moves pending batches into
+  // the index and advances committed_, together under index_mu_.
+  void publish_committed(uint64_t position) EVENTSOURCE_EXCLUDES(pending_mu_, index_mu_);
   Status poison(Status why);
 
   // --- reads ---
@@ -126,49 +179,102 @@ class Store::Impl {
   // mapping lives and `cache` is not used for another compressed frame.
   Status read_locator(uint64_t locator, RecordedEvent* ev, DecodeCache* cache) const;
   Status read_stream(const StreamId& stream, const ReadStreamOptions& options,
-                     const EventCallback& fn) const;
+                     const EventCallback& fn) const EVENTSOURCE_EXCLUDES(index_mu_);
   Status read_all(const ReadAllOptions& options, const EventCallback& fn) const;
-  Result<GlobalPosition> refresh();
-  StoreStats stats() const;
+  Result<GlobalPosition> refresh() EVENTSOURCE_EXCLUDES(write_mu_);
+  StreamVersion stream_version(const StreamId& stream) const EVENTSOURCE_EXCLUDES(index_mu_);
+  std::vector<StreamInfo> list_streams() const EVENTSOURCE_EXCLUDES(index_mu_);
+  Status checkpoint() EVENTSOURCE_EXCLUDES(write_mu_);
+  StoreStats stats() const EVENTSOURCE_EXCLUDES(write_mu_, index_mu_, stats_mu_);
 
   // --- state ---
+  // Lock order: write_mu_, then sync_mu_, then pending_mu_, then index_mu_,
+  // then seg_mu_; stats_mu_, poison_mu_ and close_mu_ are leaves.
+
+  // Set by open() and constant until release(): no lock.
   std::string path_;
   StoreOptions opt_;
   std::shared_ptr<Os> os_;
   bool read_only_ = false;
   int fd_ = -1;
-  std::atomic<bool> closed_{false};
   FileHeader header_;
   uint64_t seed_ = 0;
   uint64_t seg_size_ = 0;
   unsigned seg_shift_ = 0;
-
-  std::vector<SlotInfo> slots_;  // guarded by write_mu_
   size_t map_cap_ = 0;
+  // Mappings of event segments by slot, published with release stores and
+  // unmapped only by release() once no operation is in flight.
   std::unique_ptr<std::atomic<const uint8_t*>[]> maps_;
-  std::unique_ptr<EventSeg[]> segs_;
-  std::atomic<uint32_t> seg_count_{0};
+  // Repair mode (Store::repair): full scan, cut at the first bad frame, save the cut.
+  bool repair_mode_ = false;
+  RepairReport* repair_report_ = nullptr;
 
-  mutable std::shared_mutex index_mu_;
-  StreamIndex index_;
-  const uint8_t* index_map_ = nullptr;
-  size_t index_map_len_ = 0;
-  uint64_t index_slot_ = kNoSlot;
-  uint64_t index_epoch_ = 0;
-  uint64_t index_covers_ = 0;
-  std::optional<Checkpoint> ckpt_;
-  std::string ckpt_problem_;
+  // close(): operations in flight (reads, appends, checkpoints, refresh,
+  // stats) hold an OpGuard; release() waits for them to leave before it
+  // unmaps, and every call that starts after closed_ is set gets kClosed.
+  std::atomic<bool> closed_{false};
+  mutable std::atomic<int> active_ops_{0};
+  mutable Mutex close_mu_;
+  mutable CondVar close_cv_;
 
-  std::atomic<uint64_t> committed_{0};
+  // The writer: slots, the tail of the log, positions, checkpoints.
+  mutable Mutex write_mu_ EVENTSOURCE_ACQUIRED_BEFORE(sync_mu_);
+  std::vector<SlotInfo> slots_ EVENTSOURCE_GUARDED_BY(write_mu_);
+  uint64_t next_position_ EVENTSOURCE_GUARDED_BY(write_mu_) = 1;
+  uint64_t tail_offset_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;  // 0: no event segment yet
+  uint64_t tail_slot_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  uint64_t tail_epoch_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  uint64_t next_epoch_ EVENTSOURCE_GUARDED_BY(write_mu_) = 1;
+  uint64_t last_frame_offset_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  uint64_t bytes_since_checkpoint_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  FrameEncoder encoder_ EVENTSOURCE_GUARDED_BY(write_mu_);
+  std::optional<Checkpoint> ckpt_ EVENTSOURCE_GUARDED_BY(write_mu_);
+  std::string ckpt_problem_ EVENTSOURCE_GUARDED_BY(write_mu_);
+  // Checkpoints that failed; automatic ones back off: the next is tried no
+  // sooner than checkpoint_retry_at_ (steady clock, microseconds).
+  uint64_t checkpoint_failures_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  uint64_t checkpoint_failures_in_row_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  int64_t checkpoint_retry_at_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  std::string last_checkpoint_error_ EVENTSOURCE_GUARDED_BY(write_mu_);
 
-  mutable std::mutex write_mu_;
-  uint64_t next_position_ = 1;
-  uint64_t tail_offset_ = 0;  // 0: no event segment yet
-  uint64_t tail_slot_ = 0;
-  uint64_t tail_epoch_ = 0;
-  uint64_t next_epoch_ = 1;
-  uint64_t last_frame_offset_ = 0;
-  uint64_t bytes_since_checkpoint_ = 0;
+  // Group commit.
+  Mutex sync_mu_ EVENTSOURCE_ACQUIRED_BEFORE(pending_mu_);
+  CondVar sync_cv_;
+  bool syncing_ EVENTSOURCE_GUARDED_BY(sync_mu_) = false;
+  std::atomic<uint64_t> written_{0};  // last position written to the file
+  std::atomic<uint64_t> synced_{0};   // last position made durable
+  std::atomic<int> in_flight_{0};     // appends in progress (group-commit window)
+
+  // Batches written but not yet committed (their sync is pending), in
+  // position order. Readers never see them: publish_committed() moves them
+  // into the index and advances committed_ in one step under index_mu_.
+  struct PendingBatch {
+    uint64_t last_position;
+    std::string key;
+    uint8_t type_len;
+    std::vector<uint64_t> locators;
+  };
+  Mutex pending_mu_ EVENTSOURCE_ACQUIRED_BEFORE(index_mu_);
+  std::deque<PendingBatch> pending_ EVENTSOURCE_GUARDED_BY(pending_mu_);
+
+  // The committed view every read-side call reports: the stream index and
+  // committed_ change together under index_mu_.
+  mutable SharedMutex index_mu_ EVENTSOURCE_ACQUIRED_BEFORE(seg_mu_);
+  StreamIndex index_ EVENTSOURCE_GUARDED_BY(index_mu_);
+  const uint8_t* index_map_ EVENTSOURCE_GUARDED_BY(index_mu_) = nullptr;
+  size_t index_map_len_ EVENTSOURCE_GUARDED_BY(index_mu_) = 0;
+  uint64_t index_covers_ EVENTSOURCE_GUARDED_BY(index_mu_) = 0;
+  uint64_t index_slot_ EVENTSOURCE_GUARDED_BY(index_mu_) = kNoSlot;  // the persisted index
+  uint64_t index_epoch_ EVENTSOURCE_GUARDED_BY(index_mu_) = 0;
+  std::atomic<uint64_t> committed_{0};  // written only with index_mu_ held
+
+  // The event segments in log order: an immutable table, replaced whole.
+  using SegTable = std::vector<EventSeg>;
+  mutable Mutex seg_mu_;
+  std::shared_ptr<const SegTable> segs_ EVENTSOURCE_GUARDED_BY(seg_mu_);
+  std::shared_ptr<const SegTable> seg_table() const EVENTSOURCE_EXCLUDES(seg_mu_);
+  void set_seg_table(SegTable table) EVENTSOURCE_EXCLUDES(seg_mu_);
+
   // stats(): frame totals up to a cursor (the frame after the last counted
   // one), so each frame is walked once per handle.
   struct LogTotals {
@@ -181,24 +287,13 @@ class Store::Impl {
     uint64_t offset = 0;
     uint64_t expected = 1;  // 1: nothing counted yet
   };
-  mutable std::mutex stats_mu_;
-  mutable LogTotals totals_;  // guarded by stats_mu_
+  mutable Mutex stats_mu_;
+  mutable LogTotals totals_ EVENTSOURCE_GUARDED_BY(stats_mu_);
 
   std::atomic<bool> poisoned_{false};
-  mutable std::mutex poison_mu_;
-  Status poison_;  // guarded by poison_mu_
+  mutable Mutex poison_mu_;
+  Status poison_ EVENTSOURCE_GUARDED_BY(poison_mu_);
   std::string poison_message() const;
-  // Repair mode (Store::repair): full scan, cut at the first bad frame, save the cut.
-  bool repair_mode_ = false;
-  RepairReport* repair_report_ = nullptr;
-  FrameEncoder encoder_;
-
-  std::mutex sync_mu_;
-  std::condition_variable sync_cv_;
-  std::atomic<uint64_t> written_{0};
-  std::atomic<uint64_t> synced_{0};
-  bool syncing_ = false;
-  std::atomic<int> in_flight_{0};
 };
 
 }  // namespace eventsource

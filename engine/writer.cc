@@ -146,32 +146,62 @@ Status Store::Impl::roll_segment(uint64_t first_position) {
   Status s = sync_data("new segment header");
   if (!s.ok()) return poison(std::move(s));
   EVENTSOURCE_RETURN_IF_ERROR(map_slot(slot));
-  uint32_t n = seg_count_.load();
-  segs_[n] = EventSeg{slot, slots_[slot].epoch, first_position};
-  seg_count_.store(n + 1, std::memory_order_release);
+  SegTable table = *seg_table();
+  table.push_back(EventSeg{slot, slots_[slot].epoch, first_position});
+  set_seg_table(std::move(table));
   tail_slot_ = slot;
   tail_epoch_ = slots_[slot].epoch;
   tail_offset_ = slot_offset(slot) + sh::kSize;
-  synced_.store(written_.load());
+  store_max(synced_, written_.load());  // the sync covered every batch written so far
   return Status();
 }
 
 Status Store::Impl::poison(Status why) {
-  std::lock_guard lock(poison_mu_);
+  MutexLock lock(&poison_mu_);
   if (!poisoned_.load()) poison_ = why;
   poisoned_.store(true);
   return why;
 }
 
 std::string Store::Impl::poison_message() const {
-  std::lock_guard lock(poison_mu_);
+  MutexLock lock(&poison_mu_);
   return poison_.message();
+}
+
+Result<uint64_t> Store::Impl::writer_tail(const std::string& key, size_t n,
+                                          std::vector<uint64_t>* locators) {
+  // Both locks: a batch moves from pending to the index under them.
+  MutexLock pending(&pending_mu_);
+  ReaderLock ix(&index_mu_);
+  const StreamIndex::Entry* entry = index_.find(key);
+  const uint64_t committed = entry ? entry->version() : 0;
+  if (entry != nullptr) {
+    std::string why = StreamIndex::verify_entry(*entry, seed_);
+    if (!why.empty())
+      return corruption(
+          fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
+          index_slot_ == kNoSlot ? -1 : static_cast<int64_t>(index_slot_), -1);
+  }
+  uint64_t version = committed;
+  for (const PendingBatch& b : pending_)
+    if (b.key == key) version += b.locators.size();
+  const uint64_t want = std::min<uint64_t>(n, version);
+  locators->clear();
+  for (uint64_t v = version - want + 1; v <= committed; ++v) locators->push_back(entry->locator(v));
+  uint64_t v = committed;
+  for (const PendingBatch& b : pending_) {
+    if (b.key != key) continue;
+    for (uint64_t loc : b.locators)
+      if (++v > version - want) locators->push_back(loc);
+  }
+  return version;
 }
 
 Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion expected,
                                          std::span<const EventData> events,
                                          const AppendOptions& options) {
-  if (closed_) return closed(fmt::format("{}: store is closed", path_));
+  OpGuard guard(*this);
+  if (!guard.ok()) return closed_status();
   if (read_only_)
     return Status(Code::kReadOnly, fmt::format("{}: store was opened read-only", path_));
   EVENTSOURCE_RETURN_IF_ERROR(stream.validate());
@@ -215,37 +245,27 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
         path_, key, bytes, seg_size_));
   const Durability mode = options.durability.value_or(opt_.durability);
 
-  in_flight_.fetch_add(1);
+  in_flight_.fetch_add(1);  // for the group-commit window
   struct Leave {
     std::atomic<int>& n;
     ~Leave() { n.fetch_sub(1); }
   } leave{in_flight_};
 
   AppendResult result;
-  bool checkpoint_due = false;
   {
-    std::unique_lock lock(write_mu_);
-    if (closed_) return closed(fmt::format("{}: store is closed", path_));
+    MutexLock lock(&write_mu_);
     if (poisoned_)
       return closed(
           fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
-    const StreamIndex::Entry* entry = index_.find(key);
-    const uint64_t current = entry ? entry->version() : 0;
-    if (entry != nullptr) {
-      std::string why = StreamIndex::verify_entry(*entry, seed_);
-      if (!why.empty())
-        return corruption(
-            fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
-            static_cast<int64_t>(index_slot_), -1);
-    }
+    std::vector<uint64_t> tail;
+    EVENTSOURCE_ASSIGN_OR_RETURN(const uint64_t current, writer_tail(key, n, &tail));
     // Idempotent retry: the stream already ends with exactly these ids.
     if (all_ids && current >= n && expected.accepts(StreamVersion(current - n))) {
       bool same = true;
       DecodeCache cache;
       for (size_t i = 0; i < n && same; ++i) {
         RecordedEvent ev;
-        Status s = read_locator(entry->locator(current - n + 1 + i), &ev, &cache);
-        if (!s.ok()) return s;
+        EVENTSOURCE_RETURN_IF_ERROR(read_locator(tail[i], &ev, &cache));
         same = ev.id == events[i].id;
         if (i == 0) result.first_position = ev.position;
         result.last_position = ev.position;
@@ -280,15 +300,17 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
                                  opt_.compress_min_bytes, opt_.compression_level, seed_);
     EVENTSOURCE_RETURN_IF_ERROR(
         write_all(frame.data(), frame.size(), tail_offset_, "appending a batch"));
+    PendingBatch batch{first + n - 1, key, static_cast<uint8_t>(stream.type.size()), {}};
+    batch.locators.reserve(n);
+    const auto& offs = encoder_.record_offsets();
+    for (size_t i = 0; i < n; ++i)
+      batch.locators.push_back(
+          encoder_.compressed() ? (format::kLocatorCompressed | (uint64_t{i} << 48) | tail_offset_)
+                                : tail_offset_ + fh::kSize + offs[i]);
     {
-      std::unique_lock ix(index_mu_);
-      StreamIndex::Entry& e = index_.get_or_add(key, static_cast<uint8_t>(stream.type.size()));
-      const auto& offs = encoder_.record_offsets();
-      for (size_t i = 0; i < n; ++i)
-        e.delta.push_back(encoder_.compressed()
-                              ? (format::kLocatorCompressed | (uint64_t{i} << 48) | tail_offset_)
-                              : tail_offset_ + fh::kSize + offs[i]);
-      index_.note_added(n);
+      // Pending until committed: invisible to every read-side call.
+      MutexLock pending(&pending_mu_);
+      pending_.push_back(std::move(batch));
     }
     last_frame_offset_ = tail_offset_;
     tail_offset_ += frame.size();
@@ -298,22 +320,15 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     result.version = StreamVersion(current + n);
     result.first_position = GlobalPosition(first);
     result.last_position = GlobalPosition(first + n - 1);
-    if (mode == Durability::kNone) publish_committed(first + n - 1);
-    checkpoint_due = opt_.checkpoint_interval_bytes > 0 &&
-                     bytes_since_checkpoint_ >= opt_.checkpoint_interval_bytes;
-    if (checkpoint_due && mode == Durability::kNone) {
-      // A failed checkpoint does not undo the append; it is retried later.
-      checkpoint_locked().ignore_error();
-      checkpoint_due = false;
+    if (mode == Durability::kNone) {
+      publish_committed(first + n - 1);
+      auto_checkpoint_locked();
     }
   }
   if (mode != Durability::kNone) {
     EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
-    if (checkpoint_due) {
-      std::lock_guard lock(write_mu_);
-      if (!poisoned_ && bytes_since_checkpoint_ >= opt_.checkpoint_interval_bytes)
-        checkpoint_locked().ignore_error();
-    }
+    MutexLock lock(&write_mu_);
+    auto_checkpoint_locked();
   }
   return result;
 }

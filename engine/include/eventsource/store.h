@@ -82,6 +82,13 @@ struct StoreStats {
   uint64_t raw_record_bytes = 0;          // record bytes before compression
   uint64_t stored_record_bytes = 0;       // record bytes as stored (compressed or not)
   uint64_t index_persisted_position = 0;  // how far the persisted index reaches
+  // Automatic checkpoints (StoreOptions::checkpoint_interval_bytes) that
+  // failed since open, in all and in a row; after a failure the next one is
+  // tried no sooner than 1, 2, 4 .. 64 s later (appends never wait for it).
+  // A lagging checkpoint only makes the next open scan more log.
+  uint64_t checkpoint_failures = 0;
+  uint64_t checkpoint_failures_in_row = 0;
+  std::string last_checkpoint_error;  // "" when the last checkpoint succeeded
 };
 
 // One problem found by verify().
@@ -126,9 +133,21 @@ struct RepairReport {
   std::vector<VerifyProblem> problems;  // what was found before repairing
 };
 
-// Thread safety: safe for concurrent use. Appends from many threads are
-// serialized and group-committed; reads are concurrent with appends and with
-// each other and see the committed prefix.
+// Thread safety: safe for concurrent use, close() included. Appends from
+// many threads are serialized and group-committed; reads are concurrent with
+// appends and with each other.
+//
+// The committed view: every read-side call (read_stream, read_all,
+// stream_version, list_streams, stats, committed_position) reports the same
+// committed prefix of the log. An append is committed when it is
+// acknowledged: kNone once written, kGroup/kEach once its sync completed. A
+// batch whose sync is pending, or failed, is invisible to all of them.
+//
+// close() stops new calls (they return kClosed, or an empty/zero answer
+// where the call returns no Status), waits for calls in flight (reads and
+// their callbacks, appends waiting for a sync) to finish, then releases the
+// files. Destroying the Store while another thread is still inside one of its
+// calls is a caller bug; close() first.
 class Store {
  public:
   // Opens or creates the store at `path` (the data file; the checkpoint file
@@ -145,8 +164,11 @@ class Store {
   // Closes without reporting failure; prefer close().
   ~Store();
 
-  // Writes a checkpoint (read-write), releases lock, mappings and files.
-  // Afterwards every call returns kClosed. Idempotent.
+  // Waits for calls in flight, writes a checkpoint (read-write), releases
+  // lock, mappings and files. Afterwards every call returns kClosed.
+  // Idempotent. Errors: kInvalidArgument from inside a read callback of this
+  // store (close would wait for itself); kIoError from the checkpoint or
+  // close(2) (the files are released all the same).
   Status close();
 
   // Appends `events` (1 .. 32767 events, all-or-nothing) to `stream` if
@@ -173,10 +195,10 @@ class Store {
   // kCorruption naming segment and offset. fn may call any read on this store.
   Status read_all(const ReadAllOptions& options, const EventCallback& fn) const;
 
-  // Current version of a stream (0 if it does not exist).
+  // Committed version of a stream (0 if it does not exist, or closed).
   StreamVersion stream_version(const StreamId& stream) const;
 
-  // Every stream, in name order.
+  // Every stream with a committed event, in name order (empty once closed).
   std::vector<StreamInfo> list_streams() const;
 
   // The last committed position (0 = empty store).
@@ -187,9 +209,13 @@ class Store {
   Result<GlobalPosition> refresh();
 
   // Persists the stream index and writes the checkpoint file, so that the next
-  // open need not scan the log. Syncs the data first.
+  // open need not scan the log. Syncs the data first. Errors: kReadOnly,
+  // kClosed, kIoError.
   Status checkpoint();
 
+  // Counters and sizes. The first call walks every frame header of the log
+  // (O(log size), outside the writer's lock); later calls walk only what
+  // was committed since.
   StoreStats stats() const;
   const std::string& path() const;
 
