@@ -135,9 +135,24 @@ bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent*
 
 bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out,
                      std::string* error) {
+  // [F-12]: exactly one zstd frame (not a skippable one, not a legacy
+  // format), declaring raw_len, with nothing after it. ZSTD_decompress would
+  // accept more frames after the first; a reader following the spec would not.
+  if (body_len < 4 || get_u32(body) != ZSTD_MAGICNUMBER) {
+    *error = "compressed body does not start with a zstd frame";
+    return false;
+  }
   unsigned long long declared = ZSTD_getFrameContentSize(body, body_len);
   if (declared != raw_len) {
     *error = fmt::format("compressed body declares {} bytes, frame says {}", declared, raw_len);
+    return false;
+  }
+  size_t frame_size = ZSTD_findFrameCompressedSize(body, body_len);
+  if (ZSTD_isError(frame_size) || frame_size != body_len) {
+    *error = ZSTD_isError(frame_size)
+                 ? fmt::format("zstd: {}", ZSTD_getErrorName(frame_size))
+                 : fmt::format("compressed body has {} bytes after its zstd frame",
+                               body_len - frame_size);
     return false;
   }
   out->resize(raw_len);

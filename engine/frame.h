@@ -54,7 +54,9 @@ bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent*
                    uint32_t* record_len, std::string* error,
                    RecordCheck check = RecordCheck::kVerifyChecksum);
 
-// Decompresses a zstd frame body into `out` (exactly raw_len bytes expected).
+// Decompresses a compressed frame body into `out`. Fails with *error unless
+// the body is exactly one zstd frame (no skippable or further frames after
+// it) that declares content size raw_len and decompresses to it [F-12].
 bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out,
                      std::string* error);
 

@@ -1,0 +1,173 @@
+// format-spec.md conformance: each test breaks exactly one [F-n] rule in a
+// closed store and re-signs every checksum over the edited bytes
+// (tests/fuzz/resign.h), so that only that rule can reject them. Then open
+// (read-write and read-only), verify and the readers must judge the bytes the
+// same way, as the rule says. Test names cite the rule they check.
+#include <doctest/doctest.h>
+#include <zstd.h>
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "engine/checkpoint_file.h"
+#include "engine/coding.h"
+#include "engine/format.h"
+#include "engine/os.h"
+#include "engine/segment.h"
+#include "eventsource/store.h"
+#include "tests/fuzz/resign.h"
+#include "tests/support/files.h"
+#include "tests/support/store_helpers.h"
+#include "tests/support/temp_dir.h"
+
+namespace eventsource::testing {
+namespace {
+
+namespace fh = format::frame_header;
+namespace sh = format::segment_header;
+namespace ih = format::index_header;
+namespace ie = format::index_entry;
+namespace rec = format::record;
+
+uint8_t* at(std::string& bytes, uint64_t offset) {
+  return reinterpret_cast<uint8_t*>(bytes.data()) + offset;
+}
+
+// What the edits of a closed store go by: its header and its checkpoint.
+struct Layout {
+  FileHeader header;
+  Checkpoint ckpt;
+
+  uint64_t seed() const { return header.seed(); }
+  uint64_t slot_offset(uint64_t slot) const {
+    return format::kFileHeaderSize + slot * header.segment_size;
+  }
+  int64_t slot_of(uint64_t offset) const {
+    return static_cast<int64_t>((offset - format::kFileHeaderSize) / header.segment_size);
+  }
+};
+
+Layout layout_of(const std::string& path) {
+  Layout l;
+  const std::string data = read_file(path);
+  REQUIRE(parse_file_header(reinterpret_cast<const uint8_t*>(data.data()), data.size(), &l.header)
+              .empty());
+  std::string why;
+  Result<std::optional<Checkpoint>> c =
+      read_checkpoint_file(*default_os(), path, l.header.store_id, l.seed(), &why);
+  EVENTSOURCE_REQUIRE_OK(c);
+  REQUIRE(c->has_value());
+  l.ckpt = **c;
+  return l;
+}
+
+// One batch (one frame) of `n` events.
+void append_batch(Store& store, const StreamId& stream, int n, const std::string& payload) {
+  std::vector<EventData> events;
+  for (int i = 0; i < n; ++i) events.push_back(make_event("Happened", payload + std::to_string(i)));
+  EVENTSOURCE_REQUIRE_OK(store.append(stream, ExpectedVersion::any(), events));
+}
+
+// Re-signs the frame at `offset` of a data image: its records when
+// uncompressed, then the frame checksum.
+void resign_frame_at(std::string& data, const Layout& l, uint64_t offset) {
+  const uint64_t end = l.slot_offset(static_cast<uint64_t>(l.slot_of(offset)) + 1);
+  REQUIRE(fuzz::resign_frame(at(data, offset), end - offset, l.seed()) != 0);
+}
+
+// Rewrites PATH.ckpt (re-signed) so that it names no index: open then scans
+// the whole log, and verify checks no index.
+void drop_index_from_checkpoint(const std::string& path, const Layout& l) {
+  Checkpoint c = l.ckpt;
+  c.index_slot = kNoSlot;
+  c.index_epoch = 0;
+  EVENTSOURCE_REQUIRE_OK(write_checkpoint_file(*default_os(), path, c, l.seed(), 0600));
+}
+
+StoreOptions mode_options(OpenMode mode) {
+  StoreOptions o = small_store_options();
+  o.mode = mode;
+  o.create = CreateMode::kMustExist;
+  return o;
+}
+
+// The status of opening the store (closing it again when that worked).
+Status open_status(const std::string& path, OpenMode mode) {
+  Result<std::unique_ptr<Store>> s = Store::open(path, mode_options(mode));
+  if (!s.ok()) return s.status();
+  return (*s)->close();
+}
+
+VerifyReport verify_or_fail(const std::string& path) {
+  Result<VerifyReport> r = Store::verify(path);
+  EVENTSOURCE_REQUIRE_OK(r);
+  for (const VerifyProblem& p : r->problems)
+    MESSAGE("verify: segment ", p.segment, " offset ", p.offset, ": ", p.what);
+  return *r;
+}
+
+bool has_problem_at(const VerifyReport& r, int64_t segment, int64_t offset) {
+  for (const VerifyProblem& p : r.problems)
+    if (p.segment == segment && p.offset == offset) return true;
+  return false;
+}
+
+// A JSON-ish payload that zstd compresses well.
+const std::string kCompressible =
+    R"({"customer":"acme","lines":[{"sku":"A-1","qty":2},{"sku":"A-1","qty":2}],"n":)";
+
+}  // namespace
+
+TEST_SUITE("spec-rules") {
+  TEST_CASE("[F-12] a compressed body is exactly one zstd frame: nothing may follow it") {
+    TempDir dir("es-spec");
+    const std::string path = dir.file("s.evs");
+    StoreOptions o = small_store_options();
+    o.compress_min_bytes = 256;
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, o);
+      append_batch(*s, {"Zip", "1"}, 8, kCompressible);
+      append_batch(*s, {"Zip", "2"}, 8, kCompressible);
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    const Layout l = layout_of(path);
+    const uint64_t off = l.ckpt.last_frame_offset;
+    // A reader that opened before the edit: its read_all meets the new bytes.
+    std::unique_ptr<Store> reader = open_or_fail(path, mode_options(OpenMode::kReadOnly));
+    std::string data = read_file(path);
+    REQUIRE((*at(data, off + fh::kFlags) & format::kFrameFlagZstd) != 0);
+
+    std::string trailer;
+    SUBCASE("an empty zstd frame") {
+      trailer.resize(ZSTD_compressBound(0));
+      const size_t n = ZSTD_compress(trailer.data(), trailer.size(), "", 0, 1);
+      REQUIRE(!ZSTD_isError(n));
+      trailer.resize(n);
+    }
+    SUBCASE("a skippable frame") {
+      // Magic 0x184D2A50, u32 length 4, then 4 bytes of user data.
+      trailer = std::string("\x50\x2a\x4d\x18\x04\x00\x00\x00wxyz", 12);
+    }
+    // The body grows by the trailer; the frame grows to hold it (it is the
+    // last frame of its segment, so nothing moves) and is re-signed.
+    const uint32_t body_len = get_u32(at(data, off) + fh::kBodyLen);
+    const uint32_t new_len = body_len + static_cast<uint32_t>(trailer.size());
+    data.replace(off + fh::kSize + body_len, trailer.size(), trailer);
+    put_u32(at(data, off) + fh::kBodyLen, new_len);
+    put_u32(at(data, off) + fh::kFrameLen,
+            static_cast<uint32_t>(align_up(fh::kSize + new_len, format::kFrameAlign)));
+    resign_frame_at(data, l, off);
+    restore_file(path, data);
+    drop_index_from_checkpoint(path, l);  // open scans (decodes) the frame
+
+    const ReadResult all = read_all_events(*reader);
+    EVENTSOURCE_CHECK_CODE(all.status, Code::kCorruption);
+    CHECK(mentions_offset(all.status.message(), static_cast<int64_t>(off)));
+    CHECK(has_problem_at(verify_or_fail(path), l.slot_of(off), static_cast<int64_t>(off)));
+    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
+    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+  }
+}
+
+}  // namespace eventsource::testing
