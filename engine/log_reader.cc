@@ -26,7 +26,9 @@ LogReader::LogReader(const LogView& view, size_t seg_index, uint64_t offset,
 void LogReader::seek(size_t seg_index, uint64_t offset, uint64_t expected_position) {
   si_ = seg_index;
   expected_ = expected_position;
-  entered_ = true;
+  // Offset 0 enters the segment as the walk enters every next one: next()
+  // checks that it starts at the expected position [F-30].
+  entered_ = offset != 0;
   off_ = offset;
   if (si_ < view_.segment_count() && off_ == 0)
     off_ = view_.slot_offset(view_.segment(si_).slot) + sh::kSize;
@@ -98,6 +100,13 @@ void LogReader::skip_segment() {
 
 void LogReader::skip_before(uint64_t position) {
   const size_t nsegs = view_.segment_count();
+  if (si_ < nsegs && !entered_) {
+    // Enter the segment only where next() would; a gap is left for it to report.
+    const EventSeg& seg = view_.segment(si_);
+    if (seg.first_position != expected_) return;
+    entered_ = true;
+    off_ = view_.slot_offset(seg.slot) + sh::kSize;
+  }
   while (si_ < nsegs && entered_) {
     const EventSeg& seg = view_.segment(si_);
     const uint64_t base = view_.slot_offset(seg.slot);

@@ -65,13 +65,17 @@ class LogReader {
     kBad,    // *bad says where and why the bytes do not continue the log
   };
 
-  // Starts at file offset `offset` of segment `seg_index` (0: its first
-  // frame), expecting the frame that holds `expected_position`.
+  // Starts at file offset `offset` of segment `seg_index`, expecting the
+  // frame that holds `expected_position`. Offset 0 enters the segment at its
+  // first frame the way the walk enters every next segment: it must start at
+  // `expected_position`, else next() returns kBad ("gap"). Any other offset
+  // continues inside a segment already entered, without that check.
   LogReader(const LogView& view, size_t seg_index, uint64_t offset, uint64_t expected_position);
 
   // The next frame, by the log-scan rules of format-spec.md [F-30]:
-  //  - a segment other than the first one walked must start at the expected
-  //    position, else kBad at its first frame ("gap");
+  //  - a segment entered at its first frame (every segment after the first
+  //    one walked, and that one when started at offset 0) must start at the
+  //    expected position, else kBad at its first frame ("gap");
   //  - a never-written (all-zero) header ends the segment; the log goes on
   //    in the next segment, if any, else kEnd;
   //  - an invalid frame ([F-11]), or a valid one that starts at another
@@ -87,7 +91,8 @@ class LogReader {
   // A header that misleads the skip is caught by next() at the frame after.
   void skip_before(uint64_t position);
 
-  // Continues at (seg_index, offset) expecting `expected_position`.
+  // Continues at (seg_index, offset) expecting `expected_position`; offset 0
+  // enters the segment afresh, as the constructor does.
   void seek(size_t seg_index, uint64_t offset, uint64_t expected_position);
   // Leaves the current segment: the walk goes on at the start of the next
   // one, which must start at the expected position.

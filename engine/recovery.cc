@@ -266,8 +266,10 @@ Status Store::Impl::read_slots() {
 
 Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan_off,
                                               uint64_t* expected) {
+  // Without a usable index: a full scan, entering the first segment in log
+  // order afresh (offset 0), so that it must start at position 1 [F-30].
   *scan_seg = 0;
-  *scan_off = 0;  // the first frame of segment *scan_seg
+  *scan_off = 0;
   *expected = 1;
   if (repair_mode_) return Status();  // full scan; close() writes a fresh checkpoint
   EVENTSOURCE_ASSIGN_OR_RETURN(
@@ -312,13 +314,23 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   StreamIndex::BlobInfo info;
   std::string why = index_.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, si.payload_len,
                                      seed_, /*copy=*/read_only_, &info);
-  if (!why.empty() || info.covers_position != c.durable_position) {
-    // The index is only an accelerator: fall back to scanning the whole log.
+  if (why.empty() && info.covers_position != c.durable_position)
+    why = fmt::format("it covers position {}, the checkpoint says {}", info.covers_position,
+                      c.durable_position);
+  // The scan does not walk what the index covers, so the start of the log is
+  // checked here: the first event segment in log order starts at position 1.
+  if (why.empty() && info.covers_position > 0) {
+    const std::shared_ptr<const SegTable> segs = seg_table();
+    if (segs->empty() || segs->front().first_position != 1)
+      why = "the first event segment does not start at position 1";
+  }
+  if (!why.empty()) {
+    // The index is only an accelerator: fall back to scanning the whole log,
+    // whose walk judges the bytes the index would have skipped [F-21].
     os_->unmap(m, len);
     index_.clear();
     ckpt_problem_ = fmt::format("{}: persisted index unusable ({}); scanning the log",
-                                where(c.index_slot, slot_offset(c.index_slot)),
-                                why.empty() ? "covers a different position" : why);
+                                where(c.index_slot, slot_offset(c.index_slot)), why);
     return Status();
   }
   if (read_only_) {
@@ -425,6 +437,13 @@ Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expecte
                              std::optional<BadFrame>* bad) {
   bad->reset();
   MappedLog log(*this);
+  // A scan that starts at a segment's first frame enters that segment: it
+  // must start at `expected` [F-30]. (Nothing of it has been read, so this
+  // holds for every consistent log: open's full scan, and a read-only
+  // refresh of a store that had no event segment before, start so.)
+  if (seg_index < log.segment_count() &&
+      offset == slot_offset(log.segment(seg_index).slot) + sh::kSize)
+    offset = 0;
   LogReader reader(log, seg_index, offset, expected);
   WriterLock ix(&index_mu_);
   LogFrame f;

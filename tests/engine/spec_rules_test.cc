@@ -168,6 +168,31 @@ TEST_SUITE("spec-rules") {
     EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
     EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
   }
+
+  TEST_CASE("[F-30] the first event segment in log order must start at position 1") {
+    TempDir dir("es-spec");
+    const std::string path = dir.file("s.evs");
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
+      for (int b = 0; b < 3; ++b) append_batch(*s, {"First", "1"}, 2, "x");
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    const Layout l = layout_of(path);
+    std::string data = read_file(path);
+    // Slot 0 holds the first event segment; its frames still start at 1.
+    uint8_t* h = at(data, l.slot_offset(0));
+    REQUIRE(get_u16(h + sh::kKind) == static_cast<uint16_t>(format::SegmentKind::kEvents));
+    REQUIRE(get_u64(h + sh::kFirstPosition) == 1);
+    put_u64(h + sh::kFirstPosition, 2);
+    put_u64(h + sh::kChecksum, checksum64(h, sh::kChecksum, l.seed()));
+    restore_file(path, data);
+    SUBCASE("open through the persisted index") {}
+    SUBCASE("open by a full scan") { drop_index_from_checkpoint(path, l); }
+
+    CHECK(has_problem_at(verify_or_fail(path), 0, static_cast<int64_t>(l.slot_offset(0))));
+    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
+    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+  }
 }
 
 }  // namespace eventsource::testing
