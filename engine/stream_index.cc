@@ -114,6 +114,12 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   info->log_end_offset = get_u64(p + ih::kLogEndOffset);
   info->stream_count = streams;
   info->locator_count = locators;
+  // The index covers positions 1..covers_position, one locator each: fewer
+  // would hide events (and let appends reuse their versions), more would
+  // name events that are not there.
+  if (locators != info->covers_position)
+    return fmt::format("index blob holds {} locators but covers positions 1..{}", locators,
+                       info->covers_position);
   map_.reserve(streams);
   uint64_t expect_loc = 0;
   std::string key;

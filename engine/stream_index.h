@@ -54,7 +54,8 @@ class StreamIndex {
   // Replaces the index with the blob at [p, p+n). With `copy` the locators are
   // copied and verified now (the mapping may go away); without, entries point
   // into the blob and are verified lazily by verify_entry(). Returns "" or why
-  // the blob is invalid (then the index is left empty).
+  // the blob is invalid by format-spec.md [F-20], locator_count =
+  // covers_position included (then the index is left empty).
   std::string load_blob(const uint8_t* p, uint64_t n, uint64_t seed, bool copy, BlobInfo* info);
 
   // Checks a persisted slice's checksum once; "" or the reason.

@@ -85,6 +85,17 @@ void drop_index_from_checkpoint(const std::string& path, const Layout& l) {
   EVENTSOURCE_REQUIRE_OK(write_checkpoint_file(*default_os(), path, c, l.seed(), 0600));
 }
 
+// Offset and length of the index blob the checkpoint names.
+struct Blob {
+  uint64_t offset = 0;
+  uint64_t len = 0;
+};
+Blob index_blob(std::string& data, const Layout& l) {
+  REQUIRE(l.ckpt.index_slot != kNoSlot);
+  const uint64_t base = l.slot_offset(l.ckpt.index_slot);
+  return Blob{base + sh::kSize, get_u64(at(data, base) + sh::kPayloadLen)};
+}
+
 StoreOptions mode_options(OpenMode mode) {
   StoreOptions o = small_store_options();
   o.mode = mode;
@@ -110,6 +121,12 @@ VerifyReport verify_or_fail(const std::string& path) {
 bool has_problem_at(const VerifyReport& r, int64_t segment, int64_t offset) {
   for (const VerifyProblem& p : r.problems)
     if (p.segment == segment && p.offset == offset) return true;
+  return false;
+}
+
+bool has_problem_in(const VerifyReport& r, int64_t segment) {
+  for (const VerifyProblem& p : r.problems)
+    if (p.segment == segment) return true;
   return false;
 }
 
@@ -192,6 +209,43 @@ TEST_SUITE("spec-rules") {
     CHECK(has_problem_at(verify_or_fail(path), 0, static_cast<int64_t>(l.slot_offset(0))));
     EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
     EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+  }
+
+  TEST_CASE("[F-20] an index whose locators do not add up to covers_position is not used") {
+    TempDir dir("es-spec");
+    const std::string path = dir.file("s.evs");
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
+      append_batch(*s, {"Acct", "1"}, 4, "a");
+      append_batch(*s, {"Zed", "1"}, 3, "z");  // last in the directory (name order)
+      append_batch(*s, {"Acct", "1"}, 2, "a");
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    const Layout l = layout_of(path);
+    std::string data = read_file(path);
+    // Hide Zed-1's last event: one locator fewer in its entry and in the blob
+    // header; covers_position still says 9.
+    const Blob blob = index_blob(data, l);
+    uint8_t* b = at(data, blob.offset);
+    REQUIRE(get_u64(b + ih::kCoversPosition) == 9);
+    const uint64_t streams = get_u64(b + ih::kStreamCount);
+    REQUIRE(streams == 2);
+    uint8_t* last = b + ih::kSize + (streams - 1) * ie::kSize;
+    REQUIRE(get_u64(last + ie::kCount) == 3);
+    put_u64(last + ie::kCount, 2);
+    put_u64(b + ih::kLocatorCount, get_u64(b + ih::kLocatorCount) - 1);
+    fuzz::resign_index_blob(b, blob.len, l.seed());
+    restore_file(path, data);
+
+    CHECK(has_problem_in(verify_or_fail(path), static_cast<int64_t>(l.ckpt.index_slot)));
+    std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadWrite));
+    CHECK(s->stream_version({"Zed", "1"}) == StreamVersion(3));
+    const ReadResult zed = read_stream_events(*s, {"Zed", "1"});
+    EVENTSOURCE_CHECK_OK(zed.status);
+    CHECK(zed.events.size() == 3);
+    // The next append continues the stream instead of writing version 3 again.
+    const std::vector<EventData> more = {make_event("T", "4")};
+    EVENTSOURCE_CHECK_OK(s->append({"Zed", "1"}, ExpectedVersion::exact(StreamVersion(3)), more));
   }
 }
 
