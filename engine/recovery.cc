@@ -317,6 +317,12 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   if (why.empty() && info.covers_position != c.durable_position)
     why = fmt::format("it covers position {}, the checkpoint says {}", info.covers_position,
                       c.durable_position);
+  // The scan continues where the index says the log does: that must be the
+  // end of the frame the checkpoint names, or open would cut that durable
+  // frame as a torn tail (before it) or append where no scan looks (after).
+  if (why.empty() && info.covers_position > 0 && info.log_end_offset != claimed_end)
+    why = fmt::format("the log continues at offset {}, but the checkpoint's last frame ends at {}",
+                      hex(info.log_end_offset), hex(claimed_end));
   // The scan does not walk what the index covers, so the start of the log is
   // checked here: the first event segment in log order starts at position 1.
   if (why.empty() && info.covers_position > 0) {

@@ -247,6 +247,49 @@ TEST_SUITE("spec-rules") {
     const std::vector<EventData> more = {make_event("T", "4")};
     EVENTSOURCE_CHECK_OK(s->append({"Zed", "1"}, ExpectedVersion::exact(StreamVersion(3)), more));
   }
+
+  TEST_CASE(
+      "[F-21] an index whose log_end_offset is not where the checkpoint's last frame ends "
+      "is not used") {
+    TempDir dir("es-spec");
+    const std::string path = dir.file("s.evs");
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
+      for (int b = 0; b < 3; ++b) append_batch(*s, {"End", "1"}, 2, "e");
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    const Layout l = layout_of(path);
+    std::string data = read_file(path);
+    const uint64_t frame_end =
+        l.ckpt.last_frame_offset + get_u32(at(data, l.ckpt.last_frame_offset) + fh::kFrameLen);
+    const Blob blob = index_blob(data, l);
+    uint8_t* b = at(data, blob.offset);
+    REQUIRE(get_u64(b + ih::kLogEndOffset) == frame_end);
+    uint64_t log_end = 0;
+    // Before the end, a read-write open would cut the durable last frame as a
+    // torn tail; past it, appends would land where no scan finds them.
+    SUBCASE("at the start of the last frame") { log_end = l.ckpt.last_frame_offset; }
+    SUBCASE("past the end of the last frame") { log_end = frame_end + format::kFrameAlign; }
+    put_u64(b + ih::kLogEndOffset, log_end);
+    fuzz::resign_index_blob(b, blob.len, l.seed());
+    restore_file(path, data);
+
+    CHECK(has_problem_in(verify_or_fail(path), static_cast<int64_t>(l.ckpt.index_slot)));
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadWrite));
+      const ReadResult all = read_all_events(*s);
+      EVENTSOURCE_CHECK_OK(all.status);
+      CHECK(all.events.size() == 6);
+      const std::vector<EventData> more = {make_event("T", "7")};
+      EVENTSOURCE_CHECK_OK(s->append({"End", "1"}, ExpectedVersion::exact(StreamVersion(6)), more));
+      EVENTSOURCE_CHECK_OK(s->close());
+    }
+    std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadOnly));
+    const ReadResult all = read_all_events(*s);
+    EVENTSOURCE_CHECK_OK(all.status);
+    CHECK(all.events.size() == 7);
+    CHECK(verify_or_fail(path).clean());
+  }
 }
 
 }  // namespace eventsource::testing
