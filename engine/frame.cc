@@ -133,6 +133,13 @@ bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent*
   return true;
 }
 
+std::string check_record_stream(const RecordedEvent& ev) {
+  if (ev.stream_type.empty() || ev.stream_id.empty() ||
+      ev.stream_type.find('-') != std::string_view::npos)
+    return "invalid stream name (a stream type is non-empty without '-', an id non-empty)";
+  return "";
+}
+
 bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out,
                      std::string* error) {
   // [F-12]: exactly one zstd frame (not a skippable one, not a legacy

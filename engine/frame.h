@@ -54,6 +54,11 @@ bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent*
                    uint32_t* record_len, std::string* error,
                    RecordCheck check = RecordCheck::kVerifyChecksum);
 
+// [F-16]: a record's stream name must be a non-empty type without '-' and a
+// non-empty id. Returns "" or why not. (Version continuity needs the
+// stream's history: each caller checks it against what it has seen.)
+std::string check_record_stream(const RecordedEvent& ev);
+
 // Decompresses a compressed frame body into `out`. Fails with *error unless
 // the body is exactly one zstd frame (no skippable or further frames after
 // it) that declares content size raw_len and decompresses to it [F-12].

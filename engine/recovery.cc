@@ -396,11 +396,9 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   bool ok = for_each_record(
       frame, h, seed_, &buf, &err,
       [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
-        if (ev.stream_type.empty() || ev.stream_id.empty() || ev.stream_type.size() > 255 ||
-            ev.stream_type.find('-') != std::string_view::npos) {
-          status = corruption(
-              fmt::format("{}: record {} has an invalid stream name", where(slot, offset), i),
-              static_cast<int64_t>(slot), static_cast<int64_t>(offset));
+        if (std::string why = check_record_stream(ev); !why.empty()) {
+          status = corruption(fmt::format("{}: record {}: {}", where(slot, offset), i, why),
+                              static_cast<int64_t>(slot), static_cast<int64_t>(offset));
           return false;
         }
         key.assign(ev.stream_type);

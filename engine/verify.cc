@@ -224,6 +224,9 @@ void Verifier::scan_segments() {
     std::string why;
     bool ok = for_each_record(
         f.bytes, f.header, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
+          if (std::string w = check_record_stream(ev); !w.empty())  // as open's scan [F-16]
+            problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset),
+                    fmt::format("record {}: {}", i, w));
           std::string key = ev.stream_name();
           uint64_t& v = versions_[key];
           if (ev.version.value != v + 1)

@@ -96,6 +96,18 @@ Blob index_blob(std::string& data, const Layout& l) {
   return Blob{base + sh::kSize, get_u64(at(data, base) + sh::kPayloadLen)};
 }
 
+// File offsets of the records of the uncompressed frame at `frame`.
+std::vector<uint64_t> record_offsets(std::string& data, uint64_t frame) {
+  std::vector<uint64_t> out;
+  const uint32_t count = get_u32(at(data, frame) + fh::kCount);
+  uint64_t off = frame + fh::kSize;
+  for (uint32_t i = 0; i < count; ++i) {
+    out.push_back(off);
+    off += get_u32(at(data, off) + rec::kRecordLen);
+  }
+  return out;
+}
+
 StoreOptions mode_options(OpenMode mode) {
   StoreOptions o = small_store_options();
   o.mode = mode;
@@ -289,6 +301,68 @@ TEST_SUITE("spec-rules") {
     EVENTSOURCE_CHECK_OK(all.status);
     CHECK(all.events.size() == 7);
     CHECK(verify_or_fail(path).clean());
+  }
+
+  TEST_CASE("[F-16] a version jump inside the indexed log is caught by read_stream and verify") {
+    TempDir dir("es-spec");
+    const std::string path = dir.file("s.evs");
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
+      append_batch(*s, {"Jump", "1"}, 3, "j");
+      append_batch(*s, {"Other", "1"}, 2, "o");
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    const Layout l = layout_of(path);
+    std::string data = read_file(path);
+    const uint64_t frame = l.slot_offset(0) + sh::kSize;  // Jump-1's frame
+    const std::vector<uint64_t> records = record_offsets(data, frame);
+    REQUIRE(records.size() == 3);
+    REQUIRE(get_u64(at(data, records[1]) + rec::kVersion) == 2);
+    put_u64(at(data, records[1]) + rec::kVersion, 7);
+    resign_frame_at(data, l, frame);
+    restore_file(path, data);
+
+    CHECK(has_problem_at(verify_or_fail(path), 0, static_cast<int64_t>(frame)));
+    SUBCASE("indexed: open trusts the index, read_stream checks each record") {
+      std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadOnly));
+      const ReadResult jump = read_stream_events(*s, {"Jump", "1"});
+      EVENTSOURCE_CHECK_CODE(jump.status, Code::kCorruption);
+      CHECK(jump.events.size() == 1);
+      // read_all applies [F-11]/[F-12] only: it delivers the record as stored.
+      const ReadResult all = read_all_events(*s);
+      EVENTSOURCE_CHECK_OK(all.status);
+      CHECK(all.events.size() == 5);
+    }
+    SUBCASE("scanned: open's index build rejects the frame") {
+      drop_index_from_checkpoint(path, l);
+      EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
+      EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+    }
+  }
+
+  TEST_CASE("[F-16] verify rejects a stream type containing '-' as open's scan does") {
+    TempDir dir("es-spec");
+    const std::string path = dir.file("s.evs");
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
+      append_batch(*s, {"Ab", "1"}, 1, "a");
+      append_batch(*s, {"Other", "1"}, 2, "o");
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    const Layout l = layout_of(path);
+    std::string data = read_file(path);
+    const uint64_t frame = l.slot_offset(0) + sh::kSize;  // Ab-1's frame
+    const uint64_t record = record_offsets(data, frame).at(0);
+    REQUIRE(*at(data, record + rec::kStreamTypeLen) == 2);
+    REQUIRE(*at(data, record + rec::kSize + 1) == 'b');
+    *at(data, record + rec::kSize + 1) = '-';  // "Ab" -> "A-": version 1 of "A--1"
+    resign_frame_at(data, l, frame);
+    restore_file(path, data);
+    drop_index_from_checkpoint(path, l);
+
+    CHECK(has_problem_at(verify_or_fail(path), 0, static_cast<int64_t>(frame)));
+    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
+    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
   }
 }
 
