@@ -217,9 +217,9 @@ int run_streams(const ParsedArgs& args) {
     if (type != nullptr && s.type != *type) continue;
     if (args.has("json")) {
       Json j = Json::object();
-      j["stream"] = s.type + "-" + s.id;
-      j["type"] = s.type;
-      j["id"] = s.id;
+      put_text(j, "stream", s.type + "-" + s.id);
+      put_text(j, "type", s.type);
+      put_text(j, "id", s.id);
       j["version"] = s.version.value;
       out_line(dump_json(j));
       continue;
@@ -758,7 +758,8 @@ event and stream counts, first/last position, size on disk, compression ratio
 One line per stream, in name order: "Order-42  version 3".
 
   --type T  only streams of type T (the part before the first '-')
-  --json    JSON lines: {"stream","type","id","version"}
+  --json    JSON lines: {"stream","type","id","version"}; a name that is not
+            UTF-8 comes as "stream_b64" (etc.): its raw bytes in base64
 )",
      kStreamsOptions, 1, 1, run_streams},
     {"events", "print events (all, one stream, filtered; --follow a live store)",
@@ -793,8 +794,11 @@ Writes every event in global order as one JSON object per line (the same as
 (RFC 3339 UTC, microseconds), tenant (if any), metadata (if any),
 correlation_id / causation_id (if set), data. Data and metadata that are not
 JSON are written as base64 strings with "data_encoding"/"metadata_encoding":
-"base64". Importing the output into an empty store reproduces every event
-(ids, data, metadata, tenants, times, stream versions, positions).
+"base64". The store keeps names and tenants as raw bytes: a stream name,
+event type or tenant that is not valid UTF-8 is written as "stream_b64",
+"type_b64" or "tenant_b64" instead, its bytes in base64. Importing the output
+into an empty store reproduces every event (ids, data, metadata, names,
+tenants, times, stream versions, positions).
 
   --exact   also write JSON payloads that are not in compact form as base64,
             so that the imported store holds byte-identical payloads
@@ -812,6 +816,9 @@ appends them to STORE (created if missing). Keys:
                       base64 string with "data_encoding": "base64"
   "id"                event UUID (default: a random one)
   "tenant"            tenant id
+  "stream_b64", "type_b64", "tenant_b64"   instead of "stream", "type",
+                      "tenant": the raw bytes in base64 (export writes these
+                      for names that are not valid UTF-8)
   "metadata"          any JSON, or base64 with "metadata_encoding": "base64"
   "correlation_id", "causation_id"   UUIDs
   "time"              RFC 3339 with any offset (default: now; the engine takes

@@ -6,6 +6,7 @@
 
 #include "tools/base64.h"
 #include "tools/rfc3339.h"
+#include "tools/utf8.h"
 
 namespace eventsource::tools {
 namespace {
@@ -25,6 +26,15 @@ void put_bytes(Json& obj, const char* key, std::string_view bytes, const ExportO
 }
 
 Status bad(std::string message) { return invalid_argument(std::move(message)); }
+
+// Decodes the base64 string `value` (the value of `key`) into *out.
+Status decode_base64_value(const Json& value, const std::string& key, std::string* out) {
+  if (!value.is_string()) return bad("\"" + key + "\" must be a base64 string");
+  std::optional<std::string> decoded = base64_decode(value.get_ref<const std::string&>());
+  if (!decoded) return bad("\"" + key + "\" is not valid base64");
+  *out = std::move(*decoded);
+  return Status();
+}
 
 // Reads an optional UUID key (a string, or null for none) into `out`.
 Status read_uuid(const Json& obj, const char* key, Uuid* out) {
@@ -55,13 +65,27 @@ Status read_bytes(const Json& obj, const std::string& key, bool required, std::s
     if (!enc->is_string() || enc->get_ref<const std::string&>() != "base64") {
       return bad("\"" + encoding_key + "\" must be \"base64\"");
     }
-    if (!it->is_string()) return bad("\"" + key + "\" must be a base64 string");
-    std::optional<std::string> decoded = base64_decode(it->get_ref<const std::string&>());
-    if (!decoded) return bad("\"" + key + "\" is not valid base64");
-    *out = std::move(*decoded);
-    return Status();
+    return decode_base64_value(*it, key, out);
   }
   *out = dump_json(*it);
+  return Status();
+}
+
+// Reads the text `key` (a JSON string; null = absent) or "<key>_b64" (the
+// raw bytes in base64, as put_text writes bytes that are not UTF-8) into
+// *out; leaves *out empty when neither is there. Giving both is an error.
+Status read_text(const Json& obj, const std::string& key, std::optional<std::string>* out) {
+  const std::string b64_key = key + "_b64";
+  auto it = obj.find(key);
+  auto b64 = obj.find(b64_key);
+  if (b64 != obj.end()) {
+    if (it != obj.end()) return bad("give \"" + key + "\" or \"" + b64_key + "\", not both");
+    out->emplace();
+    return decode_base64_value(*b64, b64_key, &**out);
+  }
+  if (it == obj.end() || it->is_null()) return Status();
+  if (!it->is_string()) return bad("\"" + key + "\" must be a string");
+  *out = it->get<std::string>();
   return Status();
 }
 
@@ -90,11 +114,14 @@ Status read_expected_version(const Json& value, std::optional<ExpectedVersion>* 
 bool is_known_key(const std::string& key) {
   static const char* const kKeys[] = {
       "stream",
+      "stream_b64",
       "type",
+      "type_b64",
       "data",
       "data_encoding",
       "id",
       "tenant",
+      "tenant_b64",
       "metadata",
       "metadata_encoding",
       "correlation_id",
@@ -117,20 +144,19 @@ Result<ImportedEvent> parse_object(const Json& obj) {
   }
 
   ImportedEvent ev;
-  auto stream = obj.find("stream");
-  if (stream == obj.end()) return bad("missing key \"stream\"");
-  if (!stream->is_string()) return bad("\"stream\" must be a string like \"Order-42\"");
-  Result<StreamId> id = StreamId::parse(stream->get_ref<const std::string&>());
+  std::optional<std::string> stream;
+  EVENTSOURCE_RETURN_IF_ERROR(read_text(obj, "stream", &stream));
+  if (!stream) return bad("missing key \"stream\" (a string like \"Order-42\")");
+  Result<StreamId> id = StreamId::parse(*stream);
   if (!id.ok()) return bad("bad \"stream\": " + id.status().message());
   ev.stream = std::move(id).value();
   if (Status s = ev.stream.validate(); !s.ok()) return bad("bad \"stream\": " + s.message());
 
-  auto type = obj.find("type");
-  if (type == obj.end()) return bad("missing key \"type\"");
-  if (!type->is_string() || type->get_ref<const std::string&>().empty()) {
-    return bad("\"type\" must be a non-empty string");
-  }
-  ev.data.type = type->get<std::string>();
+  std::optional<std::string> type;
+  EVENTSOURCE_RETURN_IF_ERROR(read_text(obj, "type", &type));
+  if (!type) return bad("missing key \"type\"");
+  if (type->empty()) return bad("\"type\" must be a non-empty string");
+  ev.data.type = std::move(*type);
 
   EVENTSOURCE_RETURN_IF_ERROR(read_bytes(obj, "data", /*required=*/true, &ev.data.payload));
   EVENTSOURCE_RETURN_IF_ERROR(read_bytes(obj, "metadata", /*required=*/false, &ev.data.metadata));
@@ -138,10 +164,9 @@ Result<ImportedEvent> parse_object(const Json& obj) {
   EVENTSOURCE_RETURN_IF_ERROR(read_uuid(obj, "correlation_id", &ev.data.correlation_id));
   EVENTSOURCE_RETURN_IF_ERROR(read_uuid(obj, "causation_id", &ev.data.causation_id));
 
-  if (auto tenant = obj.find("tenant"); tenant != obj.end() && !tenant->is_null()) {
-    if (!tenant->is_string()) return bad("\"tenant\" must be a string");
-    ev.data.tenant = tenant->get<std::string>();
-  }
+  std::optional<std::string> tenant;
+  EVENTSOURCE_RETURN_IF_ERROR(read_text(obj, "tenant", &tenant));
+  if (tenant) ev.data.tenant = std::move(*tenant);
 
   if (auto time = obj.find("time"); time != obj.end() && !time->is_null()) {
     if (time->is_string()) {
@@ -215,19 +240,27 @@ std::string dump_json(const Json& value) {
   return value.dump(-1, ' ', /*ensure_ascii=*/false, nlohmann::detail::error_handler_t::replace);
 }
 
+void put_text(Json& obj, const std::string& key, std::string_view bytes) {
+  if (is_utf8(bytes)) {
+    obj[key] = to_string(bytes);
+  } else {
+    obj[key + "_b64"] = base64_encode(bytes);
+  }
+}
+
 Json event_to_json(const RecordedEvent& event, const ExportOptions& options) {
   Json obj = Json::object();
   obj["position"] = event.position.value;
-  obj["stream"] = to_string(event.stream_type) + "-" + to_string(event.stream_id);
+  put_text(obj, "stream", to_string(event.stream_type) + "-" + to_string(event.stream_id));
   obj["version"] = event.version.value;
-  obj["type"] = to_string(event.type);
+  put_text(obj, "type", event.type);
   obj["id"] = event.id.to_string();
   if (std::optional<std::string> time = format_rfc3339_us(event.timestamp_us)) {
     obj["time"] = std::move(*time);
   } else {
     obj["time"] = event.timestamp_us;
   }
-  if (!event.tenant.empty()) obj["tenant"] = to_string(event.tenant);
+  if (!event.tenant.empty()) put_text(obj, "tenant", event.tenant);
   if (!event.metadata.empty()) put_bytes(obj, "metadata", event.metadata, options);
   if (!event.correlation_id.is_nil()) obj["correlation_id"] = event.correlation_id.to_string();
   if (!event.causation_id.is_nil()) obj["causation_id"] = event.causation_id.to_string();

@@ -1,6 +1,8 @@
 // Events <-> JSON lines for esdump's export/import and `events --json`:
 // one JSON object per event, payloads and metadata inline when they are JSON,
-// base64 (with a "*_encoding" key) when they are not.
+// base64 (with a "*_encoding" key) when they are not; names and tenants as
+// JSON strings when they are UTF-8, else their raw bytes as base64 under
+// "<key>_b64" (the engine stores raw bytes, so export never loses any).
 #pragma once
 
 #include <nlohmann/json.hpp>
@@ -38,10 +40,15 @@ bool json_nests_deeper_than(std::string_view text, size_t max_depth);
 // Compact dump that never throws: invalid UTF-8 in strings becomes U+FFFD.
 std::string dump_json(const Json& value);
 
+// Puts the text `bytes` under `key` when it is well-formed UTF-8, else its
+// base64 under "<key>_b64" (JSON strings cannot hold other bytes).
+void put_text(Json& obj, const std::string& key, std::string_view bytes);
+
 // The export object of one event; keys in this order: position, stream,
 // version, type, id, time, tenant, metadata[, metadata_encoding],
-// correlation_id, causation_id, data[, data_encoding]. Empty tenant/metadata
-// and nil correlation/causation ids are omitted. "time" is RFC 3339 UTC with
+// correlation_id, causation_id, data[, data_encoding], where stream, type
+// and tenant may be stream_b64, type_b64, tenant_b64 (see put_text). Empty
+// tenant/metadata and nil correlation/causation ids are omitted. "time" is RFC 3339 UTC with
 // microseconds, or an integer of microseconds when the year is not 0..9999.
 Json event_to_json(const RecordedEvent& event, const ExportOptions& options = {});
 

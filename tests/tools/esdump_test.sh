@@ -154,6 +154,37 @@ assert "tenant" not in ev[0] and "metadata" not in ev[3], ev' || fail "odd paylo
   run 0 "$esdump" import odd2.evs odd_export.jsonl && "$esdump" export odd2.evs >odd_export2.jsonl &&
     cmp -s odd_export.jsonl odd_export2.jsonl || fail "odd payloads: export -> import -> export differs"
 }
+echo "== names and tenants are raw bytes: not-UTF-8 ones survive export -> import"
+python3 - >raw.jsonl <<'EOF'
+import base64, json
+b64 = lambda raw: base64.b64encode(raw).decode()
+print(json.dumps({"stream_b64": b64(b"Ord\xffr-4\xc3(2"), "type_b64": b64(b"Pl\xe9ced"),
+                  "tenant_b64": b64(b"t\x80"), "data": {"n": 1},
+                  "metadata": b64(b'{"k":"\xfe"}'), "metadata_encoding": "base64"}))
+print(json.dumps({"stream": "Caf\u00e9-1", "type": "T\u0085", "tenant": "acme", "data": 2}))
+EOF
+run 0 "$esdump" import raw.evs raw.jsonl && run 0 "$esdump" events raw.evs && {
+  expect out '^#1 Ord\\xffr-4\\xc3\(2@1 Pl\\xe9ced .* t\\x80 ' "stored bytes are the raw bytes"
+  run 0 "$esdump" export raw.evs && cp out raw_export.jsonl && python3 -c '
+import base64, json
+ev = [json.loads(l) for l in open("raw_export.jsonl")]
+raw = lambda e, k: base64.b64decode(e[k + "_b64"])
+assert "stream" not in ev[0] and raw(ev[0], "stream") == b"Ord\xffr-4\xc3(2", ev[0]
+assert raw(ev[0], "type") == b"Pl\xe9ced" and raw(ev[0], "tenant") == b"t\x80", ev[0]
+assert base64.b64decode(ev[0]["metadata"]) == b"{\"k\":\"\xfe\"}", ev[0]
+assert ev[1]["stream"] == "Caf\u00e9-1" and ev[1]["type"] == "T\u0085", ev[1]
+assert not any(k.endswith("_b64") for k in ev[1]), ev[1]' || fail "raw names export"
+  run 0 "$esdump" import raw2.evs raw_export.jsonl && "$esdump" export raw2.evs >raw_export2.jsonl &&
+    cmp -s raw_export.jsonl raw_export2.jsonl || fail "raw names: export -> import -> export differs"
+  run 0 "$esdump" streams raw.evs --json && python3 -c '
+import base64, json
+s = [json.loads(l) for l in open("out")]
+assert s[0]["stream"] == "Caf\u00e9-1" and s[0]["id"] == "1", s
+raw = lambda k: base64.b64decode(s[1][k + "_b64"])
+assert raw("stream") == b"Ord\xffr-4\xc3(2" and raw("type") == b"Ord\xffr", s
+assert raw("id") == b"4\xc3(2" and "stream" not in s[1], s' ||
+    fail "streams --json with raw names"
+}
 # A stale expected version is a conflict naming the line; earlier lines stay.
 printf '%s\n' '{"stream":"Cart-1","type":"Late","data":{},"expected_version":1}' >conflict.jsonl
 run 2 "$esdump" import odd.evs conflict.jsonl && expect err 'conflict.jsonl:1:' "conflict names the line"

@@ -192,6 +192,62 @@ void events_export_in_key_order() {
   CHECK(format_event_line(e).find("bad\\xff") != std::string::npos);
 }
 
+void names_and_tenants_round_trip_as_raw_bytes() {
+  // The engine stores names and tenants as raw bytes (format-spec.md [F-14]):
+  // export writes those that are not valid UTF-8 as "<key>_b64", metadata
+  // as base64, and import reads back the very same bytes.
+  const std::string type("Ord\xffr", 5);
+  const std::string id("4\xc3(2", 4);
+  const std::string event_type(
+      "Pl\xed\xa0\x80"
+      "ced",
+      8);                                    // a UTF-16 surrogate
+  const std::string tenant("t\xc0\x80", 3);  // an overlong NUL
+  const std::string metadata("{\"k\":\"\xfe\"}", 9);
+  RecordedEvent e;
+  e.position = GlobalPosition(1);
+  e.version = StreamVersion(1);
+  e.timestamp_us = 1;
+  e.id = *Uuid::parse("0b7e5cc0-4a7a-4e2a-9a3e-3a4c1e2d0f00");
+  e.stream_type = type;
+  e.stream_id = id;
+  e.type = event_type;
+  e.tenant = tenant;
+  e.metadata = metadata;
+  e.payload = "{}";
+  Json j = event_to_json(e);
+  CHECK(j.contains("stream_b64") && !j.contains("stream"));
+  CHECK(j.contains("type_b64") && !j.contains("type"));
+  CHECK(j.contains("tenant_b64") && !j.contains("tenant"));
+  CHECK(j.value("metadata_encoding", "") == "base64");
+  Result<ImportedEvent> back = parse_import_line(dump_json(j));
+  CHECK(back.ok());
+  if (back.ok()) {
+    CHECK(back->stream.type == type);
+    CHECK(back->stream.id == id);
+    CHECK(back->data.type == event_type);
+    CHECK(back->data.tenant == tenant);
+    CHECK(back->data.metadata == metadata);
+  }
+  // Valid UTF-8 (C1 controls included) stays readable text.
+  e.stream_type = "Caf\xc3\xa9";
+  e.stream_id = "1";
+  e.type = "T\xc2\x85";
+  e.tenant = "acme";
+  Json text = event_to_json(e);
+  CHECK(text.value("stream", "") == "Caf\xc3\xa9-1");
+  CHECK(text.value("type", "") == "T\xc2\x85");
+  CHECK(!text.contains("stream_b64") && !text.contains("type_b64") && !text.contains("tenant_b64"));
+  // One key in one form only; the bytes must be base64.
+  CHECK(!parse_import_line(R"({"stream":"A-1","stream_b64":"QS0x","type":"T","data":1})").ok());
+  CHECK(!parse_import_line(R"({"stream_b64":"%%","type":"T","data":1})").ok());
+  CHECK(!parse_import_line(R"({"stream":"A-1","type_b64":"","data":1})").ok());  // empty type
+  Result<ImportedEvent> b64 =
+      parse_import_line(R"({"stream_b64":"QS0x","type_b64":"VA==","tenant_b64":"/w==","data":1})");
+  CHECK(b64.ok() && b64->stream.name() == "A-1" && b64->data.type == "T" &&
+        b64->data.tenant == "\xff");
+}
+
 }  // namespace
 
 int main() {
@@ -202,6 +258,7 @@ int main() {
   json_payloads_inline_or_base64();
   import_lines_parse_and_explain_errors();
   events_export_in_key_order();
+  names_and_tenants_round_trip_as_raw_bytes();
   if (g_failures != 0) {
     std::fprintf(stderr, "%d check(s) failed\n", g_failures);
     return 1;

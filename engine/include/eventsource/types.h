@@ -43,6 +43,8 @@ struct Uuid {
 
 // A stream is named by a type and an id: "Order" + "42" reads as "Order-42".
 // The type is 1..255 bytes without '-'; the id is 1..65535 bytes, any bytes.
+// Both are raw bytes, stored and compared as such: no encoding is required
+// or checked (UTF-8 is a convention; format-spec.md [F-14]).
 struct StreamId {
   std::string type;
   std::string id;
@@ -78,20 +80,24 @@ class ExpectedVersion {
 };
 
 // One event to append. Strings are copied into the log; nothing is kept.
+// All of them are raw bytes: the store checks no encoding and gives back
+// exactly the bytes appended (format-spec.md [F-14]).
 struct EventData {
-  std::string type;          // event type name, 1..255 bytes, e.g. "OrderPlaced"
+  std::string type;          // event type name, 1..255 raw bytes, e.g. "OrderPlaced"
   std::string payload;       // opaque bytes (JSON by convention), up to the segment size
   Uuid id;                   // nil: a random v4 id is generated
-  std::string tenant;        // 0..255 bytes; empty = no tenant
+  std::string tenant;        // 0..255 raw bytes; empty = no tenant
   int64_t timestamp_us = 0;  // microseconds since the Unix epoch; 0: now
   Uuid correlation_id;       // nil = none
   Uuid causation_id;         // nil = none
   std::string metadata;      // small opaque bytes (JSON object by convention), up to 64 KiB
 };
 
-// One stored event, as seen by readers. The string views point into the
-// store's mapping (uncompressed frames) or into a decode buffer (compressed
-// frames): they are valid only during the callback that receives them.
+// One stored event, as seen by readers: its strings are the bytes that were
+// appended, unchanged (no encoding is checked). The string views point into
+// the store's mapping (uncompressed frames) or into a decode buffer
+// (compressed frames): they are valid only during the callback that
+// receives them.
 struct RecordedEvent {
   GlobalPosition position;
   StreamVersion version;
