@@ -30,15 +30,48 @@ namespace ih = format::index_header;
 namespace ie = format::index_entry;
 namespace rec = format::record;
 
-uint8_t* at(std::string& bytes, uint64_t offset) {
-  return reinterpret_cast<uint8_t*>(bytes.data()) + offset;
-}
+// One append batch, i.e. one frame: `events` events of `stream` whose
+// payloads are `payload` followed by the event's index.
+struct Batch {
+  StreamId stream;
+  int events = 1;
+  std::string payload = "x";
+};
 
-// What the edits of a closed store go by: its header and its checkpoint.
-struct Layout {
+// A store written batch by batch and closed (close() writes a checkpoint and
+// an index), in a scratch directory. A test edits `data`, the image of the
+// data file, re-signs what it changed and save()s it.
+class SpecStore {
+ public:
+  explicit SpecStore(const std::vector<Batch>& batches,
+                     const StoreOptions& options = small_store_options()) {
+    {
+      std::unique_ptr<Store> s = open_or_fail(path, options);
+      for (const Batch& b : batches) {
+        std::vector<EventData> events;
+        for (int i = 0; i < b.events; ++i)
+          events.push_back(make_event("Happened", b.payload + std::to_string(i)));
+        EVENTSOURCE_REQUIRE_OK(s->append(b.stream, ExpectedVersion::any(), events));
+      }
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    data = read_file(path);
+    REQUIRE(parse_file_header(at(0), data.size(), &header).empty());
+    std::string why;
+    Result<std::optional<Checkpoint>> c =
+        read_checkpoint_file(*default_os(), path, header.store_id, seed(), &why);
+    EVENTSOURCE_REQUIRE_OK(c);
+    REQUIRE(c->has_value());
+    ckpt = **c;
+  }
+
+  TempDir dir{"es-spec"};
+  const std::string path = dir.file("s.evs");
   FileHeader header;
-  Checkpoint ckpt;
+  Checkpoint ckpt;   // as close() wrote it
+  std::string data;  // the data file, to edit
 
+  uint8_t* at(uint64_t offset) { return reinterpret_cast<uint8_t*>(data.data()) + offset; }
   uint64_t seed() const { return header.seed(); }
   uint64_t slot_offset(uint64_t slot) const {
     return format::kFileHeaderSize + slot * header.segment_size;
@@ -46,67 +79,49 @@ struct Layout {
   int64_t slot_of(uint64_t offset) const {
     return static_cast<int64_t>((offset - format::kFileHeaderSize) / header.segment_size);
   }
-};
+  // The first frame of the first event segment.
+  uint64_t first_frame() const { return slot_offset(0) + sh::kSize; }
 
-Layout layout_of(const std::string& path) {
-  Layout l;
-  const std::string data = read_file(path);
-  REQUIRE(parse_file_header(reinterpret_cast<const uint8_t*>(data.data()), data.size(), &l.header)
-              .empty());
-  std::string why;
-  Result<std::optional<Checkpoint>> c =
-      read_checkpoint_file(*default_os(), path, l.header.store_id, l.seed(), &why);
-  EVENTSOURCE_REQUIRE_OK(c);
-  REQUIRE(c->has_value());
-  l.ckpt = **c;
-  return l;
-}
+  // Writes `data` back (only the blocks that differ, so a handle that has the
+  // file mapped sees the edit).
+  void save() { restore_file(path, data); }
 
-// One batch (one frame) of `n` events.
-void append_batch(Store& store, const StreamId& stream, int n, const std::string& payload) {
-  std::vector<EventData> events;
-  for (int i = 0; i < n; ++i) events.push_back(make_event("Happened", payload + std::to_string(i)));
-  EVENTSOURCE_REQUIRE_OK(store.append(stream, ExpectedVersion::any(), events));
-}
-
-// Re-signs the frame at `offset` of a data image: its records when
-// uncompressed, then the frame checksum.
-void resign_frame_at(std::string& data, const Layout& l, uint64_t offset) {
-  const uint64_t end = l.slot_offset(static_cast<uint64_t>(l.slot_of(offset)) + 1);
-  REQUIRE(fuzz::resign_frame(at(data, offset), end - offset, l.seed()) != 0);
-}
-
-// Rewrites PATH.ckpt (re-signed) so that it names no index: open then scans
-// the whole log, and verify checks no index.
-void drop_index_from_checkpoint(const std::string& path, const Layout& l) {
-  Checkpoint c = l.ckpt;
-  c.index_slot = kNoSlot;
-  c.index_epoch = 0;
-  EVENTSOURCE_REQUIRE_OK(write_checkpoint_file(*default_os(), path, c, l.seed(), 0600));
-}
-
-// Offset and length of the index blob the checkpoint names.
-struct Blob {
-  uint64_t offset = 0;
-  uint64_t len = 0;
-};
-Blob index_blob(std::string& data, const Layout& l) {
-  REQUIRE(l.ckpt.index_slot != kNoSlot);
-  const uint64_t base = l.slot_offset(l.ckpt.index_slot);
-  return Blob{base + sh::kSize, get_u64(at(data, base) + sh::kPayloadLen)};
-}
-
-// File offsets of the records of the uncompressed frame at `frame`.
-std::vector<uint64_t> record_offsets(std::string& data, uint64_t frame) {
-  std::vector<uint64_t> out;
-  const uint32_t count = get_u32(at(data, frame) + fh::kCount);
-  uint64_t off = frame + fh::kSize;
-  for (uint32_t i = 0; i < count; ++i) {
-    out.push_back(off);
-    off += get_u32(at(data, off) + rec::kRecordLen);
+  // Re-signs the frame at `offset`: its records when uncompressed, then the
+  // frame checksum.
+  void resign_frame(uint64_t offset) {
+    const uint64_t end = slot_offset(static_cast<uint64_t>(slot_of(offset)) + 1);
+    REQUIRE(fuzz::resign_frame(at(offset), end - offset, seed()) != 0);
   }
-  return out;
-}
+
+  // Rewrites PATH.ckpt (re-signed) so that it names no index: open then
+  // scans the whole log, and verify checks no index.
+  void drop_index_from_checkpoint() {
+    Checkpoint c = ckpt;
+    c.index_slot = kNoSlot;
+    c.index_epoch = 0;
+    EVENTSOURCE_REQUIRE_OK(write_checkpoint_file(*default_os(), path, c, seed(), 0600));
+  }
+
+  // The index blob the checkpoint names, and its length.
+  uint8_t* index_blob(uint64_t* len) {
+    REQUIRE(ckpt.index_slot != kNoSlot);
+    const uint64_t base = slot_offset(ckpt.index_slot);
+    *len = get_u64(at(base) + sh::kPayloadLen);
+    return at(base + sh::kSize);
+  }
+
+  // File offsets of the records of the uncompressed frame at `frame`.
+  std::vector<uint64_t> record_offsets(uint64_t frame) {
+    std::vector<uint64_t> out;
+    const uint32_t count = get_u32(at(frame) + fh::kCount);
+    uint64_t off = frame + fh::kSize;
+    for (uint32_t i = 0; i < count; ++i) {
+      out.push_back(off);
+      off += get_u32(at(off) + rec::kRecordLen);
+    }
+    return out;
+  }
+};
 
 StoreOptions mode_options(OpenMode mode) {
   StoreOptions o = small_store_options();
@@ -150,22 +165,13 @@ const std::string kCompressible =
 
 TEST_SUITE("spec-rules") {
   TEST_CASE("[F-12] a compressed body is exactly one zstd frame: nothing may follow it") {
-    TempDir dir("es-spec");
-    const std::string path = dir.file("s.evs");
     StoreOptions o = small_store_options();
     o.compress_min_bytes = 256;
-    {
-      std::unique_ptr<Store> s = open_or_fail(path, o);
-      append_batch(*s, {"Zip", "1"}, 8, kCompressible);
-      append_batch(*s, {"Zip", "2"}, 8, kCompressible);
-      EVENTSOURCE_REQUIRE_OK(s->close());
-    }
-    const Layout l = layout_of(path);
-    const uint64_t off = l.ckpt.last_frame_offset;
+    SpecStore st({{{"Zip", "1"}, 8, kCompressible}, {{"Zip", "2"}, 8, kCompressible}}, o);
+    const uint64_t off = st.ckpt.last_frame_offset;
+    REQUIRE((*st.at(off + fh::kFlags) & format::kFrameFlagZstd) != 0);
     // A reader that opened before the edit: its read_all meets the new bytes.
-    std::unique_ptr<Store> reader = open_or_fail(path, mode_options(OpenMode::kReadOnly));
-    std::string data = read_file(path);
-    REQUIRE((*at(data, off + fh::kFlags) & format::kFrameFlagZstd) != 0);
+    std::unique_ptr<Store> reader = open_or_fail(st.path, mode_options(OpenMode::kReadOnly));
 
     std::string trailer;
     SUBCASE("an empty zstd frame") {
@@ -180,65 +186,48 @@ TEST_SUITE("spec-rules") {
     }
     // The body grows by the trailer; the frame grows to hold it (it is the
     // last frame of its segment, so nothing moves) and is re-signed.
-    const uint32_t body_len = get_u32(at(data, off) + fh::kBodyLen);
+    const uint32_t body_len = get_u32(st.at(off) + fh::kBodyLen);
     const uint32_t new_len = body_len + static_cast<uint32_t>(trailer.size());
-    data.replace(off + fh::kSize + body_len, trailer.size(), trailer);
-    put_u32(at(data, off) + fh::kBodyLen, new_len);
-    put_u32(at(data, off) + fh::kFrameLen,
+    st.data.replace(off + fh::kSize + body_len, trailer.size(), trailer);
+    put_u32(st.at(off) + fh::kBodyLen, new_len);
+    put_u32(st.at(off) + fh::kFrameLen,
             static_cast<uint32_t>(align_up(fh::kSize + new_len, format::kFrameAlign)));
-    resign_frame_at(data, l, off);
-    restore_file(path, data);
-    drop_index_from_checkpoint(path, l);  // open scans (decodes) the frame
+    st.resign_frame(off);
+    st.save();
+    st.drop_index_from_checkpoint();  // open scans (decodes) the frame
 
     const ReadResult all = read_all_events(*reader);
     EVENTSOURCE_CHECK_CODE(all.status, Code::kCorruption);
     CHECK(mentions_offset(all.status.message(), static_cast<int64_t>(off)));
-    CHECK(has_problem_at(verify_or_fail(path), l.slot_of(off), static_cast<int64_t>(off)));
-    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
-    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+    CHECK(has_problem_at(verify_or_fail(st.path), st.slot_of(off), static_cast<int64_t>(off)));
+    EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadOnly), Code::kCorruption);
+    EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadWrite), Code::kCorruption);
   }
 
   TEST_CASE("[F-30] the first event segment in log order must start at position 1") {
-    TempDir dir("es-spec");
-    const std::string path = dir.file("s.evs");
-    {
-      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
-      for (int b = 0; b < 3; ++b) append_batch(*s, {"First", "1"}, 2, "x");
-      EVENTSOURCE_REQUIRE_OK(s->close());
-    }
-    const Layout l = layout_of(path);
-    std::string data = read_file(path);
+    SpecStore st({{{"First", "1"}, 2}, {{"First", "1"}, 2}, {{"First", "1"}, 2}});
     // Slot 0 holds the first event segment; its frames still start at 1.
-    uint8_t* h = at(data, l.slot_offset(0));
+    uint8_t* h = st.at(st.slot_offset(0));
     REQUIRE(get_u16(h + sh::kKind) == static_cast<uint16_t>(format::SegmentKind::kEvents));
     REQUIRE(get_u64(h + sh::kFirstPosition) == 1);
     put_u64(h + sh::kFirstPosition, 2);
-    put_u64(h + sh::kChecksum, checksum64(h, sh::kChecksum, l.seed()));
-    restore_file(path, data);
+    put_u64(h + sh::kChecksum, checksum64(h, sh::kChecksum, st.seed()));
+    st.save();
     SUBCASE("open through the persisted index") {}
-    SUBCASE("open by a full scan") { drop_index_from_checkpoint(path, l); }
+    SUBCASE("open by a full scan") { st.drop_index_from_checkpoint(); }
 
-    CHECK(has_problem_at(verify_or_fail(path), 0, static_cast<int64_t>(l.slot_offset(0))));
-    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
-    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+    CHECK(has_problem_at(verify_or_fail(st.path), 0, static_cast<int64_t>(st.slot_offset(0))));
+    EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadOnly), Code::kCorruption);
+    EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadWrite), Code::kCorruption);
   }
 
   TEST_CASE("[F-20] an index whose locators do not add up to covers_position is not used") {
-    TempDir dir("es-spec");
-    const std::string path = dir.file("s.evs");
-    {
-      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
-      append_batch(*s, {"Acct", "1"}, 4, "a");
-      append_batch(*s, {"Zed", "1"}, 3, "z");  // last in the directory (name order)
-      append_batch(*s, {"Acct", "1"}, 2, "a");
-      EVENTSOURCE_REQUIRE_OK(s->close());
-    }
-    const Layout l = layout_of(path);
-    std::string data = read_file(path);
+    // Zed-1 comes last in the directory (name order).
+    SpecStore st({{{"Acct", "1"}, 4}, {{"Zed", "1"}, 3}, {{"Acct", "1"}, 2}});
     // Hide Zed-1's last event: one locator fewer in its entry and in the blob
     // header; covers_position still says 9.
-    const Blob blob = index_blob(data, l);
-    uint8_t* b = at(data, blob.offset);
+    uint64_t len = 0;
+    uint8_t* b = st.index_blob(&len);
     REQUIRE(get_u64(b + ih::kCoversPosition) == 9);
     const uint64_t streams = get_u64(b + ih::kStreamCount);
     REQUIRE(streams == 2);
@@ -246,11 +235,11 @@ TEST_SUITE("spec-rules") {
     REQUIRE(get_u64(last + ie::kCount) == 3);
     put_u64(last + ie::kCount, 2);
     put_u64(b + ih::kLocatorCount, get_u64(b + ih::kLocatorCount) - 1);
-    fuzz::resign_index_blob(b, blob.len, l.seed());
-    restore_file(path, data);
+    fuzz::resign_index_blob(b, len, st.seed());
+    st.save();
 
-    CHECK(has_problem_in(verify_or_fail(path), static_cast<int64_t>(l.ckpt.index_slot)));
-    std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadWrite));
+    CHECK(has_problem_in(verify_or_fail(st.path), static_cast<int64_t>(st.ckpt.index_slot)));
+    std::unique_ptr<Store> s = open_or_fail(st.path, mode_options(OpenMode::kReadWrite));
     CHECK(s->stream_version({"Zed", "1"}) == StreamVersion(3));
     const ReadResult zed = read_stream_events(*s, {"Zed", "1"});
     EVENTSOURCE_CHECK_OK(zed.status);
@@ -263,32 +252,24 @@ TEST_SUITE("spec-rules") {
   TEST_CASE(
       "[F-21] an index whose log_end_offset is not where the checkpoint's last frame ends "
       "is not used") {
-    TempDir dir("es-spec");
-    const std::string path = dir.file("s.evs");
-    {
-      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
-      for (int b = 0; b < 3; ++b) append_batch(*s, {"End", "1"}, 2, "e");
-      EVENTSOURCE_REQUIRE_OK(s->close());
-    }
-    const Layout l = layout_of(path);
-    std::string data = read_file(path);
+    SpecStore st({{{"End", "1"}, 2}, {{"End", "1"}, 2}, {{"End", "1"}, 2}});
     const uint64_t frame_end =
-        l.ckpt.last_frame_offset + get_u32(at(data, l.ckpt.last_frame_offset) + fh::kFrameLen);
-    const Blob blob = index_blob(data, l);
-    uint8_t* b = at(data, blob.offset);
+        st.ckpt.last_frame_offset + get_u32(st.at(st.ckpt.last_frame_offset) + fh::kFrameLen);
+    uint64_t len = 0;
+    uint8_t* b = st.index_blob(&len);
     REQUIRE(get_u64(b + ih::kLogEndOffset) == frame_end);
     uint64_t log_end = 0;
     // Before the end, a read-write open would cut the durable last frame as a
     // torn tail; past it, appends would land where no scan finds them.
-    SUBCASE("at the start of the last frame") { log_end = l.ckpt.last_frame_offset; }
+    SUBCASE("at the start of the last frame") { log_end = st.ckpt.last_frame_offset; }
     SUBCASE("past the end of the last frame") { log_end = frame_end + format::kFrameAlign; }
     put_u64(b + ih::kLogEndOffset, log_end);
-    fuzz::resign_index_blob(b, blob.len, l.seed());
-    restore_file(path, data);
+    fuzz::resign_index_blob(b, len, st.seed());
+    st.save();
 
-    CHECK(has_problem_in(verify_or_fail(path), static_cast<int64_t>(l.ckpt.index_slot)));
+    CHECK(has_problem_in(verify_or_fail(st.path), static_cast<int64_t>(st.ckpt.index_slot)));
     {
-      std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadWrite));
+      std::unique_ptr<Store> s = open_or_fail(st.path, mode_options(OpenMode::kReadWrite));
       const ReadResult all = read_all_events(*s);
       EVENTSOURCE_CHECK_OK(all.status);
       CHECK(all.events.size() == 6);
@@ -296,35 +277,26 @@ TEST_SUITE("spec-rules") {
       EVENTSOURCE_CHECK_OK(s->append({"End", "1"}, ExpectedVersion::exact(StreamVersion(6)), more));
       EVENTSOURCE_CHECK_OK(s->close());
     }
-    std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadOnly));
+    std::unique_ptr<Store> s = open_or_fail(st.path, mode_options(OpenMode::kReadOnly));
     const ReadResult all = read_all_events(*s);
     EVENTSOURCE_CHECK_OK(all.status);
     CHECK(all.events.size() == 7);
-    CHECK(verify_or_fail(path).clean());
+    CHECK(verify_or_fail(st.path).clean());
   }
 
   TEST_CASE("[F-16] a version jump inside the indexed log is caught by read_stream and verify") {
-    TempDir dir("es-spec");
-    const std::string path = dir.file("s.evs");
-    {
-      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
-      append_batch(*s, {"Jump", "1"}, 3, "j");
-      append_batch(*s, {"Other", "1"}, 2, "o");
-      EVENTSOURCE_REQUIRE_OK(s->close());
-    }
-    const Layout l = layout_of(path);
-    std::string data = read_file(path);
-    const uint64_t frame = l.slot_offset(0) + sh::kSize;  // Jump-1's frame
-    const std::vector<uint64_t> records = record_offsets(data, frame);
+    SpecStore st({{{"Jump", "1"}, 3}, {{"Other", "1"}, 2}});
+    const uint64_t frame = st.first_frame();  // Jump-1's
+    const std::vector<uint64_t> records = st.record_offsets(frame);
     REQUIRE(records.size() == 3);
-    REQUIRE(get_u64(at(data, records[1]) + rec::kVersion) == 2);
-    put_u64(at(data, records[1]) + rec::kVersion, 7);
-    resign_frame_at(data, l, frame);
-    restore_file(path, data);
+    REQUIRE(get_u64(st.at(records[1]) + rec::kVersion) == 2);
+    put_u64(st.at(records[1]) + rec::kVersion, 7);
+    st.resign_frame(frame);
+    st.save();
 
-    CHECK(has_problem_at(verify_or_fail(path), 0, static_cast<int64_t>(frame)));
+    CHECK(has_problem_at(verify_or_fail(st.path), 0, static_cast<int64_t>(frame)));
     SUBCASE("indexed: open trusts the index, read_stream checks each record") {
-      std::unique_ptr<Store> s = open_or_fail(path, mode_options(OpenMode::kReadOnly));
+      std::unique_ptr<Store> s = open_or_fail(st.path, mode_options(OpenMode::kReadOnly));
       const ReadResult jump = read_stream_events(*s, {"Jump", "1"});
       EVENTSOURCE_CHECK_CODE(jump.status, Code::kCorruption);
       CHECK(jump.events.size() == 1);
@@ -334,35 +306,26 @@ TEST_SUITE("spec-rules") {
       CHECK(all.events.size() == 5);
     }
     SUBCASE("scanned: open's index build rejects the frame") {
-      drop_index_from_checkpoint(path, l);
-      EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
-      EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+      st.drop_index_from_checkpoint();
+      EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadOnly), Code::kCorruption);
+      EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadWrite), Code::kCorruption);
     }
   }
 
   TEST_CASE("[F-16] verify rejects a stream type containing '-' as open's scan does") {
-    TempDir dir("es-spec");
-    const std::string path = dir.file("s.evs");
-    {
-      std::unique_ptr<Store> s = open_or_fail(path, small_store_options());
-      append_batch(*s, {"Ab", "1"}, 1, "a");
-      append_batch(*s, {"Other", "1"}, 2, "o");
-      EVENTSOURCE_REQUIRE_OK(s->close());
-    }
-    const Layout l = layout_of(path);
-    std::string data = read_file(path);
-    const uint64_t frame = l.slot_offset(0) + sh::kSize;  // Ab-1's frame
-    const uint64_t record = record_offsets(data, frame).at(0);
-    REQUIRE(*at(data, record + rec::kStreamTypeLen) == 2);
-    REQUIRE(*at(data, record + rec::kSize + 1) == 'b');
-    *at(data, record + rec::kSize + 1) = '-';  // "Ab" -> "A-": version 1 of "A--1"
-    resign_frame_at(data, l, frame);
-    restore_file(path, data);
-    drop_index_from_checkpoint(path, l);
+    SpecStore st({{{"Ab", "1"}, 1}, {{"Other", "1"}, 2}});
+    const uint64_t frame = st.first_frame();  // Ab-1's
+    const uint64_t record = st.record_offsets(frame).at(0);
+    REQUIRE(*st.at(record + rec::kStreamTypeLen) == 2);
+    REQUIRE(*st.at(record + rec::kSize + 1) == 'b');
+    *st.at(record + rec::kSize + 1) = '-';  // "Ab" -> "A-": version 1 of "A--1"
+    st.resign_frame(frame);
+    st.save();
+    st.drop_index_from_checkpoint();
 
-    CHECK(has_problem_at(verify_or_fail(path), 0, static_cast<int64_t>(frame)));
-    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadOnly), Code::kCorruption);
-    EVENTSOURCE_CHECK_CODE(open_status(path, OpenMode::kReadWrite), Code::kCorruption);
+    CHECK(has_problem_at(verify_or_fail(st.path), 0, static_cast<int64_t>(frame)));
+    EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadOnly), Code::kCorruption);
+    EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadWrite), Code::kCorruption);
   }
 }
 
