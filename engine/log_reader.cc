@@ -168,6 +168,23 @@ std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offs
   return "";
 }
 
+std::string check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_end,
+                          uint64_t covers) {
+  if (log_end == frame_end) return "";
+  // frame_end - 1 lies in the frame, so in its segment (a frame that fills
+  // its segment ends at the next slot).
+  const uint64_t slot = (frame_end - 1 - format::kFileHeaderSize) / view.segment_size;
+  for (size_t i = 0; i + 1 < view.segment_count(); ++i) {
+    if (view.segment(i).slot != slot) continue;
+    const EventSeg& next = view.segment(i + 1);
+    if (log_end == view.slot_offset(next.slot) + sh::kSize && next.first_position == covers + 1)
+      return "";
+  }
+  return fmt::format(
+      "the index says the log continues at {}, the checkpoint's last frame ends at {}",
+      hex(log_end), hex(frame_end));
+}
+
 uint64_t find_valid_frame(const LogView& view, size_t seg_index, uint64_t from, FrameHeader* h) {
   const EventSeg& seg = view.segment(seg_index);
   const uint64_t base = view.slot_offset(seg.slot);

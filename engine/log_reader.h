@@ -132,6 +132,16 @@ FrameState check_frame_at(const LogView& view, const EventSeg& seg, uint64_t off
 std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,
                                    uint64_t durable_position, uint64_t* frame_end);
 
+// Checks an index's log_end_offset [F-21] against `frame_end`, the end of
+// the frame the checkpoint names (from check_checkpoint_claim), and the
+// index's covers_position. It is the writer's append offset when the index
+// was built: `frame_end`, or, when the writer had rolled to a new segment
+// and written nothing there yet, offset 64 of the event segment that follows
+// the frame's segment in log order, which then starts at covers + 1.
+// Returns "" or why log_end_offset is neither.
+std::string check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_end,
+                          uint64_t covers);
+
 // The first offset >= `from` in segment `seg_index` where a frame that
 // passes check_frame starts (at any position), or 0. Used to tell a torn
 // tail from damage with valid frames after it.

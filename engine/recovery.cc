@@ -317,12 +317,10 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   if (why.empty() && info.covers_position != c.durable_position)
     why = fmt::format("it covers position {}, the checkpoint says {}", info.covers_position,
                       c.durable_position);
-  // The scan continues where the index says the log does: that must be the
-  // end of the frame the checkpoint names, or open would cut that durable
-  // frame as a torn tail (before it) or append where no scan looks (after).
-  if (why.empty() && info.covers_position > 0 && info.log_end_offset != claimed_end)
-    why = fmt::format("the log continues at offset {}, but the checkpoint's last frame ends at {}",
-                      hex(info.log_end_offset), hex(claimed_end));
+  // Where the index says the log continues must agree with the frame the
+  // checkpoint names; a blob that disagrees is not trusted [F-21].
+  if (why.empty() && info.covers_position > 0)
+    why = check_log_end(MappedLog(*this), claimed_end, info.log_end_offset, info.covers_position);
   // The scan does not walk what the index covers, so the start of the log is
   // checked here: the first event segment in log order starts at position 1.
   if (why.empty() && info.covers_position > 0) {
@@ -350,26 +348,29 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   index_covers_ = info.covers_position;
   *expected = info.covers_position + 1;
   next_position_ = *expected;
-  // Continue after the last indexed frame.
+  // Continue after the last indexed frame: at the end of the frame the
+  // checkpoint names (validated above), not at log_end_offset, so that the
+  // walk judges the rest of that segment and enters the next one itself, as
+  // a full scan would [F-30]. (check_checkpoint_claim found the segment.)
   if (info.covers_position > 0) {
-    // -1: a last frame that fills its segment ends exactly at the next slot.
-    uint64_t slot = slot_of(info.log_end_offset - 1);
+    const uint64_t slot = slot_of(c.last_frame_offset);
     const std::shared_ptr<const SegTable> segs = seg_table();
     for (size_t i = 0; i < segs->size(); ++i) {
       if ((*segs)[i].slot == slot) {
         *scan_seg = i;
-        *scan_off = info.log_end_offset;
+        *scan_off = claimed_end;
         tail_slot_ = slot;
         tail_epoch_ = (*segs)[i].epoch;
-        tail_offset_ = info.log_end_offset;
+        tail_offset_ = claimed_end;
         last_frame_offset_ = c.last_frame_offset;
         return Status();
       }
     }
-    return corruption(fmt::format("{}: the persisted index continues at offset {}, which is not in "
-                                  "an event segment (run 'esdump repair {}')",
-                                  path_, hex(info.log_end_offset), path_),
-                      static_cast<int64_t>(slot), static_cast<int64_t>(info.log_end_offset));
+    // Unreachable: check_checkpoint_claim found the frame in this table.
+    return corruption(fmt::format("{}: the checkpoint's last frame at offset {} is not in an "
+                                  "event segment (run 'esdump repair {}')",
+                                  path_, hex(c.last_frame_offset), path_),
+                      static_cast<int64_t>(slot), static_cast<int64_t>(c.last_frame_offset));
   }
   return Status();
 }

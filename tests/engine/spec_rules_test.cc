@@ -284,6 +284,45 @@ TEST_SUITE("spec-rules") {
     CHECK(verify_or_fail(st.path).clean());
   }
 
+  TEST_CASE(
+      "[F-21] an index whose log_end_offset is the first frame of the segment the writer "
+      "rolled to is used") {
+    // The writer had allocated (and synced the header of) a next segment but
+    // written no frame there when it checkpointed: its append offset is that
+    // segment's offset 64, not the end of the last frame.
+    SpecStore st({{{"Roll", "1"}, 2}, {{"Roll", "1"}, 2}, {{"Roll", "1"}, 2}});
+    REQUIRE(st.ckpt.index_slot == 1);
+    SegmentHeader rolled;
+    rolled.kind = format::SegmentKind::kEvents;
+    rolled.slot = 2;
+    rolled.epoch = st.ckpt.index_epoch + 1;
+    rolled.first_position = 7;
+    REQUIRE(st.data.size() == st.slot_offset(2));
+    st.data.append(st.header.segment_size, '\0');
+    encode_segment_header(rolled, st.seed(), st.at(st.slot_offset(2)));
+    uint64_t len = 0;
+    uint8_t* b = st.index_blob(&len);
+    put_u64(b + ih::kLogEndOffset, st.slot_offset(2) + sh::kSize);
+    fuzz::resign_index_blob(b, len, st.seed());
+    st.save();
+
+    CHECK(verify_or_fail(st.path).clean());
+    {
+      std::unique_ptr<Store> s = open_or_fail(st.path, mode_options(OpenMode::kReadWrite));
+      CHECK(s->stats().index_persisted_position == 6);  // the index was used
+      const std::vector<EventData> more = {make_event("T", "7")};
+      EVENTSOURCE_CHECK_OK(
+          s->append({"Roll", "1"}, ExpectedVersion::exact(StreamVersion(6)), more));
+      EVENTSOURCE_CHECK_OK(s->close());
+    }
+    std::unique_ptr<Store> s = open_or_fail(st.path, mode_options(OpenMode::kReadOnly));
+    const ReadResult all = read_all_events(*s);
+    EVENTSOURCE_CHECK_OK(all.status);
+    REQUIRE(all.events.size() == 7);
+    CHECK(all.events[6].position == GlobalPosition(7));
+    CHECK(verify_or_fail(st.path).clean());
+  }
+
   TEST_CASE("[F-16] a version jump inside the indexed log is caught by read_stream and verify") {
     SpecStore st({{{"Jump", "1"}, 3}, {{"Other", "1"}, 2}});
     const uint64_t frame = st.first_frame();  // Jump-1's
