@@ -18,6 +18,8 @@
 #include <latch>
 #include <thread>
 
+#include "bench/json.h"
+
 namespace esbench {
 namespace {
 
@@ -34,27 +36,6 @@ volatile uint64_t g_sink = 0;
 eventsource::Status failure(std::string message) {
   return eventsource::Status(eventsource::Code::kCorruption,
                              "read-back mismatch: " + std::move(message));
-}
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<int>(c));
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
-std::string json_number(std::optional<double> v, int precision) {
-  if (!v || !std::isfinite(*v)) return "null";
-  return fmt::format("{:.{}f}", *v, precision);
 }
 
 std::optional<double> rate(double amount, double seconds) {
@@ -300,6 +281,7 @@ std::string Measurement::to_json() const {
       json_number(ops_per_s, 1), json_number(mb_per_s, 2), json_number(p50_us, 2),
       json_number(p99_us, 2), store_bytes, rss_bytes);
   for (const auto& [key, value] : extra) out += fmt::format(",{}:{}", json_string(key), value);
+  if (failed()) out += fmt::format(",\"error\":{}", json_string(error));
   out += "}";
   return out;
 }
