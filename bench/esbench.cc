@@ -1,6 +1,7 @@
-// esbench: runs event-store workloads (append, reads, replay, open) against the
-// eventsource engine and SQLite, printing one JSON object per result on stdout
-// and a human-readable table on stderr. Exits non-zero if any workload fails.
+// esbench: runs event-store workloads (append, reads, replay, open, sizes)
+// against the eventsource engine and SQLite, printing one JSON object per
+// result on stdout and a human-readable table on stderr. Exits non-zero if any
+// workload fails.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -32,7 +33,8 @@ flags:
                                 side by side)
   --workload NAME[,NAME..]|all  default all: append, append_sync,
                                 concurrent_append, read_stream, read_type,
-                                replay, open
+                                replay, open, open_streams, store_size,
+                                bytes_per_event
   --n N               events (default 1000000; 1e6 notation accepted)
   --payload BYTES     payload size, exact (default 200)
   --streams N         streams, written round-robin (default 10000)
@@ -47,6 +49,8 @@ flags:
   --time-limit S      append_sync and concurrent_append stop after S seconds
                       (default 10, 0 = none) and report the n they reached,
                       with "time_limited":true
+  --open-streams N[,N..]  stream counts of open_streams (default 1000,1000000,
+                      each capped at --n)
   --help
 
 workloads:
@@ -67,6 +71,18 @@ workloads:
                      close (open_clean) of 10^4, 10^5, 10^6 events (10^7 when
                      n >= 10^7; never more than n); p50/p99 of 3 opens,
                      seconds = p50, ops_per_s and mb_per_s null
+  open_streams       for each --open-streams count S: a store of S streams with
+                     one event each (one append per event), closed cleanly,
+                     then opened by 3 fresh processes; seconds = p50 open time,
+                     rss_bytes = RSS after open (rss_before_open_bytes before)
+  store_size         size on disk (st_blocks*512 of every file: data file and
+                     checkpoint file, or SQLite's database file) of a cleanly
+                     closed empty store and of one with 100 events (one per
+                     append, 10 streams); per-file sizes under "files"
+  bytes_per_event    bytes per event of the append store: engine
+                     StoreStats::log_bytes, SQLite database file size
+                     (bytes_per_event), and allocated bytes on disk
+                     (file_bytes_per_event)
 
 Every read touches every payload byte. mb_per_s counts logical record bytes:
 payload, type, stream name, tenant, metadata and 72 bytes of fixed fields.
@@ -78,7 +94,8 @@ and one connection serialized by a mutex (also for concurrent_append).
 
 struct Flags {
   Config cfg;
-  std::string mode;  // "", "--internal-replay" or "--internal-crash-writer"
+  // "", "--internal-replay", "--internal-open" or "--internal-crash-writer"
+  std::string mode;
   int result_fd = -1;
   bool help = false;
 };
@@ -129,7 +146,8 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       flags->help = true;
       continue;
     }
-    if (arg == "--internal-replay" || arg == "--internal-crash-writer") {
+    if (arg == "--internal-replay" || arg == "--internal-open" ||
+        arg == "--internal-crash-writer") {
       flags->mode = arg;
       continue;
     }
@@ -201,6 +219,15 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       } else {
         return "--durability wants none, group or each, got '" + value + "'";
       }
+    } else if (arg == "--open-streams") {
+      cfg.open_streams.clear();
+      for (const std::string& item : split(value)) {
+        if (!parse_count(item, &number) || number < 1 || number > 100000000) {
+          return "--open-streams wants counts in 1..100000000, got '" + item + "'";
+        }
+        cfg.open_streams.push_back(number);
+      }
+      if (cfg.open_streams.empty()) return "--open-streams is empty";
     } else if (arg == "--store") {
       if (value.empty()) return "--store is empty";
       cfg.store = value;
@@ -226,18 +253,19 @@ std::string cell(std::optional<double> v, int precision) {
 }
 
 void print_table(const std::vector<Measurement>& results) {
-  fmt::print(stderr, "\n{:<18} {:<7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8}\n",
+  fmt::print(stderr, "\n{:<18} {:<7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8}  {}\n",
              "workload", "backend", "n", "seconds", "ops/s", "MB/s", "p50 us", "p99 us", "store MB",
-             "RSS MB");
+             "RSS MB", "notes");
   for (const Measurement& m : results) {
     if (m.failed()) {
       fmt::print(stderr, "{:<18} {:<7} FAILED: {}\n", m.workload, m.backend, m.error);
       continue;
     }
-    fmt::print(stderr, "{:<18} {:<7} {:>9} {:>9.3f} {:>12} {:>8} {:>10} {:>10} {:>9.1f} {:>8.1f}\n",
+    fmt::print(stderr,
+               "{:<18} {:<7} {:>9} {:>9.3f} {:>12} {:>8} {:>10} {:>10} {:>9.1f} {:>8.1f}  {}\n",
                m.workload, m.backend, m.n, m.seconds, cell(m.ops_per_s, 0), cell(m.mb_per_s, 1),
                cell(m.p50_us, 1), cell(m.p99_us, 1), static_cast<double>(m.store_bytes) / 1e6,
-               static_cast<double>(m.rss_bytes) / 1e6);
+               static_cast<double>(m.rss_bytes) / 1e6, m.note);
   }
 }
 
@@ -260,6 +288,9 @@ int run(int argc, char** argv) {
     }
     if (flags.mode == "--internal-replay") {
       return replay_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
+    }
+    if (flags.mode == "--internal-open") {
+      return open_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
     }
     return crash_writer_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
   }
