@@ -84,6 +84,10 @@ workloads:
                      (bytes_per_event), and allocated bytes on disk
                      (file_bytes_per_event)
 
+concurrent_append also reports "syncs" and "appends_per_sync": fdatasync and
+fsync calls of the process during the run, counted by esbench's own wrappers
+of those two libc functions (null if they were not called through them).
+
 Every read touches every payload byte. mb_per_s counts logical record bytes:
 payload, type, stream name, tenant, metadata and 72 bytes of fixed fields.
 Payloads cycle through a pool of up to 4096 distinct JSON order events.

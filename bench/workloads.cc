@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "bench/json.h"
+#include "bench/sync_count.h"
 
 namespace esbench {
 namespace {
@@ -524,10 +525,12 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
     });
   }
   stop_at = deadline();  // before the latch releases the workers
+  const uint64_t syncs_before = sync_calls();
   start_line.arrive_and_wait();
   const auto t0 = Clock::now();
   for (std::thread& w : workers) w.join();
   const double seconds = seconds_since(t0);
+  const uint64_t syncs = sync_calls() - syncs_before;
 
   Samples latency;
   uint64_t events = 0;
@@ -554,6 +557,14 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
   m.extra.emplace_back("durability", json_string("each"));
   m.extra.emplace_back("cap", std::to_string(kConcurrentCap));
   m.extra.emplace_back("time_limited", events < total ? "true" : "false");
+  // Every durable append is covered by a sync, so syncs == 0 means the
+  // counting wrappers were not linked in: report null rather than nonsense.
+  const std::optional<double> per_sync =
+      syncs > 0 ? std::optional<double>(static_cast<double>(events) / static_cast<double>(syncs))
+                : std::nullopt;
+  m.extra.emplace_back("syncs", syncs > 0 ? std::to_string(syncs) : "null");
+  m.extra.emplace_back("appends_per_sync", json_number(per_sync, 2));
+  if (per_sync) m.note = fmt::format("{:.2f} appends/sync ({} syncs)", *per_sync, syncs);
   if (!cfg_.keep_store) remove_dir(dir);
   return m;
 }
