@@ -1,7 +1,7 @@
 // esbench: runs event-store workloads (append, reads, replay, open, sizes)
 // against the eventsource engine and SQLite, printing one JSON object per
-// result on stdout and a human-readable table on stderr. Exits non-zero if any
-// workload fails.
+// result on stdout and a human-readable table on stderr; optionally keeps the
+// run as a JSON file and draws it as a PNG. Exits non-zero if anything fails.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -14,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/plot.h"
+#include "bench/report.h"
 #include "bench/workloads.h"
 
 namespace esbench {
@@ -51,6 +53,13 @@ flags:
                       with "time_limited":true
   --open-streams N[,N..]  stream counts of open_streams (default 1000,1000000,
                       each capped at --n)
+  --json FILE         also write the run (date, machine, flags, every result,
+                      failures with "error") to FILE as one JSON document
+  --plot FILE.png     after the run, draw engine/SQLite ratios per workload
+                      and the open-time, size-on-disk and RSS scaling curves
+                      into FILE.png, titled with the machine and the date;
+                      needs gnuplot (Debian package gnuplot-nox), checked
+                      before the run starts
   --help
 
 workloads:
@@ -102,6 +111,8 @@ struct Flags {
   std::string mode;
   int result_fd = -1;
   bool help = false;
+  std::string json_path;  // --json
+  std::string plot_path;  // --plot
 };
 
 bool parse_count(const std::string& text, uint64_t* out) {
@@ -232,6 +243,12 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
         cfg.open_streams.push_back(number);
       }
       if (cfg.open_streams.empty()) return "--open-streams is empty";
+    } else if (arg == "--json") {
+      if (value.empty()) return "--json is empty";
+      flags->json_path = value;
+    } else if (arg == "--plot") {
+      if (value.empty()) return "--plot is empty";
+      flags->plot_path = value;
     } else if (arg == "--store") {
       if (value.empty()) return "--store is empty";
       cfg.store = value;
@@ -250,6 +267,18 @@ std::string self_exe(const char* argv0) {
   const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
   if (n <= 0) return argv0;
   return std::string(buf, static_cast<size_t>(n));
+}
+
+// "" if a file `path` can be created or replaced, else the problem (checked
+// before the run, so that a long run is not lost to a typo).
+std::string check_writable(const char* flag, const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
+  if (::access(dir.c_str(), W_OK) != 0) {
+    return fmt::format("{} {}: cannot create files in {}: {}", flag, path, dir,
+                       std::strerror(errno));
+  }
+  return "";
 }
 
 std::string cell(std::optional<double> v, int precision) {
@@ -299,6 +328,23 @@ int run(int argc, char** argv) {
     return crash_writer_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
   }
 
+  // A missing plotter or an unwritable output fails now, not after a long run.
+  if (!flags.plot_path.empty()) {
+    if (auto gnuplot = find_gnuplot(); !gnuplot.ok()) {
+      fmt::print(stderr, "esbench: {}\n", gnuplot.status().message());
+      return 2;
+    }
+  }
+  for (auto [flag, path] :
+       {std::pair{"--plot", flags.plot_path}, std::pair{"--json", flags.json_path}}) {
+    if (path.empty()) continue;
+    if (std::string problem = check_writable(flag, path); !problem.empty()) {
+      fmt::print(stderr, "esbench: {}\n", problem);
+      return 2;
+    }
+  }
+  const Machine machine = describe_machine();
+
   std::string base = cfg.store;
   if (base.empty()) {
     const char* tmp = std::getenv("TMPDIR");
@@ -316,11 +362,8 @@ int run(int argc, char** argv) {
       return 1;
     }
   }
-  fmt::print(stderr,
-             "esbench: n={} payload={} streams={} batch={} durability={} threads={} seed={} "
-             "time-limit={}s store={}\n",
-             cfg.n, cfg.payload, cfg.streams, cfg.batch, durability_name(cfg.durability),
-             cfg.threads, cfg.seed, cfg.time_limit_s, base);
+  fmt::print(stderr, "esbench: {} time-limit={}s store={}\nesbench: on {}\n", config_summary(cfg),
+             cfg.time_limit_s, base, machine.summary());
 
   std::vector<Measurement> results;
   {
@@ -344,13 +387,30 @@ int run(int argc, char** argv) {
     std::error_code ec;
     std::filesystem::remove_all(base, ec);
   }
+  int exit_code = 0;
+  if (!flags.json_path.empty()) {
+    if (eventsource::Status s = write_json_report(flags.json_path, machine, cfg, results); s.ok()) {
+      fmt::print(stderr, "esbench: results written to {}\n", flags.json_path);
+    } else {
+      fmt::print(stderr, "esbench: --json: {}\n", s.to_string());
+      exit_code = 1;
+    }
+  }
+  if (!flags.plot_path.empty()) {
+    if (eventsource::Status s = draw_plot(flags.plot_path, results, machine, cfg); s.ok()) {
+      fmt::print(stderr, "esbench: plot written to {}\n", flags.plot_path);
+    } else {
+      fmt::print(stderr, "esbench: --plot: {}\n", s.to_string());
+      exit_code = 1;
+    }
+  }
   size_t failures = 0;
   for (const Measurement& m : results) failures += m.failed() ? 1 : 0;
   if (failures > 0) {
     fmt::print(stderr, "esbench: {} of {} results FAILED\n", failures, results.size());
     return 1;
   }
-  return 0;
+  return exit_code;
 }
 
 }  // namespace
