@@ -387,22 +387,21 @@ int run(int argc, char** argv) {
     std::error_code ec;
     std::filesystem::remove_all(base, ec);
   }
+  // A --json or --plot that cannot be written fails the run (after the table).
   int exit_code = 0;
-  if (!flags.json_path.empty()) {
-    if (eventsource::Status s = write_json_report(flags.json_path, machine, cfg, results); s.ok()) {
-      fmt::print(stderr, "esbench: results written to {}\n", flags.json_path);
+  auto kept = [&exit_code](const char* flag, const std::string& path, eventsource::Status s) {
+    if (s.ok()) {
+      fmt::print(stderr, "esbench: wrote {} ({})\n", path, flag);
     } else {
-      fmt::print(stderr, "esbench: --json: {}\n", s.to_string());
+      fmt::print(stderr, "esbench: {}: {}\n", flag, s.to_string());
       exit_code = 1;
     }
+  };
+  if (!flags.json_path.empty()) {
+    kept("--json", flags.json_path, write_json_report(flags.json_path, machine, cfg, results));
   }
   if (!flags.plot_path.empty()) {
-    if (eventsource::Status s = draw_plot(flags.plot_path, results, machine, cfg); s.ok()) {
-      fmt::print(stderr, "esbench: plot written to {}\n", flags.plot_path);
-    } else {
-      fmt::print(stderr, "esbench: --plot: {}\n", s.to_string());
-      exit_code = 1;
-    }
+    kept("--plot", flags.plot_path, draw_plot(flags.plot_path, results, machine, cfg));
   }
   size_t failures = 0;
   for (const Measurement& m : results) failures += m.failed() ? 1 : 0;

@@ -227,6 +227,51 @@ const char* color_of(std::string_view backend) {
   return backend == "engine" ? kEngineColor : kSqliteColor;
 }
 
+// One kind of curve of a panel, drawn once per backend.
+struct Curve {
+  std::string label;                        // after "engine: ", enhanced text
+  std::vector<std::string_view> workloads;  // whose results give its points
+  int point = 7;
+  int dash = 1;
+  // The y of a result (x is its n); nullopt leaves the result out.
+  std::optional<double> (*y)(const Measurement&) = nullptr;
+};
+
+// Adds a series per backend and curve: the points (n, curve.y(m)) of the
+// backend's successful results of the curve's workloads with n > 0.
+void add_curves(Panel* p, const std::vector<Measurement>& results,
+                const std::vector<std::string>& backends, const std::vector<Curve>& curves) {
+  for (const std::string& backend : backends) {
+    for (const Curve& curve : curves) {
+      Series s{backend + ": " + curve.label, color_of(backend), curve.point, curve.dash, {}};
+      for (const Measurement& m : results) {
+        if (m.failed() || m.backend != backend || m.n == 0) continue;
+        if (std::find(curve.workloads.begin(), curve.workloads.end(), m.workload) ==
+            curve.workloads.end()) {
+          continue;
+        }
+        if (auto y = curve.y(m)) s.points[static_cast<double>(m.n)] = *y;
+      }
+      p->series.push_back(std::move(s));
+    }
+  }
+}
+
+std::optional<double> open_ms(const Measurement& m) {
+  return m.seconds > 0 ? std::optional<double>(m.seconds * 1e3) : std::nullopt;
+}
+std::optional<double> store_mb(const Measurement& m) {
+  return m.store_bytes > 0 ? std::optional<double>(static_cast<double>(m.store_bytes) / 1e6)
+                           : std::nullopt;
+}
+std::optional<double> rss_mb(const Measurement& m) {
+  return static_cast<double>(m.rss_bytes) / 1e6;
+}
+std::optional<double> rss_before_mb(const Measurement& m) {
+  auto bytes = extra_number(m, "rss_before_open_bytes");
+  return bytes ? std::optional<double>(*bytes / 1e6) : std::nullopt;
+}
+
 Panel open_time_panel(const std::vector<Measurement>& results,
                       const std::vector<std::string>& backends) {
   Panel p;
@@ -235,20 +280,10 @@ Panel open_time_panel(const std::vector<Measurement>& results,
   p.xlabel = "events (open: in batches; open\\\\_streams: one per stream)";
   p.ylabel = "milliseconds";
   p.empty_hint = "no open or open\\\\_streams results";
-  for (const std::string& backend : backends) {
-    Series clean{backend + ": clean close", color_of(backend), 7, 1, {}};
-    Series killed{backend + ": after kill -9", color_of(backend), 9, 2, {}};
-    Series streams{backend + ": open\\\\_streams", color_of(backend), 5, 3, {}};
-    for (const Measurement& m : results) {
-      if (m.failed() || m.backend != backend || m.n == 0) continue;
-      Series* s = m.workload == "open_clean"     ? &clean
-                  : m.workload == "open_crashed" ? &killed
-                  : m.workload == "open_streams" ? &streams
-                                                 : nullptr;
-      if (s != nullptr && m.seconds > 0) s->points[static_cast<double>(m.n)] = m.seconds * 1e3;
-    }
-    for (Series* s : {&clean, &killed, &streams}) p.series.push_back(std::move(*s));
-  }
+  add_curves(&p, results, backends,
+             {{"clean close", {"open_clean"}, 7, 1, open_ms},
+              {"after kill -9", {"open_crashed"}, 9, 2, open_ms},
+              {"open\\\\_streams", {"open_streams"}, 5, 3, open_ms}});
   return p;
 }
 
@@ -262,22 +297,10 @@ Panel size_panel(const std::vector<Measurement>& results,
   p.empty_hint = "no open, open\\\\_streams, store\\\\_size or append results";
   // The empty store (store_size with n = 0) has no place on a log axis: the
   // ratio chart shows it.
-  for (const std::string& backend : backends) {
-    Series batched{backend + ": open, append", color_of(backend), 7, 1, {}};
-    Series single{backend + ": open\\\\_streams", color_of(backend), 5, 3, {}};
-    Series small{backend + ": store\\\\_size", color_of(backend), 13, 1, {}};
-    for (const Measurement& m : results) {
-      if (m.failed() || m.backend != backend || m.n == 0 || m.store_bytes == 0) continue;
-      Series* s = (m.workload == "open_clean" || m.workload == "append") ? &batched
-                  : m.workload == "open_streams"                         ? &single
-                  : m.workload == "store_size"                           ? &small
-                                                                         : nullptr;
-      if (s != nullptr) {
-        s->points[static_cast<double>(m.n)] = static_cast<double>(m.store_bytes) / 1e6;
-      }
-    }
-    for (Series* s : {&batched, &single, &small}) p.series.push_back(std::move(*s));
-  }
+  add_curves(&p, results, backends,
+             {{"open, append", {"open_clean", "append"}, 7, 1, store_mb},
+              {"open\\\\_streams", {"open_streams"}, 5, 3, store_mb},
+              {"store\\\\_size", {"store_size"}, 13, 1, store_mb}});
   return p;
 }
 
@@ -289,19 +312,9 @@ Panel rss_panel(const std::vector<Measurement>& results, const std::vector<std::
   p.ylabel = "MB";
   p.log_y = false;
   p.empty_hint = "no open\\\\_streams results";
-  for (const std::string& backend : backends) {
-    Series after{backend + ": after open", color_of(backend), 7, 1, {}};
-    Series before{backend + ": before open", color_of(backend), 6, 2, {}};
-    for (const Measurement& m : results) {
-      if (m.failed() || m.backend != backend || m.workload != "open_streams") continue;
-      after.points[static_cast<double>(m.n)] = static_cast<double>(m.rss_bytes) / 1e6;
-      if (auto b = extra_number(m, "rss_before_open_bytes")) {
-        before.points[static_cast<double>(m.n)] = *b / 1e6;
-      }
-    }
-    p.series.push_back(std::move(after));
-    p.series.push_back(std::move(before));
-  }
+  add_curves(&p, results, backends,
+             {{"after open", {"open_streams"}, 7, 1, rss_mb},
+              {"before open", {"open_streams"}, 6, 2, rss_before_mb}});
   return p;
 }
 

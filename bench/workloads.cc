@@ -15,6 +15,7 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <latch>
 #include <thread>
 
@@ -306,6 +307,26 @@ eventsource::Status write_closed_store(Backend& b, const PayloadPool& pool, cons
   return close_status;
 }
 
+// When `status` (of opening `b`) is ok, the value of `query(b)`; closes `b`
+// either way. The first failure wins.
+eventsource::Result<uint64_t> query_then_close(
+    Backend& b, eventsource::Status status,
+    const std::function<eventsource::Result<uint64_t>(Backend&)>& query) {
+  uint64_t value = 0;
+  if (status.ok()) {
+    auto result = query(b);
+    if (result.ok()) {
+      value = *result;
+    } else {
+      status = result.take_status();
+    }
+  }
+  eventsource::Status close_status = b.close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) return status;
+  return value;
+}
+
 // The common end of a timed workload: records RSS, closes the backend (its
 // failure counts when nothing failed before), and on success fills the
 // throughput and latency fields of `m`. Returns false with m.error set.
@@ -590,14 +611,18 @@ eventsource::Result<Runner::Dataset*> Runner::dataset(const std::string& backend
   return raw;
 }
 
+const Runner::Dataset* Runner::dataset_or_fail(const std::string& backend, Measurement* m) {
+  auto ds = dataset(backend);
+  if (ds.ok()) return *ds;
+  m->error = error_text(ds.status());
+  return nullptr;
+}
+
 Measurement Runner::run_read_stream(const std::string& backend) {
   Measurement m = start("read_stream", backend);
-  auto ds_or = dataset(backend);
-  if (!ds_or.ok()) {
-    m.error = error_text(ds_or.status());
-    return m;
-  }
-  const Dataset& ds = **ds_or;
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
   std::unique_ptr<Backend> b = make_backend(backend);
   eventsource::Status status = b->open(ds.dir, false);
   if (!status.ok()) {
@@ -649,12 +674,9 @@ Measurement Runner::run_read_stream(const std::string& backend) {
 
 Measurement Runner::run_read_type(const std::string& backend) {
   Measurement m = start("read_type", backend);
-  auto ds_or = dataset(backend);
-  if (!ds_or.ok()) {
-    m.error = error_text(ds_or.status());
-    return m;
-  }
-  const Dataset& ds = **ds_or;
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
   const uint64_t total = ds.writes.events;
   std::unique_ptr<Backend> b = make_backend(backend);
   eventsource::Status status = b->open(ds.dir, false);
@@ -717,12 +739,9 @@ Measurement Runner::run_read_type(const std::string& backend) {
 
 Measurement Runner::run_replay(const std::string& backend) {
   Measurement m = start("replay", backend);
-  auto ds_or = dataset(backend);
-  if (!ds_or.ok()) {
-    m.error = error_text(ds_or.status());
-    return m;
-  }
-  const Dataset& ds = **ds_or;
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
   auto report =
       run_child(cfg_, child_args(cfg_, "--internal-replay", backend, ds.dir, cfg_.n), "replay");
   if (!report.ok()) {
@@ -911,37 +930,24 @@ std::vector<Measurement> Runner::run_store_size(const std::string& backend) {
 
 Measurement Runner::run_bytes_per_event(const std::string& backend) {
   Measurement m = start("bytes_per_event", backend);
-  auto ds_or = dataset(backend);
-  if (!ds_or.ok()) {
-    m.error = error_text(ds_or.status());
-    return m;
-  }
-  const Dataset& ds = **ds_or;
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
   std::unique_ptr<Backend> b = make_backend(backend);
-  eventsource::Status status = b->open(ds.dir, true);
-  uint64_t stored = 0;
-  if (status.ok()) {
-    auto bytes = b->stored_bytes();
-    if (bytes.ok()) {
-      stored = *bytes;
-    } else {
-      status = bytes.take_status();
-    }
-  }
-  eventsource::Status close_status = b->close();
-  if (status.ok()) status = std::move(close_status);
+  auto stored = query_then_close(*b, b->open(ds.dir, true),
+                                 [](Backend& opened) { return opened.stored_bytes(); });
   const uint64_t events = ds.writes.events;
-  if (status.ok() && events == 0) status = failure("the store has no events");
-  if (!status.ok()) {
-    m.error = error_text(status);
+  if (!stored.ok() || events == 0) {
+    m.error =
+        stored.ok() ? error_text(failure("the store has no events")) : error_text(stored.status());
     return m;
   }
   const double n = static_cast<double>(events);
-  const double per_event = static_cast<double>(stored) / n;
+  const double per_event = static_cast<double>(*stored) / n;
   m.n = events;
   m.store_bytes = ds.store_bytes;
   m.extra.emplace_back("bytes_per_event", json_number(per_event, 2));
-  m.extra.emplace_back("stored_bytes", std::to_string(stored));
+  m.extra.emplace_back("stored_bytes", std::to_string(*stored));
   m.extra.emplace_back("file_bytes_per_event",
                        json_number(static_cast<double>(ds.store_bytes) / n, 2));
   m.extra.emplace_back("payload_bytes_per_event",
@@ -1003,23 +1009,14 @@ int open_child(const Config& cfg, const std::string& backend, const std::string&
   eventsource::Status status = b->open(dir, false);
   const double seconds = seconds_since(t0);
   const uint64_t rss_after = rss_bytes();
-  uint64_t events = 0;
-  if (status.ok()) {
-    auto last = b->last_position();
-    if (last.ok()) {
-      events = *last;
-    } else {
-      status = last.take_status();
-    }
-  }
-  eventsource::Status close_status = b->close();
-  if (status.ok()) status = std::move(close_status);
-  if (!status.ok()) {
-    write_report(result_fd, "error " + status.to_string() + "\n");
+  auto events = query_then_close(*b, std::move(status),
+                                 [](Backend& opened) { return opened.last_position(); });
+  if (!events.ok()) {
+    write_report(result_fd, "error " + events.status().to_string() + "\n");
     return 1;
   }
   write_report(result_fd,
-               fmt::format("ok {:.9f} {} {} {}\n", seconds, rss_before, rss_after, events));
+               fmt::format("ok {:.9f} {} {} {}\n", seconds, rss_before, rss_after, *events));
   return 0;
 }
 

@@ -111,6 +111,8 @@ class Runner {
   // The store with cfg.n events for the read workloads (written by `append`,
   // or written now, untimed, when `append` did not run).
   eventsource::Result<Dataset*> dataset(const std::string& backend);
+  // dataset(), or nullptr with m->error set.
+  const Dataset* dataset_or_fail(const std::string& backend, Measurement* m);
   std::string fresh_dir(const std::string& name);
   // Now + cfg.time_limit_s, or nullopt without a limit.
   std::optional<Clock::time_point> deadline() const;
