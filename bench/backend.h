@@ -67,6 +67,12 @@ class Backend {
 
   // The last committed global position (= number of events).
   virtual eventsource::Result<uint64_t> last_position() = 0;
+
+  // Bytes the stored events take, for bytes-per-event figures. Engine: the
+  // frames in event segments (StoreStats::log_bytes), without preallocated
+  // space, index or checkpoint. SQLite: the database file (page_count *
+  // page_size), tables and indexes included.
+  virtual eventsource::Result<uint64_t> stored_bytes() = 0;
 };
 
 std::unique_ptr<Backend> make_engine_backend();

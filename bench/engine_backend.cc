@@ -99,6 +99,8 @@ class EngineBackend final : public Backend {
     return store_->committed_position().value;
   }
 
+  eventsource::Result<uint64_t> stored_bytes() override { return store_->stats().log_bytes; }
+
  private:
   std::unique_ptr<eventsource::Store> store_;
 };

@@ -1,6 +1,7 @@
-// esbench: runs event-store workloads (append, reads, replay, open) against the
-// eventsource engine and SQLite, printing one JSON object per result on stdout
-// and a human-readable table on stderr. Exits non-zero if any workload fails.
+// esbench: runs event-store workloads (append, reads, replay, open, sizes)
+// against the eventsource engine and SQLite, printing one JSON object per
+// result on stdout and a human-readable table on stderr; optionally keeps the
+// run as a JSON file and draws it as a PNG. Exits non-zero if anything fails.
 #include <fmt/format.h>
 #include <unistd.h>
 
@@ -13,6 +14,8 @@
 #include <string>
 #include <vector>
 
+#include "bench/plot.h"
+#include "bench/report.h"
 #include "bench/workloads.h"
 
 namespace esbench {
@@ -32,7 +35,8 @@ flags:
                                 side by side)
   --workload NAME[,NAME..]|all  default all: append, append_sync,
                                 concurrent_append, read_stream, read_type,
-                                replay, open
+                                replay, open, open_streams, store_size,
+                                bytes_per_event
   --n N               events (default 1000000; 1e6 notation accepted)
   --payload BYTES     payload size, exact (default 200)
   --streams N         streams, written round-robin (default 10000)
@@ -47,6 +51,15 @@ flags:
   --time-limit S      append_sync and concurrent_append stop after S seconds
                       (default 10, 0 = none) and report the n they reached,
                       with "time_limited":true
+  --open-streams N[,N..]  stream counts of open_streams (default 1000,1000000,
+                      each capped at --n)
+  --json FILE         also write the run (date, machine, flags, every result,
+                      failures with "error") to FILE as one JSON document
+  --plot FILE.png     after the run, draw engine/SQLite ratios per workload
+                      and the open-time, size-on-disk and RSS scaling curves
+                      into FILE.png, titled with the machine and the date;
+                      needs gnuplot (Debian package gnuplot-nox), checked
+                      before the run starts
   --help
 
 workloads:
@@ -67,6 +80,22 @@ workloads:
                      close (open_clean) of 10^4, 10^5, 10^6 events (10^7 when
                      n >= 10^7; never more than n); p50/p99 of 3 opens,
                      seconds = p50, ops_per_s and mb_per_s null
+  open_streams       for each --open-streams count S: a store of S streams with
+                     one event each (one append per event), closed cleanly,
+                     then opened by 3 fresh processes; seconds = p50 open time,
+                     rss_bytes = RSS after open (rss_before_open_bytes before)
+  store_size         size on disk (st_blocks*512 of every file: data file and
+                     checkpoint file, or SQLite's database file) of a cleanly
+                     closed empty store and of one with 100 events (one per
+                     append, 10 streams); per-file sizes under "files"
+  bytes_per_event    bytes per event of the append store: engine
+                     StoreStats::log_bytes, SQLite database file size
+                     (bytes_per_event), and allocated bytes on disk
+                     (file_bytes_per_event)
+
+concurrent_append also reports "syncs" and "appends_per_sync": fdatasync and
+fsync calls of the process during the run, counted by esbench's own wrappers
+of those two libc functions (null if they were not called through them).
 
 Every read touches every payload byte. mb_per_s counts logical record bytes:
 payload, type, stream name, tenant, metadata and 72 bytes of fixed fields.
@@ -78,9 +107,12 @@ and one connection serialized by a mutex (also for concurrent_append).
 
 struct Flags {
   Config cfg;
-  std::string mode;  // "", "--internal-replay" or "--internal-crash-writer"
+  // "", "--internal-replay", "--internal-open" or "--internal-crash-writer"
+  std::string mode;
   int result_fd = -1;
   bool help = false;
+  std::string json_path;  // --json
+  std::string plot_path;  // --plot
 };
 
 bool parse_count(const std::string& text, uint64_t* out) {
@@ -129,7 +161,8 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       flags->help = true;
       continue;
     }
-    if (arg == "--internal-replay" || arg == "--internal-crash-writer") {
+    if (arg == "--internal-replay" || arg == "--internal-open" ||
+        arg == "--internal-crash-writer") {
       flags->mode = arg;
       continue;
     }
@@ -201,6 +234,21 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       } else {
         return "--durability wants none, group or each, got '" + value + "'";
       }
+    } else if (arg == "--open-streams") {
+      cfg.open_streams.clear();
+      for (const std::string& item : split(value)) {
+        if (!parse_count(item, &number) || number < 1 || number > 100000000) {
+          return "--open-streams wants counts in 1..100000000, got '" + item + "'";
+        }
+        cfg.open_streams.push_back(number);
+      }
+      if (cfg.open_streams.empty()) return "--open-streams is empty";
+    } else if (arg == "--json") {
+      if (value.empty()) return "--json is empty";
+      flags->json_path = value;
+    } else if (arg == "--plot") {
+      if (value.empty()) return "--plot is empty";
+      flags->plot_path = value;
     } else if (arg == "--store") {
       if (value.empty()) return "--store is empty";
       cfg.store = value;
@@ -221,23 +269,36 @@ std::string self_exe(const char* argv0) {
   return std::string(buf, static_cast<size_t>(n));
 }
 
+// "" if a file `path` can be created or replaced, else the problem (checked
+// before the run, so that a long run is not lost to a typo).
+std::string check_writable(const char* flag, const std::string& path) {
+  const std::filesystem::path p(path);
+  const std::string dir = p.has_parent_path() ? p.parent_path().string() : ".";
+  if (::access(dir.c_str(), W_OK) != 0) {
+    return fmt::format("{} {}: cannot create files in {}: {}", flag, path, dir,
+                       std::strerror(errno));
+  }
+  return "";
+}
+
 std::string cell(std::optional<double> v, int precision) {
   return v ? fmt::format("{:.{}f}", *v, precision) : "-";
 }
 
 void print_table(const std::vector<Measurement>& results) {
-  fmt::print(stderr, "\n{:<18} {:<7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8}\n",
+  fmt::print(stderr, "\n{:<18} {:<7} {:>9} {:>9} {:>12} {:>8} {:>10} {:>10} {:>9} {:>8}  {}\n",
              "workload", "backend", "n", "seconds", "ops/s", "MB/s", "p50 us", "p99 us", "store MB",
-             "RSS MB");
+             "RSS MB", "notes");
   for (const Measurement& m : results) {
     if (m.failed()) {
       fmt::print(stderr, "{:<18} {:<7} FAILED: {}\n", m.workload, m.backend, m.error);
       continue;
     }
-    fmt::print(stderr, "{:<18} {:<7} {:>9} {:>9.3f} {:>12} {:>8} {:>10} {:>10} {:>9.1f} {:>8.1f}\n",
+    fmt::print(stderr,
+               "{:<18} {:<7} {:>9} {:>9.3f} {:>12} {:>8} {:>10} {:>10} {:>9.1f} {:>8.1f}  {}\n",
                m.workload, m.backend, m.n, m.seconds, cell(m.ops_per_s, 0), cell(m.mb_per_s, 1),
                cell(m.p50_us, 1), cell(m.p99_us, 1), static_cast<double>(m.store_bytes) / 1e6,
-               static_cast<double>(m.rss_bytes) / 1e6);
+               static_cast<double>(m.rss_bytes) / 1e6, m.note);
   }
 }
 
@@ -261,8 +322,28 @@ int run(int argc, char** argv) {
     if (flags.mode == "--internal-replay") {
       return replay_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
     }
+    if (flags.mode == "--internal-open") {
+      return open_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
+    }
     return crash_writer_child(cfg, cfg.backends[0], cfg.store, flags.result_fd);
   }
+
+  // A missing plotter or an unwritable output fails now, not after a long run.
+  if (!flags.plot_path.empty()) {
+    if (auto gnuplot = find_gnuplot(); !gnuplot.ok()) {
+      fmt::print(stderr, "esbench: {}\n", gnuplot.status().message());
+      return 2;
+    }
+  }
+  for (auto [flag, path] :
+       {std::pair{"--plot", flags.plot_path}, std::pair{"--json", flags.json_path}}) {
+    if (path.empty()) continue;
+    if (std::string problem = check_writable(flag, path); !problem.empty()) {
+      fmt::print(stderr, "esbench: {}\n", problem);
+      return 2;
+    }
+  }
+  const Machine machine = describe_machine();
 
   std::string base = cfg.store;
   if (base.empty()) {
@@ -281,11 +362,8 @@ int run(int argc, char** argv) {
       return 1;
     }
   }
-  fmt::print(stderr,
-             "esbench: n={} payload={} streams={} batch={} durability={} threads={} seed={} "
-             "time-limit={}s store={}\n",
-             cfg.n, cfg.payload, cfg.streams, cfg.batch, durability_name(cfg.durability),
-             cfg.threads, cfg.seed, cfg.time_limit_s, base);
+  fmt::print(stderr, "esbench: {} time-limit={}s store={}\nesbench: on {}\n", config_summary(cfg),
+             cfg.time_limit_s, base, machine.summary());
 
   std::vector<Measurement> results;
   {
@@ -309,13 +387,29 @@ int run(int argc, char** argv) {
     std::error_code ec;
     std::filesystem::remove_all(base, ec);
   }
+  // A --json or --plot that cannot be written fails the run (after the table).
+  int exit_code = 0;
+  auto kept = [&exit_code](const char* flag, const std::string& path, eventsource::Status s) {
+    if (s.ok()) {
+      fmt::print(stderr, "esbench: wrote {} ({})\n", path, flag);
+    } else {
+      fmt::print(stderr, "esbench: {}: {}\n", flag, s.to_string());
+      exit_code = 1;
+    }
+  };
+  if (!flags.json_path.empty()) {
+    kept("--json", flags.json_path, write_json_report(flags.json_path, machine, cfg, results));
+  }
+  if (!flags.plot_path.empty()) {
+    kept("--plot", flags.plot_path, draw_plot(flags.plot_path, results, machine, cfg));
+  }
   size_t failures = 0;
   for (const Measurement& m : results) failures += m.failed() ? 1 : 0;
   if (failures > 0) {
     fmt::print(stderr, "esbench: {} of {} results FAILED\n", failures, results.size());
     return 1;
   }
-  return 0;
+  return exit_code;
 }
 
 }  // namespace

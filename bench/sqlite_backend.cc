@@ -140,6 +140,15 @@ class SqliteBackend final : public Backend {
     return query_last_position();
   }
 
+  eventsource::Result<uint64_t> stored_bytes() override {
+    std::lock_guard lock(mu_);
+    auto pages = query_pragma("page_count");
+    if (!pages.ok()) return pages.take_status();
+    auto page_size = query_pragma("page_size");
+    if (!page_size.ok()) return page_size.take_status();
+    return *pages * *page_size;
+  }
+
  private:
   eventsource::Status error(const std::string& what) const {
     return eventsource::Status(
@@ -234,6 +243,18 @@ class SqliteBackend final : public Backend {
     sqlite3_reset(stmt);
     sqlite3_clear_bindings(stmt);
     return status;
+  }
+
+  // The integer value of `PRAGMA name`.
+  eventsource::Result<uint64_t> query_pragma(const std::string& name) {
+    sqlite3_stmt* stmt = nullptr;
+    EVENTSOURCE_RETURN_IF_ERROR(prepare(&stmt, "PRAGMA " + name));
+    const bool row = sqlite3_step(stmt) == SQLITE_ROW;
+    const uint64_t value = row ? static_cast<uint64_t>(sqlite3_column_int64(stmt, 0)) : 0;
+    eventsource::Status status = row ? eventsource::Status() : error("PRAGMA " + name);
+    sqlite3_finalize(stmt);
+    if (!status.ok()) return status;
+    return value;
   }
 
   eventsource::Result<uint64_t> query_last_position() {

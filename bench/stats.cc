@@ -46,16 +46,25 @@ uint64_t rss_bytes() { return status_kib("VmRSS"); }
 uint64_t peak_rss_bytes() { return status_kib("VmHWM"); }
 
 uint64_t dir_allocated_bytes(const std::string& dir) {
+  uint64_t total = 0;
+  for (const FileBytes& f : dir_files(dir)) total += f.allocated;
+  return total;
+}
+
+std::vector<FileBytes> dir_files(const std::string& dir) {
   namespace fs = std::filesystem;
   std::error_code ec;
-  uint64_t total = 0;
+  std::vector<FileBytes> out;
   for (fs::recursive_directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
     struct stat st;
     if (::lstat(it->path().c_str(), &st) == 0 && S_ISREG(st.st_mode)) {
-      total += static_cast<uint64_t>(st.st_blocks) * 512;
+      out.push_back({it->path().lexically_relative(dir).string(),
+                     static_cast<uint64_t>(st.st_blocks) * 512, static_cast<uint64_t>(st.st_size)});
     }
   }
-  return total;
+  std::sort(out.begin(), out.end(),
+            [](const FileBytes& a, const FileBytes& b) { return a.name < b.name; });
+  return out;
 }
 
 }  // namespace esbench

@@ -1,5 +1,6 @@
 // Measurement helpers for esbench: a steady-clock stopwatch, percentiles from
-// sorted latency samples, process RSS, and the on-disk size of a directory.
+// sorted latency samples, process RSS, and the on-disk size of a directory and
+// of each file in it.
 #pragma once
 
 #include <chrono>
@@ -40,5 +41,15 @@ uint64_t peak_rss_bytes();
 
 // Allocated size (st_blocks * 512) of every regular file under `dir`.
 uint64_t dir_allocated_bytes(const std::string& dir);
+
+// One regular file under a directory: its path relative to the directory, its
+// allocated size (st_blocks * 512) and its length (st_size).
+struct FileBytes {
+  std::string name;
+  uint64_t allocated = 0;
+  uint64_t length = 0;
+};
+// Every regular file under `dir`, in name order.
+std::vector<FileBytes> dir_files(const std::string& dir);
 
 }  // namespace esbench

@@ -15,8 +15,12 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <latch>
 #include <thread>
+
+#include "bench/json.h"
+#include "bench/sync_count.h"
 
 namespace esbench {
 namespace {
@@ -34,27 +38,6 @@ volatile uint64_t g_sink = 0;
 eventsource::Status failure(std::string message) {
   return eventsource::Status(eventsource::Code::kCorruption,
                              "read-back mismatch: " + std::move(message));
-}
-
-std::string json_string(std::string_view s) {
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"' || c == '\\') {
-      out.push_back('\\');
-      out.push_back(c);
-    } else if (static_cast<unsigned char>(c) < 0x20) {
-      out += fmt::format("\\u{:04x}", static_cast<int>(c));
-    } else {
-      out.push_back(c);
-    }
-  }
-  out.push_back('"');
-  return out;
-}
-
-std::string json_number(std::optional<double> v, int precision) {
-  if (!v || !std::isfinite(*v)) return "null";
-  return fmt::format("{:.{}f}", *v, precision);
 }
 
 std::optional<double> rate(double amount, double seconds) {
@@ -217,6 +200,27 @@ std::string wait_text(int wstatus) {
   return "unknown wait status";
 }
 
+// Runs this program with `args` in a child process and waits for it. Returns
+// the rest of its report after "ok ", or an error naming `what`, the child's
+// exit and its report.
+eventsource::Result<std::string> run_child(const Config& cfg, std::vector<std::string> args,
+                                           const char* what) {
+  int fd = -1;
+  auto pid = spawn_child(cfg, std::move(args), &fd);
+  if (!pid.ok()) return pid.take_status();
+  std::string report = read_report(fd, false);
+  ::close(fd);
+  int wstatus = 0;
+  ::waitpid(*pid, &wstatus, 0);
+  while (!report.empty() && report.back() == '\n') report.pop_back();
+  if (report.rfind("ok ", 0) == 0 && WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0) {
+    return report.substr(3);
+  }
+  return eventsource::Status(eventsource::Code::kIoError,
+                             fmt::format("{} child failed ({}): {}", what, wait_text(wstatus),
+                                         report.empty() ? "no report" : report));
+}
+
 void write_report(int fd, const std::string& text) {
   size_t done = 0;
   while (done < text.size()) {
@@ -254,6 +258,73 @@ std::vector<uint64_t> open_sizes(uint64_t n) {
   }
   if (sizes.empty()) sizes.push_back(std::max<uint64_t>(n, 1));
   return sizes;
+}
+
+// Stream counts for open_streams: --open-streams as given, else
+// kOpenStreamCounts capped at n.
+std::vector<uint64_t> open_stream_counts(const Config& cfg) {
+  if (!cfg.open_streams.empty()) return cfg.open_streams;
+  std::vector<uint64_t> counts;
+  for (uint64_t count : kOpenStreamCounts) {
+    const uint64_t capped = std::min(count, cfg.n);
+    if (counts.empty() || counts.back() != capped) counts.push_back(capped);
+  }
+  return counts;
+}
+
+std::string mb(uint64_t bytes) {
+  return fmt::format("{:.1f} MB", static_cast<double>(bytes) / 1e6);
+}
+
+// File sizes in the units of allocation: "12.0 KiB", "64.0 MiB".
+std::string kib_or_mib(uint64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  return b < 1024 * 1024 ? fmt::format("{:.1f} KiB", b / 1024)
+                         : fmt::format("{:.1f} MiB", b / (1024 * 1024));
+}
+
+// Writes `n` events into a fresh store in `dir`, one event per append,
+// round-robin over `streams` (untimed, durability none), and closes it
+// cleanly. Checks the store's count before closing.
+eventsource::Status write_closed_store(Backend& b, const PayloadPool& pool, const std::string& dir,
+                                       uint64_t n, uint64_t streams, WriteStats* w) {
+  EVENTSOURCE_RETURN_IF_ERROR(make_fresh_dir(dir));
+  EVENTSOURCE_RETURN_IF_ERROR(b.open(dir, false));
+  eventsource::Status status;
+  if (n > 0) {
+    status = write_events(b, pool, order_streams(streams), n, 1, eventsource::Durability::kNone, w);
+  }
+  if (status.ok()) {
+    auto last = b.last_position();
+    if (!last.ok()) {
+      status = last.take_status();
+    } else if (*last != n) {
+      status = failure(fmt::format("store reports {} events after appending {}", *last, n));
+    }
+  }
+  eventsource::Status close_status = b.close();
+  EVENTSOURCE_RETURN_IF_ERROR(status);
+  return close_status;
+}
+
+// When `status` (of opening `b`) is ok, the value of `query(b)`; closes `b`
+// either way. The first failure wins.
+eventsource::Result<uint64_t> query_then_close(
+    Backend& b, eventsource::Status status,
+    const std::function<eventsource::Result<uint64_t>(Backend&)>& query) {
+  uint64_t value = 0;
+  if (status.ok()) {
+    auto result = query(b);
+    if (result.ok()) {
+      value = *result;
+    } else {
+      status = result.take_status();
+    }
+  }
+  eventsource::Status close_status = b.close();
+  if (status.ok()) status = std::move(close_status);
+  if (!status.ok()) return status;
+  return value;
 }
 
 // The common end of a timed workload: records RSS, closes the backend (its
@@ -300,6 +371,7 @@ std::string Measurement::to_json() const {
       json_number(ops_per_s, 1), json_number(mb_per_s, 2), json_number(p50_us, 2),
       json_number(p99_us, 2), store_bytes, rss_bytes);
   for (const auto& [key, value] : extra) out += fmt::format(",{}:{}", json_string(key), value);
+  if (failed()) out += fmt::format(",\"error\":{}", json_string(error));
   out += "}";
   return out;
 }
@@ -348,6 +420,9 @@ std::vector<Measurement> Runner::run(const std::string& workload, const std::str
   if (workload == "read_type") return {run_read_type(backend)};
   if (workload == "replay") return {run_replay(backend)};
   if (workload == "open") return run_open(backend);
+  if (workload == "open_streams") return run_open_streams(backend);
+  if (workload == "store_size") return run_store_size(backend);
+  if (workload == "bytes_per_event") return {run_bytes_per_event(backend)};
   Measurement m = start(workload, backend);
   m.error = "unknown workload";
   return {m};
@@ -471,10 +546,12 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
     });
   }
   stop_at = deadline();  // before the latch releases the workers
+  const uint64_t syncs_before = sync_calls();
   start_line.arrive_and_wait();
   const auto t0 = Clock::now();
   for (std::thread& w : workers) w.join();
   const double seconds = seconds_since(t0);
+  const uint64_t syncs = sync_calls() - syncs_before;
 
   Samples latency;
   uint64_t events = 0;
@@ -501,6 +578,14 @@ Measurement Runner::run_concurrent_append(const std::string& backend) {
   m.extra.emplace_back("durability", json_string("each"));
   m.extra.emplace_back("cap", std::to_string(kConcurrentCap));
   m.extra.emplace_back("time_limited", events < total ? "true" : "false");
+  // Every durable append is covered by a sync, so syncs == 0 means the
+  // counting wrappers were not linked in: report null rather than nonsense.
+  const std::optional<double> per_sync =
+      syncs > 0 ? std::optional<double>(static_cast<double>(events) / static_cast<double>(syncs))
+                : std::nullopt;
+  m.extra.emplace_back("syncs", syncs > 0 ? std::to_string(syncs) : "null");
+  m.extra.emplace_back("appends_per_sync", json_number(per_sync, 2));
+  if (per_sync) m.note = fmt::format("{:.2f} appends/sync ({} syncs)", *per_sync, syncs);
   if (!cfg_.keep_store) remove_dir(dir);
   return m;
 }
@@ -526,14 +611,18 @@ eventsource::Result<Runner::Dataset*> Runner::dataset(const std::string& backend
   return raw;
 }
 
+const Runner::Dataset* Runner::dataset_or_fail(const std::string& backend, Measurement* m) {
+  auto ds = dataset(backend);
+  if (ds.ok()) return *ds;
+  m->error = error_text(ds.status());
+  return nullptr;
+}
+
 Measurement Runner::run_read_stream(const std::string& backend) {
   Measurement m = start("read_stream", backend);
-  auto ds_or = dataset(backend);
-  if (!ds_or.ok()) {
-    m.error = error_text(ds_or.status());
-    return m;
-  }
-  const Dataset& ds = **ds_or;
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
   std::unique_ptr<Backend> b = make_backend(backend);
   eventsource::Status status = b->open(ds.dir, false);
   if (!status.ok()) {
@@ -585,12 +674,9 @@ Measurement Runner::run_read_stream(const std::string& backend) {
 
 Measurement Runner::run_read_type(const std::string& backend) {
   Measurement m = start("read_type", backend);
-  auto ds_or = dataset(backend);
-  if (!ds_or.ok()) {
-    m.error = error_text(ds_or.status());
-    return m;
-  }
-  const Dataset& ds = **ds_or;
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
   const uint64_t total = ds.writes.events;
   std::unique_ptr<Backend> b = make_backend(backend);
   eventsource::Status status = b->open(ds.dir, false);
@@ -653,30 +739,20 @@ Measurement Runner::run_read_type(const std::string& backend) {
 
 Measurement Runner::run_replay(const std::string& backend) {
   Measurement m = start("replay", backend);
-  auto ds_or = dataset(backend);
-  if (!ds_or.ok()) {
-    m.error = error_text(ds_or.status());
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
+  auto report =
+      run_child(cfg_, child_args(cfg_, "--internal-replay", backend, ds.dir, cfg_.n), "replay");
+  if (!report.ok()) {
+    m.error = error_text(report.status());
     return m;
   }
-  const Dataset& ds = **ds_or;
-  int fd = -1;
-  auto pid = spawn_child(cfg_, child_args(cfg_, "--internal-replay", backend, ds.dir, cfg_.n), &fd);
-  if (!pid.ok()) {
-    m.error = error_text(pid.status());
-    return m;
-  }
-  const std::string report = read_report(fd, false);
-  ::close(fd);
-  int wstatus = 0;
-  ::waitpid(*pid, &wstatus, 0);
   uint64_t events = 0, sum = 0, bytes = 0, rss = 0;
   double seconds = 0, open_seconds = 0;
-  if (std::sscanf(report.c_str(), "ok %" SCNu64 " %" SCNu64 " %" SCNu64 " %lf %lf %" SCNu64,
-                  &events, &sum, &bytes, &seconds, &open_seconds, &rss) != 6) {
-    std::string text = report;
-    while (!text.empty() && text.back() == '\n') text.pop_back();
-    m.error = fmt::format("replay child failed ({}): {}", wait_text(wstatus),
-                          text.empty() ? "no report" : text);
+  if (std::sscanf(report->c_str(), "%" SCNu64 " %" SCNu64 " %" SCNu64 " %lf %lf %" SCNu64, &events,
+                  &sum, &bytes, &seconds, &open_seconds, &rss) != 6) {
+    m.error = "replay child sent a malformed report: " + *report;
     return m;
   }
   if (events != ds.writes.events || sum != ds.writes.payload_sum) {
@@ -766,6 +842,122 @@ std::vector<Measurement> Runner::run_open(const std::string& backend) {
   return out;
 }
 
+std::vector<Measurement> Runner::run_open_streams(const std::string& backend) {
+  std::vector<Measurement> out;
+  for (uint64_t count : open_stream_counts(cfg_)) {
+    Measurement m = start("open_streams", backend);
+    m.n = count;
+    const std::string dir = fresh_dir(fmt::format("{}-open_streams-{}", backend, count));
+    std::unique_ptr<Backend> b = make_backend(backend);
+    WriteStats w;
+    eventsource::Status status = write_closed_store(*b, pool_, dir, count, count, &w);
+    // Each trial: a fresh process opens the cleanly closed store once.
+    Samples samples;
+    uint64_t rss_before = 0, rss_after = 0;
+    for (int trial = 0; trial < kOpenTrials && status.ok(); ++trial) {
+      auto report =
+          run_child(cfg_, child_args(cfg_, "--internal-open", backend, dir, count), "open");
+      if (!report.ok()) {
+        status = report.take_status();
+        break;
+      }
+      double seconds = 0;
+      uint64_t before = 0, after = 0, events = 0;
+      if (std::sscanf(report->c_str(), "%lf %" SCNu64 " %" SCNu64 " %" SCNu64, &seconds, &before,
+                      &after, &events) != 4) {
+        status = failure("open child sent a malformed report: " + *report);
+      } else if (events != count) {
+        status = failure(fmt::format("open found {} events, {} were written", events, count));
+      }
+      samples.add_seconds(seconds);
+      rss_before = std::max(rss_before, before);
+      rss_after = std::max(rss_after, after);
+    }
+    if (!status.ok()) {
+      m.error = error_text(status);
+    } else {
+      m.p50_us = samples.percentile(50);
+      m.p99_us = samples.percentile(99);
+      m.seconds = *m.p50_us / 1e6;
+      m.rss_bytes = rss_after;
+      m.store_bytes = dir_allocated_bytes(dir);
+      m.extra.emplace_back("streams", std::to_string(count));
+      m.extra.emplace_back("trials", std::to_string(kOpenTrials));
+      m.extra.emplace_back("process", json_string("fresh"));
+      m.extra.emplace_back("rss_before_open_bytes", std::to_string(rss_before));
+      m.extra.emplace_back("write_s", json_number(w.seconds, 3));
+      m.note = fmt::format("RSS {} after open, {} before", mb(rss_after), mb(rss_before));
+    }
+    out.push_back(std::move(m));
+    if (!cfg_.keep_store) remove_dir(dir);
+  }
+  return out;
+}
+
+std::vector<Measurement> Runner::run_store_size(const std::string& backend) {
+  std::vector<Measurement> out;
+  for (uint64_t events : kSmallStoreEvents) {
+    Measurement m = start("store_size", backend);
+    m.n = events;
+    const std::string dir = fresh_dir(fmt::format("{}-store_size-{}", backend, events));
+    std::unique_ptr<Backend> b = make_backend(backend);
+    WriteStats w;
+    eventsource::Status status = write_closed_store(*b, pool_, dir, events, kSmallStoreStreams, &w);
+    if (!status.ok()) {
+      m.error = error_text(status);
+    } else {
+      std::string files = "{";
+      std::string note;
+      uint64_t length = 0;
+      for (const FileBytes& f : dir_files(dir)) {
+        m.store_bytes += f.allocated;
+        length += f.length;
+        files += fmt::format("{}{}:{{\"allocated\":{},\"length\":{}}}", files.size() > 1 ? "," : "",
+                             json_string(f.name), f.allocated, f.length);
+        note += fmt::format("{}{} {}", note.empty() ? "" : ", ", f.name, kib_or_mib(f.allocated));
+      }
+      files += "}";
+      m.extra.emplace_back("streams", std::to_string(events > 0 ? kSmallStoreStreams : 0));
+      m.extra.emplace_back("length_bytes", std::to_string(length));
+      m.extra.emplace_back("files", files);
+      m.note = note.empty() ? "no files" : note;
+    }
+    out.push_back(std::move(m));
+    if (!cfg_.keep_store) remove_dir(dir);
+  }
+  return out;
+}
+
+Measurement Runner::run_bytes_per_event(const std::string& backend) {
+  Measurement m = start("bytes_per_event", backend);
+  const Dataset* found = dataset_or_fail(backend, &m);
+  if (found == nullptr) return m;
+  const Dataset& ds = *found;
+  std::unique_ptr<Backend> b = make_backend(backend);
+  auto stored = query_then_close(*b, b->open(ds.dir, true),
+                                 [](Backend& opened) { return opened.stored_bytes(); });
+  const uint64_t events = ds.writes.events;
+  if (!stored.ok() || events == 0) {
+    m.error =
+        stored.ok() ? error_text(failure("the store has no events")) : error_text(stored.status());
+    return m;
+  }
+  const double n = static_cast<double>(events);
+  const double per_event = static_cast<double>(*stored) / n;
+  m.n = events;
+  m.store_bytes = ds.store_bytes;
+  m.extra.emplace_back("bytes_per_event", json_number(per_event, 2));
+  m.extra.emplace_back("stored_bytes", std::to_string(*stored));
+  m.extra.emplace_back("file_bytes_per_event",
+                       json_number(static_cast<double>(ds.store_bytes) / n, 2));
+  m.extra.emplace_back("payload_bytes_per_event",
+                       json_number(static_cast<double>(ds.writes.payload_bytes) / n, 2));
+  m.extra.emplace_back("batch", std::to_string(cfg_.batch));
+  m.note = fmt::format("{:.1f} B/event stored, {:.1f} B/event on disk", per_event,
+                       static_cast<double>(ds.store_bytes) / n);
+  return m;
+}
+
 int replay_child(const Config& cfg, const std::string& backend, const std::string& dir,
                  int result_fd) {
   (void)cfg;
@@ -801,6 +993,30 @@ int replay_child(const Config& cfg, const std::string& backend, const std::strin
   }
   write_report(result_fd, fmt::format("ok {} {} {} {:.9f} {:.9f} {}\n", events, sum, bytes, seconds,
                                       open_seconds, rss));
+  return 0;
+}
+
+int open_child(const Config& cfg, const std::string& backend, const std::string& dir,
+               int result_fd) {
+  (void)cfg;
+  std::unique_ptr<Backend> b = make_backend(backend);
+  if (b == nullptr) {
+    write_report(result_fd, "error unknown backend\n");
+    return 2;
+  }
+  const uint64_t rss_before = rss_bytes();
+  const auto t0 = Clock::now();
+  eventsource::Status status = b->open(dir, false);
+  const double seconds = seconds_since(t0);
+  const uint64_t rss_after = rss_bytes();
+  auto events = query_then_close(*b, std::move(status),
+                                 [](Backend& opened) { return opened.last_position(); });
+  if (!events.ok()) {
+    write_report(result_fd, "error " + events.status().to_string() + "\n");
+    return 1;
+  }
+  write_report(result_fd,
+               fmt::format("ok {:.9f} {} {} {}\n", seconds, rss_before, rss_after, *events));
   return 0;
 }
 

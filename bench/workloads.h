@@ -1,6 +1,7 @@
 // esbench's workloads: the run configuration, one measurement per result line,
 // and the Runner that executes each workload against a Backend, verifying
-// what it reads back. Child-process entry points serve replay and open_crashed.
+// what it reads back. Child-process entry points serve replay, open_crashed and
+// open_streams.
 #pragma once
 
 #include <cstdint>
@@ -18,8 +19,9 @@
 namespace esbench {
 
 // Every workload name, in the order `--workload all` runs them.
-inline constexpr std::array<std::string_view, 7> kWorkloads = {
-    "append", "append_sync", "concurrent_append", "read_stream", "read_type", "replay", "open"};
+inline constexpr std::array<std::string_view, 10> kWorkloads = {
+    "append", "append_sync", "concurrent_append", "read_stream", "read_type",
+    "replay", "open",        "open_streams",      "store_size",  "bytes_per_event"};
 
 inline constexpr uint64_t kAppendSyncCap = 2000;
 inline constexpr uint64_t kConcurrentCap = 20000;
@@ -27,6 +29,12 @@ inline constexpr uint64_t kReadStreamCount = 1000;
 inline constexpr uint64_t kReadTypePages = 1000;
 inline constexpr uint64_t kReadTypePageSize = 100;
 inline constexpr int kOpenTrials = 3;
+// open_streams: stream counts when --open-streams is not given (each capped at n).
+inline constexpr std::array<uint64_t, 2> kOpenStreamCounts = {1000, 1000000};
+// store_size: the event counts of its stores, written one event per append
+// round-robin to this many streams.
+inline constexpr std::array<uint64_t, 2> kSmallStoreEvents = {0, 100};
+inline constexpr uint64_t kSmallStoreStreams = 10;
 
 struct Config {
   std::vector<std::string> backends = {"engine"};
@@ -42,6 +50,9 @@ struct Config {
   uint64_t seed = 42;
   // append_sync and concurrent_append stop after this long (0 = no limit).
   double time_limit_s = 10;
+  // open_streams: the stream counts to measure (empty = kOpenStreamCounts,
+  // each capped at n).
+  std::vector<uint64_t> open_streams;
   std::string self_exe;  // this program, for fork+exec of child processes
 };
 
@@ -62,6 +73,8 @@ struct Measurement {
   // Extra keys, values already JSON-encoded.
   std::vector<std::pair<std::string, std::string>> extra;
   std::string error;  // non-empty: the workload failed
+  // A short human-readable summary of the extra keys for the table (not JSON).
+  std::string note;
 
   bool failed() const { return !error.empty(); }
   std::string to_json() const;
@@ -89,12 +102,17 @@ class Runner {
   Measurement run_read_type(const std::string& backend);
   Measurement run_replay(const std::string& backend);
   std::vector<Measurement> run_open(const std::string& backend);
+  std::vector<Measurement> run_open_streams(const std::string& backend);
+  std::vector<Measurement> run_store_size(const std::string& backend);
+  Measurement run_bytes_per_event(const std::string& backend);
   eventsource::Status crash_write(const std::string& backend, const std::string& dir,
                                   uint64_t size);
 
   // The store with cfg.n events for the read workloads (written by `append`,
   // or written now, untimed, when `append` did not run).
   eventsource::Result<Dataset*> dataset(const std::string& backend);
+  // dataset(), or nullptr with m->error set.
+  const Dataset* dataset_or_fail(const std::string& backend, Measurement* m);
   std::string fresh_dir(const std::string& name);
   // Now + cfg.time_limit_s, or nullopt without a limit.
   std::optional<Clock::time_point> deadline() const;
@@ -110,6 +128,9 @@ class Runner {
 // Child-process entry points (hidden flags); they report on `result_fd`.
 int replay_child(const Config& config, const std::string& backend, const std::string& dir,
                  int result_fd);
+// Opens the store once, reports open time and RSS before and after the open.
+int open_child(const Config& config, const std::string& backend, const std::string& dir,
+               int result_fd);
 int crash_writer_child(const Config& config, const std::string& backend, const std::string& dir,
                        int result_fd);
 
