@@ -296,7 +296,7 @@ const Case kCases[] = {
      Resign::kAll, Outcome::kRecordsBad, "record 1 has position"},
     {"zstd flag on a body that is not zstd", "[F-12]", Body::kPlain,
      [](uint8_t* p, uint64_t) { p[fh::kFlags] |= format::kFrameFlagZstd; }, Resign::kAll,
-     Outcome::kRecordsBad, "compressed body declares"},
+     Outcome::kRecordsBad, "does not start with a zstd frame"},
     {"compressed raw_len differs from the zstd content size", "[F-12]", Body::kZstd,
      [](uint8_t* p, uint64_t) { put_u32(p + fh::kRawLen, u32_at(p, fh::kRawLen) + 8); },
      Resign::kAll, Outcome::kRecordsBad, "compressed body declares"},

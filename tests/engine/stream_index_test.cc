@@ -203,6 +203,7 @@ const Case kCases[] = {
      [](std::string& b) {
        put_u64(entry_at(b, 2) + ie::kCount, 0);
        add64(b, ih::kLocatorCount, -3);
+       add64(b, ih::kCoversPosition, -3);  // (so that only the entry's count is wrong)
      },
      Resign::kAll, Outcome::kBad, "index entry 2 is inconsistent"},
     {"the last entry's count past locator_count", "[F-20]",
