@@ -26,6 +26,8 @@ inline constexpr size_t kChecksum = 56;     // u64: XXH3-64, seed 0, over [0, 56
 inline constexpr size_t kSize = 64;
 }  // namespace file_header
 
+// Event segments are allocated in extents: the first one, then doubling [F-8].
+inline constexpr uint64_t kFirstExtent = 64 << 10;
 inline constexpr uint64_t kMinSegmentSize = 1ull << 20;
 inline constexpr uint64_t kMaxSegmentSize = 1ull << 30;
 

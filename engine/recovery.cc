@@ -114,8 +114,7 @@ Status Store::Impl::open_locked() {
     // last segment back to full size; the missing bytes read as zeros, i.e.
     // as a torn tail (or as damage, if the checkpoint says they were durable).
     uint64_t whole = align_up(static_cast<uint64_t>(size) - format::kFileHeaderSize, seg_size_);
-    int r = os_->fallocate(fd_, 0, static_cast<uint64_t>(size),
-                           format::kFileHeaderSize + whole - static_cast<uint64_t>(size));
+    int r = os_->ftruncate(fd_, format::kFileHeaderSize + whole);
     if (r < 0)
       return io_error(fmt::format("{}: file ends inside a segment and extending it failed: {}",
                                   path_, errno_text(-r)),
@@ -161,6 +160,7 @@ Status Store::Impl::open_locked() {
     index_slot = index_slot_;
   }
   written_.store(next_position_ - 1);
+  alloc_end_ = tail_offset_;  // what lies past the tail is allocated again as it fills
   if (!read_only_ && next_position_ - 1 > index_covers) {
     // Everything recovered past the checkpoint becomes durable now, so the
     // durable hints written into new frames are exact. (A clean open has
@@ -220,7 +220,7 @@ Status Store::Impl::read_slots() {
           uint64_t saved = 0;
           EVENTSOURCE_RETURN_IF_ERROR(save_ranges({Range{slot_offset(slot), seg_size_}},
                                                   &repair_report_->side_file, &saved));
-          EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), seg_size_, Space::kRelease));
+          EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), seg_size_));
           repair_report_->changed = true;
           repair_report_->bytes_cut += saved;
           slots_[slot] = SlotInfo{};
@@ -579,10 +579,9 @@ Status Store::Impl::cut_log(const BadFrame& bad, std::string* side_file, uint64_
   } else {
     for (const Range& r : ranges) *bytes_cut += r.len;
   }
-  // The segment appends continue in keeps its space; dropped ones give it back.
-  for (size_t k = 0; k < ranges.size(); ++k)
-    EVENTSOURCE_RETURN_IF_ERROR(zero_range(ranges[k].off, ranges[k].len,
-                                           k == 0 && !drop_whole ? Space::kKeep : Space::kRelease));
+  // Every cut range gives its space back; the segment appends continue in
+  // allocates it again, extent by extent, as it fills [F-8].
+  for (const Range& r : ranges) EVENTSOURCE_RETURN_IF_ERROR(zero_range(r.off, r.len));
   // Later segments are now all-zero slots: free.
   // (Open and repair cut before any reader can see the store.)
   for (size_t si = keep_segs; si < nsegs; ++si) {

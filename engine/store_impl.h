@@ -113,8 +113,8 @@ class Store::Impl {
   Status read_exact(void* p, size_t n, uint64_t off, const char* what);
   Status sync_data(const char* what);
   Status map_slot(uint64_t slot);
-  enum class Space : uint8_t { kKeep, kRelease };
-  Status zero_range(uint64_t off, uint64_t len, Space space);
+  // Makes [off, off+len) read as zeros and gives its space back.
+  Status zero_range(uint64_t off, uint64_t len);
 
   // --- open / recovery (write_mu_ held, though nothing else runs yet) ---
   Status open_locked() EVENTSOURCE_REQUIRES(write_mu_);
@@ -152,6 +152,10 @@ class Store::Impl {
   Result<uint64_t> allocate_slots(format::SegmentKind kind, uint64_t count, uint64_t first_position,
                                   uint64_t payload_len) EVENTSOURCE_REQUIRES(write_mu_);
   Status roll_segment(uint64_t first_position) EVENTSOURCE_REQUIRES(write_mu_);
+  // Allocates the tail segment's next extent(s) so that [.., end) is
+  // allocated: the allocated part doubles, or grows to `end` if more.
+  // Errors: kIoError (ENOSPC, EFBIG) naming the file and offset.
+  Status ensure_allocated(uint64_t end) EVENTSOURCE_REQUIRES(write_mu_);
   Status free_index_segment(uint64_t slot) EVENTSOURCE_REQUIRES(write_mu_);
   Status wait_durable(uint64_t position, Durability mode) EVENTSOURCE_EXCLUDES(sync_mu_);
   // Writes a checkpoint and keeps its outcome for stats() (failures in a
@@ -224,6 +228,8 @@ class Store::Impl {
   uint64_t tail_offset_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;  // 0: no event segment yet
   uint64_t tail_slot_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
   uint64_t tail_epoch_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  // File offset up to which the tail segment's bytes are allocated [F-8].
+  uint64_t alloc_end_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
   uint64_t next_epoch_ EVENTSOURCE_GUARDED_BY(write_mu_) = 1;
   uint64_t last_frame_offset_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
   uint64_t bytes_since_checkpoint_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;

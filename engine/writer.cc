@@ -42,22 +42,12 @@ Status Store::Impl::map_slot(uint64_t slot) {
   return Status();
 }
 
-// Makes [off, off+len) read as zeros: punch a hole, then (kKeep) allocate it
-// again so later writes there cannot hit ENOSPC; where holes are not
-// supported, write zeros.
-
-Status Store::Impl::zero_range(uint64_t off, uint64_t len, Space space) {
+// Makes [off, off+len) read as zeros and gives its space back: punch a
+// hole; where holes are not supported, write zeros.
+Status Store::Impl::zero_range(uint64_t off, uint64_t len) {
   if (len == 0) return Status();
-  int r = os_->fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len);
-  if (r == 0) {
-    if (space == Space::kRelease) return Status();
-    r = os_->fallocate(fd_, 0, off, len);
-    if (r < 0)
-      return io_error(fmt::format("{}: re-allocating {} bytes at {} failed: {}", path_, len,
-                                  hex(off), errno_text(-r)),
-                      -r);
+  if (os_->fallocate(fd_, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, off, len) == 0)
     return Status();
-  }
   static const std::string kZeros(1 << 20, '\0');
   while (len > 0) {
     size_t n = static_cast<size_t>(std::min<uint64_t>(len, kZeros.size()));
@@ -86,15 +76,16 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
                   fmt::format("{}: store is full: it may hold at most {} segments of {} bytes",
                               path_, map_cap_, seg_size_))
         .with_errno(EFBIG);
-  // Event segments are preallocated whole (appends never hit ENOSPC midway);
-  // an index segment is written once, so it only needs its own bytes and the
-  // rest of its slots stays a hole.
+  // An event segment gets its first extent now and grows as it fills (a
+  // store of a few events stays small); an index segment is written once,
+  // so it only needs its own bytes. The rest of the slots stays a hole.
   const uint64_t span = count * seg_size_;
-  const uint64_t need =
-      kind == SegmentKind::kEvents ? span : std::min(span, align_up(sh::kSize + payload_len, 4096));
+  const uint64_t need = kind == SegmentKind::kEvents
+                            ? std::min(span, format::kFirstExtent)
+                            : std::min(span, align_up(sh::kSize + payload_len, 4096));
   if (slot < slots_.size()) {
     // Reused slots may hold stale bytes: zero them.
-    EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span, Space::kRelease));
+    EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span));
   }
   int r = os_->fallocate(fd_, 0, slot_offset(slot), need);
   if (r < 0)
@@ -133,7 +124,7 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
 Status Store::Impl::free_index_segment(uint64_t slot) {
   uint64_t span = std::max<uint64_t>(slots_[slot].slot_count, 1);
   span = std::min<uint64_t>(span, slots_.size() - slot);
-  EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_, Space::kRelease));
+  EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span * seg_size_));
   for (uint64_t k = 0; k < span; ++k) slots_[slot + k] = SlotInfo{};
   return Status();
 }
@@ -152,7 +143,26 @@ Status Store::Impl::roll_segment(uint64_t first_position) {
   tail_slot_ = slot;
   tail_epoch_ = slots_[slot].epoch;
   tail_offset_ = slot_offset(slot) + sh::kSize;
+  alloc_end_ = slot_offset(slot) + std::min(seg_size_, format::kFirstExtent);
   store_max(synced_, written_.load());  // the sync covered every batch written so far
+  return Status();
+}
+
+Status Store::Impl::ensure_allocated(uint64_t end) {
+  if (end <= alloc_end_) return Status();
+  const uint64_t base = slot_offset(tail_slot_);
+  // Invariant: appends write inside the tail segment.
+  assert(end <= base + seg_size_ && alloc_end_ >= base);
+  const uint64_t have = alloc_end_ - base;
+  const uint64_t want = std::min(seg_size_, align_up(std::max(2 * have, end - base), 4096));
+  int r = os_->fallocate(fd_, 0, alloc_end_, base + want - alloc_end_);
+  if (r < 0)
+    return io_error(fmt::format("{}: cannot allocate {} bytes for the log at offset {}: {} (free "
+                                "disk space; events already stored stay readable, and appends "
+                                "succeed again once there is room)",
+                                path_, base + want - alloc_end_, hex(alloc_end_), errno_text(-r)),
+                    -r);
+  alloc_end_ = base + want;
   return Status();
 }
 
@@ -298,6 +308,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
       EVENTSOURCE_RETURN_IF_ERROR(roll_segment(first));
     auto frame = encoder_.finish(tail_offset_, tail_epoch_, first, synced_.load(),
                                  opt_.compress_min_bytes, opt_.compression_level, seed_);
+    EVENTSOURCE_RETURN_IF_ERROR(ensure_allocated(tail_offset_ + frame.size()));
     EVENTSOURCE_RETURN_IF_ERROR(
         write_all(frame.data(), frame.size(), tail_offset_, "appending a batch"));
     PendingBatch batch{first + n - 1, key, static_cast<uint8_t>(stream.type.size()), {}};
