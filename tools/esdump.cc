@@ -164,6 +164,9 @@ int run_info(const ParsedArgs& args) {
     j["stored_record_bytes"] = st.stored_record_bytes;
     j["compression_ratio"] = ratio;
     j["index_persisted_position"] = st.index_persisted_position;
+    j["checkpoint_failures"] = st.checkpoint_failures;
+    j["checkpoint_failures_in_row"] = st.checkpoint_failures_in_row;
+    j["last_checkpoint_error"] = st.last_checkpoint_error;
     out_line(dump_json(j));
     return finish_output(kExitOk);
   }
@@ -194,6 +197,12 @@ int run_info(const ParsedArgs& args) {
           ? fmt::format("none ({} events are scanned on open)", unindexed)
           : fmt::format("through position {} ({} events past it are scanned on open)",
                         st.index_persisted_position, unindexed));
+  // The writer's own handle counts failed checkpoints; seen from another
+  // process, a failing writer shows as a persisted index that lags.
+  if (st.checkpoint_failures > 0)
+    row("checkpoints",
+        fmt::format("{} failed ({} in a row): {}", st.checkpoint_failures,
+                    st.checkpoint_failures_in_row, printable(st.last_checkpoint_error)));
   return finish_output(kExitOk);
 }
 
