@@ -17,11 +17,16 @@
 namespace eventsource {
 
 struct AppendResult {
-  StreamVersion version;          // the stream's version after the append
-  GlobalPosition first_position;  // positions written, dense: first..last
+  StreamVersion version;  // the stream's version after the append
+  // The positions of the batch's first and last event. A written batch is
+  // one frame, so its positions are dense: first..last are all its own.
+  GlobalPosition first_position;
   GlobalPosition last_position;
-  // True when the batch was an idempotent retry of events already stored
-  // (nothing written; the positions are those of the stored events).
+  // True when the batch was an idempotent retry of events already stored:
+  // nothing was written, and first/last are the stored first and last
+  // event's positions. Those events may have been stored by several appends,
+  // so other streams' events can lie between them (read the stream to see
+  // each event's own position).
   bool deduplicated = false;
 };
 
