@@ -2,7 +2,9 @@
 // durable position is damage (not a torn write), the checkpoint's claim about
 // its last frame is checked, and two event segments with one epoch are
 // reported. Files are edited with the engine's own codecs (tests may reach
-// inside) so that only the intended field is wrong.
+// inside) so that only the intended field is wrong. Suite verify-live:
+// verify of a healthy store whose writer appends, rolls segments and
+// checkpoints between verify's steps reports nothing.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -10,8 +12,11 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <optional>
 #include <random>
 #include <string>
+#include <utility>
 
 #include "engine/checkpoint_file.h"
 #include "engine/coding.h"
@@ -19,6 +24,8 @@
 #include "engine/os.h"
 #include "engine/segment.h"
 #include "eventsource/store.h"
+#include "tests/support/store_helpers.h"
+#include "tests/support/temp_dir.h"
 
 namespace fs = std::filesystem;
 using namespace eventsource;
@@ -77,6 +84,84 @@ bool has_problem_at(const VerifyReport& r, int64_t segment, int64_t offset) {
     if (p.segment == segment && p.offset == offset) return true;
   return false;
 }
+
+// Every problem of a report, one per line, for failure messages.
+std::string describe(const VerifyReport& r) {
+  std::string out;
+  for (const auto& p : r.problems)
+    out += fmt::format("{}: segment {} offset {}: {}\n", p.file, p.segment, p.offset, p.what);
+  return out;
+}
+
+// A store with its writer open in this process (1 MiB segments, no syncs, no
+// automatic checkpoint), for verify runs between the writer's steps.
+struct LiveStore {
+  testing::TempDir dir{"es-verify-live"};
+  std::string path = dir.file("live.evs");
+  std::unique_ptr<Store> store = testing::open_or_fail(path, testing::small_store_options());
+  uint64_t batches = 0;
+
+  void append() {
+    std::vector<EventData> events;
+    for (int i = 0; i < 4; ++i)
+      events.push_back(testing::make_event("Noted", std::string(1000, static_cast<char>('a' + i))));
+    ++batches;
+    EVENTSOURCE_CHECK_OK(store->append(StreamId{"Live", std::to_string(batches % 5)},
+                                       ExpectedVersion::any(), events));
+  }
+  // Appends until the writer has rolled into a new event segment.
+  void append_until_roll() {
+    const uint32_t before = store->stats().event_segments;
+    while (store->stats().event_segments == before) append();
+  }
+};
+
+// The real OS layer, calling `hook` between the steps of verify (or of a
+// writer): with "open PATH" right after each open, and with "map_read" or
+// "ftruncate" right before each such call.
+class HookOs final : public Os {
+ public:
+  explicit HookOs(std::function<void(const std::string& call)> hook) : hook_(std::move(hook)) {}
+  int open(const std::string& path, int flags, unsigned mode) override {
+    const int fd = base_->open(path, flags, mode);
+    if (fd >= 0) hook_("open " + path);
+    return fd;
+  }
+  int close(int fd) override { return base_->close(fd); }
+  ssize_t pread(int fd, void* buf, size_t n, uint64_t offset) override {
+    return base_->pread(fd, buf, n, offset);
+  }
+  ssize_t pwrite(int fd, const void* buf, size_t n, uint64_t offset) override {
+    return base_->pwrite(fd, buf, n, offset);
+  }
+  int fdatasync(int fd) override { return base_->fdatasync(fd); }
+  int fsync(int fd) override { return base_->fsync(fd); }
+  int fallocate(int fd, int mode, uint64_t offset, uint64_t len) override {
+    return base_->fallocate(fd, mode, offset, len);
+  }
+  int ftruncate(int fd, uint64_t size) override {
+    hook_("ftruncate");
+    return base_->ftruncate(fd, size);
+  }
+  int64_t file_size(int fd) override { return base_->file_size(fd); }
+  int rename(const std::string& from, const std::string& to) override {
+    return base_->rename(from, to);
+  }
+  int unlink(const std::string& path) override { return base_->unlink(path); }
+  int sync_dir_of(const std::string& path) override { return base_->sync_dir_of(path); }
+  const void* map_read(int fd, uint64_t offset, size_t len, int* err) override {
+    hook_("map_read");
+    return base_->map_read(fd, offset, len, err);
+  }
+  void unmap(const void* addr, size_t len) override { base_->unmap(addr, len); }
+  int lock_exclusive(int fd, int* holder_pid) override {
+    return base_->lock_exclusive(fd, holder_pid);
+  }
+
+ private:
+  std::shared_ptr<Os> base_ = default_os();
+  std::function<void(const std::string& call)> hook_;
+};
 
 }  // namespace
 
@@ -152,5 +237,101 @@ TEST_SUITE("corruption") {
     bool found = false;
     for (const auto& p : r->problems) found |= p.what.find("share epoch") != std::string::npos;
     CHECK(found);
+  }
+}
+
+TEST_SUITE("verify-live") {
+  TEST_CASE("checkpoints and segment rolls while verify walks the log are not damage") {
+    LiveStore w;
+    w.append_until_roll();
+    w.append_until_roll();
+    EVENTSOURCE_REQUIRE_OK(w.store->checkpoint());
+    int calls = 0;
+    VerifyOptions options;
+    options.progress = [&](uint64_t, uint64_t) {
+      // Twice while verify goes through the data file: a roll and a
+      // checkpoint (a new index segment; the one verify may have looked at is
+      // zeroed and freed, and the next roll may take its slot).
+      if (calls++ >= 2) return;
+      w.append_until_roll();
+      EVENTSOURCE_CHECK_OK(w.store->checkpoint());
+    };
+    auto r = Store::verify(w.path, options);
+    EVENTSOURCE_REQUIRE_OK(r);
+    CHECK(calls >= 2);
+    CHECK_MESSAGE(r->clean(), describe(*r));
+    CHECK(r->events > 0);
+  }
+
+  TEST_CASE("a checkpoint that replaces the checkpoint file while verify reads it is not damage") {
+    LiveStore w;
+    w.append_until_roll();
+    EVENTSOURCE_REQUIRE_OK(w.store->checkpoint());
+    int hooks = 0;
+    // Right after verify opens PATH.ckpt, three times: the writer renames a
+    // new checkpoint over it and frees the index segment the open one names;
+    // the roll that follows reuses that slot for events.
+    auto os = std::make_shared<HookOs>([&](const std::string& call) {
+      if (!call.ends_with(".ckpt") || hooks++ >= 3) return;
+      w.append();
+      EVENTSOURCE_CHECK_OK(w.store->checkpoint());
+      w.append_until_roll();
+    });
+    auto r = Store::verify(w.path, {.os = os});
+    EVENTSOURCE_REQUIRE_OK(r);
+    CHECK(hooks >= 1);
+    CHECK_MESSAGE(r->clean(), describe(*r));
+  }
+
+  TEST_CASE("segments the writer adds after verify sized the file are not a gap") {
+    LiveStore w;
+    w.append();
+    EVENTSOURCE_REQUIRE_OK(w.store->checkpoint());  // slot 0: events, slot 1: index
+    bool hooked = false;
+    // Between verify's size of the data file and its mapping: a roll appends
+    // slot 2, a checkpoint frees slot 1, the next roll reuses it. In the
+    // mapped slots verify finds the third segment, not the second.
+    auto os = std::make_shared<HookOs>([&](const std::string& call) {
+      if (call != "map_read" || std::exchange(hooked, true)) return;
+      w.append_until_roll();
+      EVENTSOURCE_CHECK_OK(w.store->checkpoint());
+      w.append_until_roll();
+    });
+    auto r = Store::verify(w.path, {.os = os});
+    EVENTSOURCE_REQUIRE_OK(r);
+    CHECK(hooked);
+    CHECK_MESSAGE(r->clean(), describe(*r));
+    CHECK(w.store->stats().event_segments == 3);
+  }
+
+  TEST_CASE("a slot the writer is allocating at the end of the file is not damage") {
+    // The writer has extended the file to the bytes of its first index
+    // segment but not yet to the whole slot when verify runs.
+    testing::TempDir dir("es-verify-live");
+    const std::string path = dir.file("live.evs");
+    std::optional<Result<VerifyReport>> r;
+    StoreOptions options = testing::small_store_options();
+    options.os = std::make_shared<HookOs>([&](const std::string& call) {
+      if (call == "ftruncate" && !r) r = Store::verify(path);
+    });
+    auto store = testing::open_or_fail(path, options);
+    const std::vector<EventData> events = {testing::make_event("Noted", "x")};
+    EVENTSOURCE_REQUIRE_OK(store->append(StreamId{"Live", "1"}, ExpectedVersion::any(), events));
+    EVENTSOURCE_REQUIRE_OK(store->checkpoint());
+    REQUIRE(r.has_value());
+    EVENTSOURCE_REQUIRE_OK(*r);
+    CHECK_MESSAGE((*r)->clean(), describe(**r));
+  }
+
+  TEST_CASE("verify after an append that rolls a segment and a checkpoint reports nothing") {
+    LiveStore w;
+    for (int round = 0; round < 3; ++round) {
+      CAPTURE(round);
+      w.append_until_roll();
+      EVENTSOURCE_REQUIRE_OK(w.store->checkpoint());
+      auto r = Store::verify(w.path);
+      EVENTSOURCE_REQUIRE_OK(r);
+      CHECK_MESSAGE(r->clean(), describe(*r));
+    }
   }
 }
