@@ -86,6 +86,24 @@ class Verifier {
   Result<bool> read_index(const Checkpoint& cp);
   SlotScan scan_slots(uint64_t nslots, uint64_t file_slots) const;
   void scan_segments();
+  // Why open would refuse to cut the log at `bad` [F-31]: damage, never a
+  // torn tail. "": a torn tail, which open cuts.
+  std::string why_durable(const BadFrame& bad) const {
+    if (bad.expected_position <= durable_)
+      return fmt::format("position {} was durable: this is damage, not a torn write",
+                         bad.expected_position);
+    if (later_frame_proves_durable(FileLog(*this), bad))
+      return fmt::format(
+          "a later frame says position {} was durable: this is damage, not a "
+          "torn write",
+          bad.expected_position);
+    return "";
+  }
+  void torn_tail(const BadFrame& bad) {
+    report_.torn_tail = VerifyProblem{path_, static_cast<int64_t>(segs_[bad.seg_index].slot),
+                                      static_cast<int64_t>(bad.offset), bad.why};
+    last_position_ = bad.expected_position - 1;  // the log open keeps
+  }
   void check_checkpoint_and_index();
   void check_index();
   void confirm_slot_problems(const std::map<uint64_t, std::string>& bad, uint64_t size);
@@ -332,6 +350,7 @@ void Verifier::scan_segments() {
   LogReader reader(log, 0, 0, 1);
   std::string buf;
   size_t progress_seg = 0;
+  bool damaged = false;  // a bad spot was damage: open refuses, nothing after it is cut
   LogFrame f;
   BadFrame bad;
   for (;;) {
@@ -373,63 +392,93 @@ void Verifier::scan_segments() {
         // for verify (which judges the log as it was when it looked).
         break;
       }
+      // Nothing valid follows: the end of the log.
+      const bool tail = !bad.gap && at == 0 && bad.seg_index + 1 == segs_.size();
+      // Open stops at the first bad spot and cuts the log there unless it
+      // held a durable position; so it does at a bad tail after damage.
+      std::string durable;
+      if (!damaged || tail) {
+        durable = why_durable(bad);
+        if (durable.empty()) {
+          torn_tail(bad);  // no acknowledged event is in it
+          break;
+        }
+        durable = " (" + durable + ")";
+      }
+      damaged = true;
       if (bad.gap) {
         problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(slot_offset(seg.slot)),
                 fmt::format("segment starts at position {}, expected {} (events {}..{} are "
-                            "missing)",
+                            "missing){}",
                             seg.first_position, bad.expected_position, bad.expected_position,
-                            seg.first_position - 1));
+                            seg.first_position - 1, durable));
         reader.seek(bad.seg_index, bad.offset, seg.first_position);
         continue;
       }
       if (at == bad.offset) {
         // A valid frame in the wrong place of the sequence: report it and go on from it.
-        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset), bad.why);
+        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
+                bad.why + durable);
         reader.seek(bad.seg_index, bad.offset, h.first_position);
         continue;
       }
-      if (at == 0 && bad.seg_index + 1 == segs_.size()) {
-        // Nothing valid follows: a torn tail (a crashed or live writer), which
-        // the next open cuts, unless it held a durable position (as [F-31]).
-        if (bad.expected_position <= durable_)
-          problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
-                  fmt::format("{} (position {} was durable: this is damage, not a torn write)",
-                              bad.why, bad.expected_position));
+      if (tail) {
+        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
+                bad.why + durable);
         break;
       }
       problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
-              at == 0 ? bad.why + " (rest of the segment skipped)"
-                      : fmt::format("{} ({} bytes skipped to the next valid frame)", bad.why,
-                                    at - bad.offset));
+              (at == 0 ? bad.why + " (rest of the segment skipped)"
+                       : fmt::format("{} ({} bytes skipped to the next valid frame)", bad.why,
+                                     at - bad.offset)) +
+                  durable);
       if (at == 0)
         reader.skip_segment();
       else
         reader.seek(bad.seg_index, at, bad.expected_position);
       continue;
     }
-    report_.frames++;
-    report_.bytes_checked += f.header.frame_len;
+    // Records are judged with their frame, as open indexes a frame only when
+    // all its records pass.
+    std::vector<std::string> wrong;
+    uint64_t events = 0;
     std::string why;
-    bool ok = for_each_record(
-        f.bytes, f.header, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
-          if (std::string w = check_record_stream(ev); !w.empty())  // as open's scan [F-16]
-            problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset),
-                    fmt::format("record {}: {}", i, w));
-          std::string key = ev.stream_name();
-          uint64_t& v = versions_[key];
-          if (ev.version.value != v + 1)
-            problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset),
-                    fmt::format("record {}: stream {} jumps from version {} "
-                                "to {}",
-                                i, key, v, ev.version.value));
-          v = ev.version.value;
-          report_.events++;
-          return true;
-        });
-    if (!ok) problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset), why);
+    if (!for_each_record(f.bytes, f.header, seed_, &buf, &why,
+                         [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
+                           if (std::string w = check_record_stream(ev); !w.empty())  // [F-16]
+                             wrong.push_back(fmt::format("record {}: {}", i, w));
+                           std::string key = ev.stream_name();
+                           uint64_t& v = versions_[key];
+                           if (ev.version.value != v + 1)
+                             wrong.push_back(
+                                 fmt::format("record {}: stream {} jumps from version "
+                                             "{} to {}",
+                                             i, key, v, ev.version.value));
+                           v = ev.version.value;
+                           ++events;
+                           return true;
+                         }))
+      wrong.push_back(why);
+    if (!wrong.empty()) {
+      if (!damaged) {
+        const BadFrame b{f.seg_index, f.offset, f.header.first_position, wrong.front()};
+        const std::string durable = why_durable(b);
+        if (durable.empty()) {
+          torn_tail(b);
+          break;
+        }
+        wrong.front() += " (" + durable + ")";
+      }
+      damaged = true;
+      for (std::string& w : wrong)
+        problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset), std::move(w));
+    }
+    report_.frames++;
+    report_.events += events;
+    report_.bytes_checked += f.header.frame_len;
   }
   if (progress_ && !segs_.empty()) progress_(size_, size_);
-  last_position_ = reader.expected_position() - 1;
+  if (!report_.torn_tail) last_position_ = reader.expected_position() - 1;
 }
 
 void Verifier::check_checkpoint_and_index() {

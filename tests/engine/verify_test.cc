@@ -1,10 +1,10 @@
 // verify() judges damage the way open() does: a bad tail frame holding a
-// durable position is damage (not a torn write), the checkpoint's claim about
-// its last frame is checked, and two event segments with one epoch are
-// reported. Files are edited with the engine's own codecs (tests may reach
-// inside) so that only the intended field is wrong. Suite verify-live:
-// verify of a healthy store whose writer appends, rolls segments and
-// checkpoints between verify's steps reports nothing.
+// durable position is damage (not a torn write) while one that open cuts is a
+// torn tail, the checkpoint's claim about its last frame is checked, and two
+// event segments with one epoch are reported. Files are edited with the
+// engine's own codecs (tests may reach inside) so that only the intended field
+// is wrong. Suite verify-live: verify of a healthy store whose writer appends,
+// rolls segments and checkpoints between verify's steps reports nothing.
 #include <doctest/doctest.h>
 #include <fmt/format.h>
 #include <unistd.h>
@@ -24,6 +24,7 @@
 #include "engine/os.h"
 #include "engine/segment.h"
 #include "eventsource/store.h"
+#include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
@@ -116,6 +117,36 @@ struct LiveStore {
   }
 };
 
+// The checkpoint file of the store at `path`.
+Checkpoint checkpoint_of(const std::string& path) {
+  const std::string bytes = slurp(path);
+  FileHeader fh;
+  REQUIRE(
+      parse_file_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &fh).empty());
+  std::string why;
+  auto c = read_checkpoint_file(*default_os(), path, fh.store_id, fh.seed(), &why);
+  REQUIRE(c.ok());
+  REQUIRE_MESSAGE(c->has_value(), why);
+  return **c;
+}
+
+// The files a writer leaves when it dies after 3 batches, a checkpoint and 4
+// more batches that were never synced (small_store_options: no syncs). Returns
+// the offset of the first frame past the checkpoint's durable end.
+uint64_t crash_image_with_unsynced_tail(LiveStore& w) {
+  for (int b = 0; b < 3; ++b) w.append();
+  EVENTSOURCE_REQUIRE_OK(w.store->checkpoint());
+  for (int b = 0; b < 4; ++b) w.append();
+  const std::string data = slurp(w.path);
+  const std::string ckpt = slurp(checkpoint_path(w.path));
+  EVENTSOURCE_REQUIRE_OK(w.store->close());
+  spit(w.path, data);
+  spit(checkpoint_path(w.path), ckpt);
+  const uint64_t last = checkpoint_of(w.path).last_frame_offset;
+  return last + get_u32(reinterpret_cast<const uint8_t*>(data.data()) + last +
+                        format::frame_header::kFrameLen);
+}
+
 // The real OS layer, calling `hook` between the steps of verify (or of a
 // writer): with "open PATH" right after each open, and with "map_read" or
 // "ftruncate" right before each such call.
@@ -179,6 +210,7 @@ TEST_SUITE("corruption") {
     const int64_t slot = static_cast<int64_t>((last - format::kFileHeaderSize) >> 20);
     CHECK_MESSAGE(has_problem_at(*r, slot, static_cast<int64_t>(last)), "no problem at segment ",
                   slot, " offset ", last);
+    CHECK(!r->torn_tail.has_value());  // damage, not a torn tail
     // open agrees: damage before the durable end.
     auto s = Store::open(dir.store(), StoreOptions{});
     CHECK(!s.ok());
@@ -237,6 +269,53 @@ TEST_SUITE("corruption") {
     bool found = false;
     for (const auto& p : r->problems) found |= p.what.find("share epoch") != std::string::npos;
     CHECK(found);
+  }
+}
+
+TEST_SUITE("corruption") {
+  TEST_CASE("verify reports a tail that open cuts as a torn tail, not as damage") {
+    // A power loss tore the first unsynced batch but kept later ones: the
+    // frames after it do not say it was durable, so open cuts the log there.
+    LiveStore w;
+    const uint64_t hole = crash_image_with_unsynced_tail(w);
+    testing::write_at(w.path, hole, std::string(8, '\x5a'));  // its checksum
+    auto r = Store::verify(w.path);
+    EVENTSOURCE_REQUIRE_OK(r);
+    CHECK_MESSAGE(r->clean(), describe(*r));
+    REQUIRE(r->torn_tail.has_value());
+    CHECK(r->torn_tail->segment == 0);
+    CHECK(r->torn_tail->offset == static_cast<int64_t>(hole));
+    const uint64_t durable = checkpoint_of(w.path).durable_position;
+    CHECK(r->events == durable);
+    // open agrees: it cuts there, and then there is nothing left to report.
+    auto store = testing::open_or_fail(w.path, testing::small_store_options());
+    CHECK(store->committed_position().value == durable);
+    EVENTSOURCE_REQUIRE_OK(store->close());
+    auto after = Store::verify(w.path);
+    EVENTSOURCE_REQUIRE_OK(after);
+    CHECK_MESSAGE(after->clean(), describe(*after));
+    CHECK(!after->torn_tail.has_value());
+  }
+
+  TEST_CASE("verify reports a last batch cut off mid-write as a torn tail") {
+    LiveStore w;
+    const uint64_t first = crash_image_with_unsynced_tail(w);
+    const std::string data = slurp(w.path);
+    const auto frame_len = [&](uint64_t off) {
+      return get_u32(reinterpret_cast<const uint8_t*>(data.data()) + off +
+                     format::frame_header::kFrameLen);
+    };
+    uint64_t last = 0;
+    for (uint64_t off = first; frame_len(off) != 0; off += frame_len(off)) last = off;
+    // The last frame's header made it to disk, its body did not.
+    testing::write_at(w.path, last + format::frame_header::kSize, std::string(200, '\0'));
+    auto r = Store::verify(w.path);
+    EVENTSOURCE_REQUIRE_OK(r);
+    CHECK_MESSAGE(r->clean(), describe(*r));
+    REQUIRE(r->torn_tail.has_value());
+    CHECK(r->torn_tail->offset == static_cast<int64_t>(last));
+    auto store = testing::open_or_fail(w.path, testing::small_store_options());
+    CHECK(store->committed_position().value == checkpoint_of(w.path).durable_position + 3 * 4);
   }
 }
 
