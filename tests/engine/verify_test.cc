@@ -362,6 +362,24 @@ TEST_SUITE("verify-live") {
     CHECK_MESSAGE(r->clean(), describe(*r));
   }
 
+  TEST_CASE(
+      "verify gives up with kBusy, reporting nothing, when the checkpoint never holds still") {
+    LiveStore w;
+    w.append();
+    EVENTSOURCE_REQUIRE_OK(w.store->checkpoint());
+    int hooks = 0;
+    // Every time verify opens PATH.ckpt, the writer has a new one.
+    auto os = std::make_shared<HookOs>([&](const std::string& call) {
+      if (!call.ends_with(".ckpt")) return;
+      ++hooks;
+      w.append();
+      EVENTSOURCE_CHECK_OK(w.store->checkpoint());
+    });
+    auto r = Store::verify(w.path, {.os = os});
+    EVENTSOURCE_CHECK_CODE(r, Code::kBusy);
+    CHECK(hooks == 200);  // 100 attempts, two reads each
+  }
+
   TEST_CASE("segments the writer adds after verify sized the file are not a gap") {
     LiveStore w;
     w.append();
