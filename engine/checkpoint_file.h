@@ -22,6 +22,8 @@ struct Checkpoint {
   uint64_t index_slot = kNoSlot;   // first slot of the persisted index segment
   uint64_t index_epoch = 0;
   int64_t written_us = 0;
+
+  bool operator==(const Checkpoint&) const = default;
 };
 
 std::string checkpoint_path(const std::string& data_path);

@@ -202,4 +202,20 @@ uint64_t find_valid_frame(const LogView& view, size_t seg_index, uint64_t from, 
   return 0;
 }
 
+bool later_frame_proves_durable(const LogView& view, const BadFrame& bad) {
+  // A frame written after position P was durable records durable >= P; if
+  // such a frame follows the bad one, the bad bytes were once durable data.
+  // From the bad offset itself: a valid frame with an unexpected position
+  // carries its own durable hint.
+  for (size_t si = bad.seg_index; si < view.segment_count(); ++si) {
+    FrameHeader h;
+    uint64_t off = si == bad.seg_index ? bad.offset : 0;
+    while ((off = find_valid_frame(view, si, off, &h)) != 0) {
+      if (h.durable_position >= bad.expected_position) return true;
+      off += format::kFrameAlign;
+    }
+  }
+  return false;
+}
+
 }  // namespace eventsource

@@ -147,4 +147,12 @@ std::string check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_
 // tail from damage with valid frames after it.
 uint64_t find_valid_frame(const LogView& view, size_t seg_index, uint64_t from, FrameHeader* h);
 
+// Classifies the first bad spot of a log scan [F-31]: true when some valid
+// frame at or after it (at any 8-aligned offset from bad.offset on in its
+// segment, or in any later segment) records durable_position >=
+// bad.expected_position, i.e. the bad bytes were durable once (damage, never
+// a torn tail). The caller also treats bad.expected_position <= the
+// checkpoint's durable position as damage.
+bool later_frame_proves_durable(const LogView& view, const BadFrame& bad);
+
 }  // namespace eventsource

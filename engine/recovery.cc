@@ -494,20 +494,7 @@ Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expecte
 }
 
 bool Store::Impl::later_frame_proves_durable(const BadFrame& bad) const {
-  // A frame written after position P was durable records durable >= P; if
-  // such a frame follows the bad one, the bad bytes were once durable data.
-  // From the bad offset itself: a valid frame with an unexpected position
-  // carries its own durable hint.
-  MappedLog log(*this);
-  for (size_t si = bad.seg_index; si < log.segment_count(); ++si) {
-    FrameHeader h;
-    uint64_t off = si == bad.seg_index ? bad.offset : 0;
-    while ((off = find_valid_frame(log, si, off, &h)) != 0) {
-      if (h.durable_position >= bad.expected_position) return true;
-      off += format::kFrameAlign;
-    }
-  }
-  return false;
+  return ::eventsource::later_frame_proves_durable(MappedLog(*this), bad);  // verify judges alike
 }
 
 Status Store::Impl::save_ranges(const std::vector<Range>& ranges, std::string* side_file,

@@ -20,6 +20,10 @@ using format::SegmentKind;
 
 namespace {
 
+// Readings of PATH.ckpt and its index segment before verify gives up on a
+// writer that replaces the checkpoint faster than verify can copy its index.
+constexpr int kCheckpointAttempts = 100;
+
 class Verifier;
 
 // The whole file, mapped once, as the frame walker sees it.
@@ -34,6 +38,21 @@ class FileLog final : public LogView {
   const Verifier& v_;
 };
 
+// Verify judges one consistent view of a store that a live writer may be
+// changing (format-spec.md "Verify and repair"):
+//  - PATH.ckpt is read first, with a copy of the index segment it names, and
+//    read again: the writer frees an index only after renaming a newer
+//    checkpoint over the one naming it, so an unchanged checkpoint means the
+//    copy is that index (else both are read again);
+//  - the data file is mapped after that, so it holds every frame and event
+//    segment the checkpoint names (written before its rename; event segments
+//    are never freed while a writer runs). Segments added later are not
+//    looked at: verify judges the log as far as it was when it looked;
+//  - bytes being written read as damage for an instant: a frame met
+//    mid-write (whole by the time a later one is found, else the torn tail of
+//    the log), a slot being allocated or freed, the file being extended. Slot
+//    headers and the file size are reported only if still wrong when read
+//    again at the end.
 class Verifier {
  public:
   Verifier(std::string path, std::shared_ptr<Os> os, const ProgressCallback& progress)
@@ -48,19 +67,47 @@ class Verifier {
  private:
   friend class FileLog;
 
+  // What one pass over the slot headers found [F-5]/[F-6].
+  struct SlotScan {
+    std::vector<SlotInfo> slots;
+    std::vector<EventSeg> segs;           // event segments, in slot order
+    std::map<uint64_t, std::string> bad;  // slot -> why its header is damage
+  };
+
   void problem(int64_t segment, int64_t offset, std::string what) {
     report_.problems.push_back(VerifyProblem{path_, segment, offset, std::move(what)});
   }
+  void checkpoint_problem(int64_t offset, std::string what) {
+    report_.problems.push_back(VerifyProblem{checkpoint_path(path_), -1, offset, std::move(what)});
+  }
   uint64_t slot_offset(uint64_t slot) const { return format::kFileHeaderSize + slot * seg_size_; }
+  Result<int64_t> file_size();
+  Status read_checkpoint_and_index();
+  Result<bool> read_index(const Checkpoint& cp);
+  SlotScan scan_slots(uint64_t nslots, uint64_t file_slots) const;
   void scan_segments();
-  void note_tail(uint64_t slot, uint64_t offset, uint64_t expected, std::string why) {
-    torn_tail_slot_ = slot;
-    torn_tail_offset_ = offset;
-    torn_tail_expected_ = expected;
-    torn_tail_why_ = std::move(why);
+  // Why open would refuse to cut the log at `bad` [F-31]: damage, never a
+  // torn tail. "": a torn tail, which open cuts.
+  std::string why_durable(const BadFrame& bad) const {
+    if (bad.expected_position <= durable_)
+      return fmt::format("position {} was durable: this is damage, not a torn write",
+                         bad.expected_position);
+    if (later_frame_proves_durable(FileLog(*this), bad))
+      return fmt::format(
+          "a later frame says position {} was durable: this is damage, not a "
+          "torn write",
+          bad.expected_position);
+    return "";
+  }
+  void torn_tail(const BadFrame& bad) {
+    report_.torn_tail = VerifyProblem{path_, static_cast<int64_t>(segs_[bad.seg_index].slot),
+                                      static_cast<int64_t>(bad.offset), bad.why};
+    last_position_ = bad.expected_position - 1;  // the log open keeps
   }
   void check_checkpoint_and_index();
-  void check_index(uint64_t slot, const SlotInfo& si, uint64_t durable);
+  void check_index();
+  void confirm_slot_problems(const std::map<uint64_t, std::string>& bad, uint64_t size);
+  bool segment_appeared_before(const BadFrame& gap) const;
 
   std::string path_;
   std::shared_ptr<Os> os_;
@@ -71,37 +118,41 @@ class Verifier {
   uint64_t seg_size_ = 0;
   uint64_t seed_ = 0;
   FileHeader header_;
+  // PATH.ckpt as read (with its index) in one consistent view.
+  std::optional<Checkpoint> ckpt_;
+  std::string ckpt_problem_;                   // why PATH.ckpt is unusable ("" = fine or absent)
+  std::string ckpt_error_;                     // why it could not be read (an I/O error)
+  std::optional<SegmentHeader> index_header_;  // the index segment it names, if found
+  std::string index_blob_;
+  uint64_t durable_ = 0;  // the checkpoint's durable position (0: none)
   std::vector<SlotInfo> slots_;
   std::vector<EventSeg> segs_;
   std::map<std::string, uint64_t> versions_;
-  std::map<uint64_t, std::pair<std::string, uint64_t>> by_position_;  // only used for index checks
   uint64_t last_position_ = 0;
-  uint64_t torn_tail_offset_ = 0;  // a bad frame with nothing valid after it
-  uint64_t torn_tail_slot_ = 0;
-  uint64_t torn_tail_expected_ = 0;
-  std::string torn_tail_why_;
   uint64_t claimed_end_ = 0;  // offset past the frame the checkpoint names (0: none)
   VerifyReport report_;
 };
+
+Result<int64_t> Verifier::file_size() {
+  const int64_t size = os_->file_size(fd_);
+  if (size < 0)
+    return io_error(fmt::format("{}: fstat failed: {}", path_, errno_text(static_cast<int>(-size))),
+                    static_cast<int>(-size));
+  return size;
+}
 
 Result<VerifyReport> Verifier::run() {
   fd_ = os_->open(path_, O_RDONLY, 0);
   if (fd_ < 0)
     return io_error(fmt::format("{}: cannot open: {}", path_, std::strerror(-fd_)), -fd_);
-  int64_t size = os_->file_size(fd_);
-  if (size < 0) return io_error(fmt::format("{}: fstat failed", path_), static_cast<int>(-size));
-  size_ = static_cast<uint64_t>(size);
-  if (size_ < format::file_header::kSize) {
-    problem(-1, 0, fmt::format("file is {} bytes, too short for a store header", size_));
-    return report_;
-  }
-  int err = 0;
-  map_ = static_cast<const uint8_t*>(os_->map_read(fd_, 0, size_, &err));
-  if (map_ == nullptr)
-    return io_error(fmt::format("{}: mmap failed: {}", path_, std::strerror(err)), err);
-  std::string why = parse_file_header(map_, size_, &header_);
+  uint8_t head[format::file_header::kSize];
+  const ssize_t got = os_->pread(fd_, head, sizeof head, 0);
+  if (got < 0)
+    return io_error(fmt::format("{}: read failed: {}", path_, errno_text(static_cast<int>(-got))),
+                    static_cast<int>(-got));
+  std::string why = parse_file_header(head, static_cast<size_t>(got), &header_);
   if (!why.empty()) {
-    problem(-1, 0, "file header: " + why);
+    problem(-1, 0, static_cast<size_t>(got) < sizeof head ? why : "file header: " + why);
     return report_;
   }
   if (header_.version != format::kFormatVersion)
@@ -110,6 +161,10 @@ Result<VerifyReport> Verifier::run() {
   seg_size_ = header_.segment_size;
   seed_ = header_.seed();
   report_.bytes_checked += format::file_header::kSize;
+  // The checkpoint first: the data file mapped next holds all it names.
+  EVENTSOURCE_RETURN_IF_ERROR(read_checkpoint_and_index());
+  EVENTSOURCE_ASSIGN_OR_RETURN(const int64_t size, file_size());
+  size_ = static_cast<uint64_t>(size);
   if (size_ < format::kFileHeaderSize) {
     // Regression: the slot count below underflowed on such files (fuzz crasher).
     problem(-1, static_cast<int64_t>(size_),
@@ -117,39 +172,15 @@ Result<VerifyReport> Verifier::run() {
                         format::kFileHeaderSize));
     return report_;
   }
-  if ((size_ - format::kFileHeaderSize) % seg_size_ != 0)
-    problem(-1, static_cast<int64_t>(size_),
-            fmt::format("file size {} is not the header plus whole segments of {} bytes (a "
-                        "partial segment at the end is ignored)",
-                        size_, seg_size_));
-  uint64_t nslots = (size_ - format::kFileHeaderSize) / seg_size_;
-  slots_.resize(nslots);
-  for (uint64_t slot = 0; slot < nslots; ++slot) {
-    const uint8_t* p = map_ + slot_offset(slot);
-    SegmentHeader h;
-    std::string w;
-    switch (parse_segment_header(p, slot, seed_, &h, &w)) {
-      case SegmentHeaderState::kZero:
-        break;
-      case SegmentHeaderState::kBad:
-        if (!all_zero(p + sh::kSize, fh::kSize))
-          problem(static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)),
-                  "segment header: " + w);
-        break;
-      case SegmentHeaderState::kValid:
-        if (h.slot_count > nslots - slot) {
-          problem(static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)),
-                  "segment spans past the end of the file");
-          break;
-        }
-        slots_[slot] = SlotInfo{h.kind, h.epoch, h.first_position, h.slot_count, h.payload_len};
-        if (h.kind == SegmentKind::kEvents)
-          segs_.push_back(EventSeg{slot, h.epoch, h.first_position});
-        slot += h.slot_count - 1;
-        break;
-    }
-    report_.bytes_checked += sh::kSize;
-  }
+  int err = 0;
+  map_ = static_cast<const uint8_t*>(os_->map_read(fd_, 0, size_, &err));
+  if (map_ == nullptr)
+    return io_error(fmt::format("{}: mmap failed: {}", path_, std::strerror(err)), err);
+  const uint64_t nslots = (size_ - format::kFileHeaderSize) / seg_size_;
+  SlotScan scan = scan_slots(nslots, nslots);
+  report_.bytes_checked += nslots * sh::kSize;
+  slots_ = std::move(scan.slots);
+  segs_ = std::move(scan.segs);
   std::sort(segs_.begin(), segs_.end(),
             [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
   for (size_t i = 1; i < segs_.size(); ++i)
@@ -159,8 +190,159 @@ Result<VerifyReport> Verifier::run() {
                           segs_[i].epoch));
   scan_segments();
   check_checkpoint_and_index();
+  EVENTSOURCE_ASSIGN_OR_RETURN(const int64_t size_now, file_size());
+  confirm_slot_problems(scan.bad, static_cast<uint64_t>(size_now));
   report_.streams = versions_.size();
   return report_;
+}
+
+Status Verifier::read_checkpoint_and_index() {
+  for (int attempt = 0; attempt < kCheckpointAttempts; ++attempt) {
+    Result<std::optional<Checkpoint>> c =
+        read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_);
+    if (!c.ok()) {
+      ckpt_error_ = c.status().message();  // reported; open fails on it too
+      return Status();
+    }
+    ckpt_ = *c;
+    index_header_.reset();
+    index_blob_.clear();
+    durable_ = ckpt_ ? ckpt_->durable_position : 0;
+    if (ckpt_ && ckpt_->index_slot != kNoSlot) {
+      EVENTSOURCE_ASSIGN_OR_RETURN(const bool found, read_index(*ckpt_));
+      if (!found) index_header_.reset();
+    }
+    // Unchanged after the index was copied: the copy is the index it names.
+    std::string again_problem;
+    Result<std::optional<Checkpoint>> again =
+        read_checkpoint_file(*os_, path_, header_.store_id, seed_, &again_problem);
+    if (again.ok() && *again == ckpt_ && again_problem == ckpt_problem_) return Status();
+  }
+  return Status(Code::kBusy,
+                fmt::format("{}: the checkpoint file changed {} times while verify read it (a "
+                            "writer checkpointing without pause); run verify again",
+                            checkpoint_path(path_), kCheckpointAttempts));
+}
+
+Result<bool> Verifier::read_index(const Checkpoint& cp) {
+  // pread, not the mapping: the index may lie past the end of a mapping made earlier.
+  if (cp.index_slot >= kMaxSlots) return false;
+  const uint64_t base = slot_offset(cp.index_slot);
+  uint8_t buf[sh::kSize];
+  ssize_t got = os_->pread(fd_, buf, sizeof buf, base);
+  if (got < 0)
+    return io_error(fmt::format("{}: reading the index segment header at {} failed: {}", path_,
+                                hex(base), errno_text(static_cast<int>(-got))),
+                    static_cast<int>(-got));
+  SegmentHeader h;
+  std::string why;
+  if (got != sizeof buf ||
+      parse_segment_header(buf, cp.index_slot, seed_, &h, &why) != SegmentHeaderState::kValid ||
+      h.kind != SegmentKind::kIndex || h.epoch != cp.index_epoch)
+    return false;
+  index_header_ = h;
+  // A blob that does not fit its segment or the file is not read (check_index reports it).
+  EVENTSOURCE_ASSIGN_OR_RETURN(const int64_t size, file_size());
+  const uint64_t room = static_cast<uint64_t>(size) > base ? static_cast<uint64_t>(size) - base : 0;
+  if (h.slot_count > room / seg_size_ || h.payload_len > h.slot_count * seg_size_ - sh::kSize)
+    return true;
+  index_blob_.resize(h.payload_len);
+  uint64_t done = 0;
+  while (done < h.payload_len) {
+    got = os_->pread(fd_, index_blob_.data() + done, h.payload_len - done, base + sh::kSize + done);
+    if (got < 0)
+      return io_error(fmt::format("{}: reading the index segment at {} failed: {}", path_,
+                                  hex(base), errno_text(static_cast<int>(-got))),
+                      static_cast<int>(-got));
+    if (got == 0) break;
+    done += static_cast<uint64_t>(got);
+  }
+  index_blob_.resize(done);
+  return true;
+}
+
+Verifier::SlotScan Verifier::scan_slots(uint64_t nslots, uint64_t file_slots) const {
+  SlotScan scan;
+  scan.slots.resize(nslots);
+  for (uint64_t slot = 0; slot < nslots; ++slot) {
+    const uint8_t* p = map_ + slot_offset(slot);
+    SegmentHeader h;
+    std::string w;
+    switch (parse_segment_header(p, slot, seed_, &h, &w)) {
+      case SegmentHeaderState::kZero:
+        break;
+      case SegmentHeaderState::kBad:
+        // Over a zero first frame header: an interrupted allocation, free.
+        if (!all_zero(p + sh::kSize, fh::kSize)) scan.bad[slot] = "segment header: " + w;
+        break;
+      case SegmentHeaderState::kValid:
+        if (h.slot_count > file_slots - slot) {
+          scan.bad[slot] = "segment spans past the end of the file";
+          break;
+        }
+        scan.slots[slot] = SlotInfo{h.kind, h.epoch, h.first_position, h.slot_count, h.payload_len};
+        if (h.kind == SegmentKind::kEvents)
+          scan.segs.push_back(EventSeg{slot, h.epoch, h.first_position});
+        slot += h.slot_count - 1;
+        break;
+    }
+  }
+  return scan;
+}
+
+void Verifier::confirm_slot_problems(const std::map<uint64_t, std::string>& bad, uint64_t size) {
+  // A live writer allocates slots, writes index segments that span slots,
+  // and zeroes the ones it frees: a pass over the headers can meet them
+  // halfway. Damage is still there when looked at again; a write in progress
+  // is not.
+  // A partial slot at the end whose header is zero is an allocation under
+  // way (or interrupted, [F-8]: the file is extended to the bytes a segment
+  // will use, then to its whole slots, and then its header is written).
+  const uint64_t partial = slot_offset(slots_.size());
+  if (size == size_ && size_ > partial &&
+      !all_zero(map_ + partial, std::min<uint64_t>(size_ - partial, sh::kSize + fh::kSize)))
+    problem(-1, static_cast<int64_t>(size_),
+            fmt::format("file size {} is not the header plus whole segments of {} bytes (a "
+                        "partial segment at the end is ignored)",
+                        size_, seg_size_));
+  if (bad.empty()) return;
+  const uint64_t nslots = slots_.size();
+  const uint64_t file_slots =
+      size < format::kFileHeaderSize ? 0 : (size - format::kFileHeaderSize) / seg_size_;
+  const SlotScan again = scan_slots(nslots, std::max(file_slots, nslots));
+  for (const auto& [slot, why] : bad) {
+    const auto still = again.bad.find(slot);
+    if (still != again.bad.end())
+      problem(static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)), still->second);
+  }
+}
+
+bool Verifier::segment_appeared_before(const BadFrame& gap) const {
+  // A writer that filled a segment and rolled into the next one while verify
+  // read the slot headers leaves verify with the later segment but not the
+  // earlier one (read before its header was written, or past the end of the
+  // file when verify mapped it). Event segments are never freed while a
+  // writer runs: looked at again, that one is there.
+  const uint64_t after = gap.seg_index > 0 ? segs_[gap.seg_index - 1].epoch : 0;
+  const uint64_t before = segs_[gap.seg_index].epoch;
+  const auto missed = [&](const SegmentHeader& h) {
+    return h.kind == SegmentKind::kEvents && h.epoch > after && h.epoch < before &&
+           h.first_position == gap.expected_position;
+  };
+  for (const EventSeg& s : scan_slots(slots_.size(), slots_.size()).segs)
+    if (missed(SegmentHeader{SegmentKind::kEvents, s.slot, s.epoch, s.first_position})) return true;
+  const int64_t size = os_->file_size(fd_);
+  for (uint64_t slot = slots_.size();
+       slot < kMaxSlots && size > 0 && slot_offset(slot + 1) <= static_cast<uint64_t>(size);
+       ++slot) {
+    uint8_t buf[sh::kSize];
+    SegmentHeader h;
+    std::string why;
+    if (os_->pread(fd_, buf, sizeof buf, slot_offset(slot)) == sizeof buf &&
+        parse_segment_header(buf, slot, seed_, &h, &why) == SegmentHeaderState::kValid && missed(h))
+      return true;
+  }
+  return false;
 }
 
 void Verifier::scan_segments() {
@@ -168,6 +350,7 @@ void Verifier::scan_segments() {
   LogReader reader(log, 0, 0, 1);
   std::string buf;
   size_t progress_seg = 0;
+  bool damaged = false;  // a bad spot was damage: open refuses, nothing after it is cut
   LogFrame f;
   BadFrame bad;
   for (;;) {
@@ -177,142 +360,196 @@ void Verifier::scan_segments() {
       progress_seg = reader.seg_index();
     }
     if (step == LogReader::Step::kEnd) {
-      // The end of the log: judged against the checkpoint's durable position later.
-      if (!segs_.empty() && reader.offset() < slot_offset(segs_.back().slot) + seg_size_)
-        note_tail(segs_.back().slot, reader.offset(), reader.expected_position(),
-                  "the log ends here (never-written frame header)");
+      // The end of the log; the checkpoint says whether events past it were durable.
+      if (!segs_.empty() && reader.offset() < slot_offset(segs_.back().slot) + seg_size_ &&
+          reader.expected_position() <= durable_)
+        problem(static_cast<int64_t>(segs_.back().slot), static_cast<int64_t>(reader.offset()),
+                fmt::format("the log ends here (never-written frame header) (position {} was "
+                            "durable: this is damage, not a torn write)",
+                            reader.expected_position()));
       break;
     }
     if (step == LogReader::Step::kBad) {
       const EventSeg& seg = segs_[bad.seg_index];
+      FrameHeader h;
+      uint64_t at = 0;  // the first valid frame from the bad offset on in its segment (0: none)
+      if (!bad.gap) {
+        // Look past the bad frame first, then at it again: a live writer's
+        // frame met mid-write is whole by now if a frame after it exists (one
+        // write at a time, in order), and may be anyway.
+        at = find_valid_frame(log, bad.seg_index, bad.offset, &h);
+        std::string why;
+        if (at != bad.offset &&
+            check_frame_at(log, seg, bad.offset, &h, &why) == FrameState::kValid)
+          at = bad.offset;
+        if (at == bad.offset && h.first_position == bad.expected_position) {
+          reader.seek(bad.seg_index, bad.offset, bad.expected_position);
+          continue;
+        }
+      }
+      if (bad.gap && segment_appeared_before(bad)) {
+        // The log goes on in a segment allocated after verify looked: its end
+        // for verify (which judges the log as it was when it looked).
+        break;
+      }
+      // Nothing valid follows: the end of the log.
+      const bool tail = !bad.gap && at == 0 && bad.seg_index + 1 == segs_.size();
+      // Open stops at the first bad spot and cuts the log there unless it
+      // held a durable position; so it does at a bad tail after damage.
+      std::string durable;
+      if (!damaged || tail) {
+        durable = why_durable(bad);
+        if (durable.empty()) {
+          torn_tail(bad);  // no acknowledged event is in it
+          break;
+        }
+        durable = " (" + durable + ")";
+      }
+      damaged = true;
       if (bad.gap) {
-        problem(
-            static_cast<int64_t>(seg.slot), static_cast<int64_t>(slot_offset(seg.slot)),
-            fmt::format("segment starts at position {}, expected {} (events {}..{} are missing)",
-                        seg.first_position, bad.expected_position, bad.expected_position,
-                        seg.first_position - 1));
+        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(slot_offset(seg.slot)),
+                fmt::format("segment starts at position {}, expected {} (events {}..{} are "
+                            "missing){}",
+                            seg.first_position, bad.expected_position, bad.expected_position,
+                            seg.first_position - 1, durable));
         reader.seek(bad.seg_index, bad.offset, seg.first_position);
         continue;
       }
-      FrameHeader h;
-      if (find_valid_frame(log, bad.seg_index, bad.offset, &h) == bad.offset) {
+      if (at == bad.offset) {
         // A valid frame in the wrong place of the sequence: report it and go on from it.
-        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset), bad.why);
+        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
+                bad.why + durable);
         reader.seek(bad.seg_index, bad.offset, h.first_position);
         continue;
       }
-      const uint64_t at = find_valid_frame(log, bad.seg_index, bad.offset + 1, &h);
-      const bool later_segment = bad.seg_index + 1 < segs_.size();
-      if (at == 0 && !later_segment) {
-        // Nothing valid follows: a torn tail (a crashed or live writer). The
-        // next read-write open cuts it; it holds no acknowledged event.
-        note_tail(seg.slot, bad.offset, bad.expected_position, bad.why);
+      if (tail) {
+        problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
+                bad.why + durable);
         break;
       }
       problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(bad.offset),
-              at == 0 ? bad.why + " (rest of the segment skipped)"
-                      : fmt::format("{} ({} bytes skipped to the next valid frame)", bad.why,
-                                    at - bad.offset));
+              (at == 0 ? bad.why + " (rest of the segment skipped)"
+                       : fmt::format("{} ({} bytes skipped to the next valid frame)", bad.why,
+                                     at - bad.offset)) +
+                  durable);
       if (at == 0)
         reader.skip_segment();
       else
         reader.seek(bad.seg_index, at, bad.expected_position);
       continue;
     }
-    report_.frames++;
-    report_.bytes_checked += f.header.frame_len;
+    // Records are judged with their frame, as open indexes a frame only when
+    // all its records pass.
+    std::vector<std::string> wrong;
+    uint64_t events = 0;
     std::string why;
-    bool ok = for_each_record(
-        f.bytes, f.header, seed_, &buf, &why, [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
-          if (std::string w = check_record_stream(ev); !w.empty())  // as open's scan [F-16]
-            problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset),
-                    fmt::format("record {}: {}", i, w));
-          std::string key = ev.stream_name();
-          uint64_t& v = versions_[key];
-          if (ev.version.value != v + 1)
-            problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset),
-                    fmt::format("record {}: stream {} jumps from version {} "
-                                "to {}",
-                                i, key, v, ev.version.value));
-          v = ev.version.value;
-          report_.events++;
-          return true;
-        });
-    if (!ok) problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset), why);
+    if (!for_each_record(f.bytes, f.header, seed_, &buf, &why,
+                         [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
+                           if (std::string w = check_record_stream(ev); !w.empty())  // [F-16]
+                             wrong.push_back(fmt::format("record {}: {}", i, w));
+                           std::string key = ev.stream_name();
+                           uint64_t& v = versions_[key];
+                           if (ev.version.value != v + 1)
+                             wrong.push_back(
+                                 fmt::format("record {}: stream {} jumps from version "
+                                             "{} to {}",
+                                             i, key, v, ev.version.value));
+                           v = ev.version.value;
+                           ++events;
+                           return true;
+                         }))
+      wrong.push_back(why);
+    if (!wrong.empty()) {
+      if (!damaged) {
+        const BadFrame b{f.seg_index, f.offset, f.header.first_position, wrong.front()};
+        const std::string durable = why_durable(b);
+        if (durable.empty()) {
+          torn_tail(b);
+          break;
+        }
+        wrong.front() += " (" + durable + ")";
+      }
+      damaged = true;
+      for (std::string& w : wrong)
+        problem(static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset), std::move(w));
+    }
+    report_.frames++;
+    report_.events += events;
+    report_.bytes_checked += f.header.frame_len;
   }
   if (progress_ && !segs_.empty()) progress_(size_, size_);
-  last_position_ = reader.expected_position() - 1;
+  if (!report_.torn_tail) last_position_ = reader.expected_position() - 1;
 }
 
 void Verifier::check_checkpoint_and_index() {
-  std::string why;
-  Result<std::optional<Checkpoint>> c =
-      read_checkpoint_file(*os_, path_, header_.store_id, seed_, &why);
-  const std::string ck = checkpoint_path(path_);
-  if (!c.ok()) {
-    report_.problems.push_back(VerifyProblem{ck, -1, 0, c.status().message()});
+  if (!ckpt_error_.empty()) {
+    checkpoint_problem(0, ckpt_error_);
     return;
   }
-  if (!why.empty()) {
-    report_.problems.push_back(VerifyProblem{ck, -1, 0, why + " (open falls back to a full scan)"});
+  if (!ckpt_problem_.empty()) {
+    checkpoint_problem(0, ckpt_problem_ + " (open falls back to a full scan)");
     return;
   }
-  if (!c.value()) return;
-  const Checkpoint& cp = **c;
+  if (!ckpt_) return;
+  const Checkpoint& cp = *ckpt_;
   report_.bytes_checked += format::checkpoint::kSize;
   if (cp.durable_position > last_position_)
-    report_.problems.push_back(
-        VerifyProblem{ck, -1, static_cast<int64_t>(format::checkpoint::kDurablePosition),
-                      fmt::format("checkpoint says events up to {} are durable, the log ends at {}",
-                                  cp.durable_position, last_position_)});
-  // A bad tail frame is a torn write only past the durable end (as open judges it).
-  if (torn_tail_offset_ != 0 && torn_tail_expected_ <= cp.durable_position)
-    problem(static_cast<int64_t>(torn_tail_slot_), static_cast<int64_t>(torn_tail_offset_),
-            fmt::format("{} (position {} was durable: this is damage, not a torn write)",
-                        torn_tail_why_, torn_tail_expected_));
+    checkpoint_problem(
+        static_cast<int64_t>(format::checkpoint::kDurablePosition),
+        fmt::format("checkpoint says events up to {} are durable, the log ends at {}",
+                    cp.durable_position, last_position_));
   // The frame the checkpoint names must hold its durable position, as open checks.
   claimed_end_ = 0;
   if (cp.durable_position > 0) {
     const std::string claim = check_checkpoint_claim(FileLog(*this), cp.last_frame_offset,
                                                      cp.durable_position, &claimed_end_);
     if (!claim.empty())
-      report_.problems.push_back(VerifyProblem{
-          ck, -1, static_cast<int64_t>(format::checkpoint::kLastFrameOffset),
+      checkpoint_problem(
+          static_cast<int64_t>(format::checkpoint::kLastFrameOffset),
           fmt::format("checkpoint names the frame at {} as holding position {}, but {}",
-                      hex(cp.last_frame_offset), cp.durable_position, claim)});
+                      hex(cp.last_frame_offset), cp.durable_position, claim));
   }
   if (cp.index_slot == kNoSlot) return;
-  if (cp.index_slot >= slots_.size() || slots_[cp.index_slot].kind != SegmentKind::kIndex ||
-      slots_[cp.index_slot].epoch != cp.index_epoch) {
-    problem(cp.index_slot < slots_.size() ? static_cast<int64_t>(cp.index_slot) : -1, -1,
-            "the index segment named by the checkpoint is missing");
+  if (!index_header_) {
+    problem(cp.index_slot < kMaxSlots ? static_cast<int64_t>(cp.index_slot) : -1,
+            cp.index_slot < kMaxSlots ? static_cast<int64_t>(slot_offset(cp.index_slot)) : -1,
+            fmt::format("the index segment named by the checkpoint (slot {}, epoch {}) is missing",
+                        cp.index_slot, cp.index_epoch));
     return;
   }
-  check_index(cp.index_slot, slots_[cp.index_slot], cp.durable_position);
+  check_index();
 }
 
-void Verifier::check_index(uint64_t slot, const SlotInfo& si, uint64_t durable) {
+void Verifier::check_index() {
+  const Checkpoint& cp = *ckpt_;
+  const uint64_t slot = cp.index_slot;
   const uint64_t base = slot_offset(slot);
-  if (si.payload_len > si.slot_count * seg_size_ - sh::kSize) {
+  const SegmentHeader& ih = *index_header_;
+  if (index_blob_.size() != ih.payload_len) {
     problem(static_cast<int64_t>(slot), static_cast<int64_t>(base),
-            "index length exceeds its segment");
+            ih.slot_count <= kMaxSlots && ih.payload_len <= ih.slot_count * seg_size_ - sh::kSize
+                ? "index segment extends past the end of the file"
+                : "index length exceeds its segment");
     return;
   }
   StreamIndex index;
   StreamIndex::BlobInfo info;
-  std::string why = index.load_blob(map_ + base + sh::kSize, si.payload_len, seed_, true, &info);
-  report_.bytes_checked += si.payload_len;
+  // copy = true: every locator checksum is verified now.
+  std::string why = index.load_blob(reinterpret_cast<const uint8_t*>(index_blob_.data()),
+                                    index_blob_.size(), seed_, /*copy=*/true, &info);
+  report_.bytes_checked += ih.payload_len;
   if (!why.empty()) {
     problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), "index: " + why);
     return;
   }
-  if (info.covers_position != durable)
-    problem(
-        static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
-        fmt::format("index covers position {}, checkpoint says {}", info.covers_position, durable));
-  if (claimed_end_ != 0 && info.covers_position == durable) {  // as open checks it [F-21]
+  if (info.covers_position != cp.durable_position)
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
+            fmt::format("index covers position {}, checkpoint says {}", info.covers_position,
+                        cp.durable_position));
+  if (claimed_end_ != 0 &&
+      info.covers_position == cp.durable_position) {  // as open checks it [F-21]
     const std::string end =
-        check_log_end(FileLog(*this), claimed_end_, info.log_end_offset, durable);
+        check_log_end(FileLog(*this), claimed_end_, info.log_end_offset, cp.durable_position);
     if (!end.empty())
       problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), end);
   }

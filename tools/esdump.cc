@@ -709,6 +709,11 @@ int run_verify(const ParsedArgs& args) {
     out_line(fmt::format("{}: {}{}{}", printable(p.file.empty() ? path : p.file), where,
                          where.empty() ? "" : " ", printable(p.what)));
   }
+  // The normal state after a crash: not damage, so it does not change the exit status.
+  if (const std::optional<VerifyProblem>& t = report->torn_tail)
+    out_line(fmt::format(
+        "{}: torn tail at segment {} offset 0x{:x}: will be cut on next open (not damage; {})",
+        printable(t->file.empty() ? path : t->file), t->segment, t->offset, printable(t->what)));
   std::string summary =
       fmt::format("{} frames, {} events, {} streams checked, {} bytes: ", report->frames,
                   report->events, report->streams, report->bytes_checked);
@@ -854,8 +859,12 @@ latest batch of its stream.
 
 Checks every checksum of the data file and the checkpoint file without
 changing anything (safe while a writer is live). Prints each problem as
-"FILE: segment S offset 0xHEX: what" and a summary line.
-Exit 0 clean, 1 problems found, 2 the check itself failed (e.g. I/O error).
+"FILE: segment S offset 0xHEX: what" and a summary line. A torn tail (a
+batch a crash left half-written past the durable end, which the next open
+cuts) is not a problem: it is printed as "FILE: torn tail at segment S
+offset 0xHEX: will be cut on next open", and why.
+Exit 0 clean (a torn tail included), 1 problems found, 2 the check itself
+failed (e.g. I/O error).
 )",
      {},
      1,

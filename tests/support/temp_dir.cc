@@ -11,9 +11,9 @@
 
 namespace eventsource::testing {
 
-TempDir::TempDir(const std::string& tag) {
+TempDir::TempDir(const std::string& tag, const std::string& under) {
   const char* base = getenv("TMPDIR");
-  std::string root = (base != nullptr && *base != '\0') ? base : "/tmp";
+  std::string root = !under.empty() ? under : (base != nullptr && *base != '\0') ? base : "/tmp";
   std::string templ = root + "/" + tag + "-XXXXXX";
   std::vector<char> buf(templ.begin(), templ.end());
   buf.push_back('\0');

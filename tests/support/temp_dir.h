@@ -11,7 +11,8 @@ namespace eventsource::testing {
 class TempDir {
  public:
   // `tag` becomes part of the directory name, to tell leftovers apart.
-  explicit TempDir(const std::string& tag = "es-test");
+  // `under`: the parent directory ("" = $TMPDIR, else /tmp).
+  explicit TempDir(const std::string& tag = "es-test", const std::string& under = "");
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
   TempDir(TempDir&& other) noexcept;

@@ -235,6 +235,35 @@ run 0 "$esdump" repair fix.evs && {
   ls fix.evs.cut-* >/dev/null 2>&1 || fail "repair left no side file"
 }
 
+echo "== verify: a torn tail past the durable end is not damage"
+# One event per frame, none synced before close (--durability none): no frame
+# says an earlier one was durable. Without the checkpoint nothing was durable,
+# so a bad second frame is a torn tail that open cuts: exit 0. With the
+# checkpoint (which says all of it was durable) the same bytes are damage.
+run 0 "$esdump" import torn.evs export1.jsonl --batch 1 --segment-size 1M
+python3 - <<'EOF'
+import struct
+with open("torn.evs", "r+b") as f:
+    first = 4096 + 64  # the first frame, in slot 0
+    f.seek(first + 8)
+    (frame_len,) = struct.unpack("<I", f.read(4))
+    f.seek(first + frame_len)  # the second frame's checksum
+    f.write(b"\x5a" * 8)
+EOF
+mv torn.evs.ckpt torn.ckpt.saved
+run 0 "$esdump" verify torn.evs && {
+  expect out '^torn\.evs: torn tail at segment 0 offset 0x[0-9a-f]+: will be cut on next open \(not damage' \
+    "torn tail line"
+  expect out ': clean$' "a torn tail is clean"
+}
+run 0 "$esdump" events torn.evs --json && [ "$(json_lines out)" = 1 ] ||
+  fail "a read-only open should stop at the torn tail after 1 event, got $(wc -l <out)"
+mv torn.ckpt.saved torn.evs.ckpt
+run 1 "$esdump" verify torn.evs && {
+  expect out '^torn\.evs: segment 0 offset 0x[0-9a-f]+: ' "durable damage names its place"
+  if grep -q 'torn tail' out; then fail "damage reported as a torn tail"; fi
+}
+
 echo "== garbage files never crash"
 head -c 100000 /dev/urandom >garbage.evs
 for cmd in info streams events export verify; do

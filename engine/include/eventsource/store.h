@@ -109,7 +109,14 @@ struct VerifyReport {
   uint64_t events = 0;
   uint64_t streams = 0;
   uint64_t bytes_checked = 0;
-  std::vector<VerifyProblem> problems;  // empty = clean
+  std::vector<VerifyProblem> problems;  // damage; empty = clean
+  // Where the log ends in a torn tail: batches written past the durable end
+  // that never became whole (a crash mid-write, or a live writer's write in
+  // progress). Not damage: no acknowledged event is in it, and the next
+  // read-write open cuts the log there (format-spec.md [F-31]). A bad tail
+  // holding a durable position is damage, in `problems`, never here.
+  std::optional<VerifyProblem> torn_tail;
+  // No damage (a torn tail is not damage).
   bool clean() const { return problems.empty(); }
 };
 
