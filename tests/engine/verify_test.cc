@@ -25,6 +25,7 @@
 #include "engine/segment.h"
 #include "eventsource/store.h"
 #include "tests/support/files.h"
+#include "tests/support/forwarding_os.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
@@ -150,47 +151,24 @@ uint64_t crash_image_with_unsynced_tail(LiveStore& w) {
 // The real OS layer, calling `hook` between the steps of verify (or of a
 // writer): with "open PATH" right after each open, and with "map_read" or
 // "ftruncate" right before each such call.
-class HookOs final : public Os {
+class HookOs final : public testing::ForwardingOs {
  public:
   explicit HookOs(std::function<void(const std::string& call)> hook) : hook_(std::move(hook)) {}
   int open(const std::string& path, int flags, unsigned mode) override {
-    const int fd = base_->open(path, flags, mode);
+    const int fd = ForwardingOs::open(path, flags, mode);
     if (fd >= 0) hook_("open " + path);
     return fd;
   }
-  int close(int fd) override { return base_->close(fd); }
-  ssize_t pread(int fd, void* buf, size_t n, uint64_t offset) override {
-    return base_->pread(fd, buf, n, offset);
-  }
-  ssize_t pwrite(int fd, const void* buf, size_t n, uint64_t offset) override {
-    return base_->pwrite(fd, buf, n, offset);
-  }
-  int fdatasync(int fd) override { return base_->fdatasync(fd); }
-  int fsync(int fd) override { return base_->fsync(fd); }
-  int fallocate(int fd, int mode, uint64_t offset, uint64_t len) override {
-    return base_->fallocate(fd, mode, offset, len);
-  }
   int ftruncate(int fd, uint64_t size) override {
     hook_("ftruncate");
-    return base_->ftruncate(fd, size);
+    return ForwardingOs::ftruncate(fd, size);
   }
-  int64_t file_size(int fd) override { return base_->file_size(fd); }
-  int rename(const std::string& from, const std::string& to) override {
-    return base_->rename(from, to);
-  }
-  int unlink(const std::string& path) override { return base_->unlink(path); }
-  int sync_dir_of(const std::string& path) override { return base_->sync_dir_of(path); }
   const void* map_read(int fd, uint64_t offset, size_t len, int* err) override {
     hook_("map_read");
-    return base_->map_read(fd, offset, len, err);
-  }
-  void unmap(const void* addr, size_t len) override { base_->unmap(addr, len); }
-  int lock_exclusive(int fd, int* holder_pid) override {
-    return base_->lock_exclusive(fd, holder_pid);
+    return ForwardingOs::map_read(fd, offset, len, err);
   }
 
  private:
-  std::shared_ptr<Os> base_ = default_os();
   std::function<void(const std::string& call)> hook_;
 };
 
