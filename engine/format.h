@@ -121,6 +121,21 @@ inline constexpr size_t kSize = 32;
 // Compressed frame: bit 63 set, bits 48..62 = record index, bits 0..47 = frame offset.
 inline constexpr uint64_t kLocatorCompressed = 1ull << 63;
 inline constexpr uint64_t kLocatorOffsetMask = (1ull << 48) - 1;
+struct Locator {
+  uint64_t offset = 0;      // the record's offset, or (compressed) its frame's
+  bool compressed = false;  // the record is the `record`-th of a compressed frame
+  uint32_t record = 0;
+};
+// REQUIRES: offset < 2^48, record < 2^15 (kMaxEventsPerBatch).
+constexpr uint64_t encode_locator(const Locator& l) {
+  return l.compressed ? kLocatorCompressed | (uint64_t{l.record} << 48) | l.offset : l.offset;
+}
+constexpr Locator decode_locator(uint64_t v) {
+  return Locator{v & kLocatorOffsetMask, (v & kLocatorCompressed) != 0,
+                 static_cast<uint32_t>((v >> 48) & 0x7fff)};
+}
+static_assert(decode_locator(encode_locator({0x1040, true, 32766})).record == 32766);
+static_assert(decode_locator(encode_locator({0x1040, false, 0})).offset == 0x1040);
 
 // "Checkpoint file": PATH + ".ckpt", replaced atomically (temp, fsync, rename, fsync dir).
 inline constexpr char kCheckpointSuffix[] = ".ckpt";
@@ -140,5 +155,19 @@ inline constexpr size_t kReserved = 72;         // 48 bytes, must be zero
 inline constexpr size_t kChecksum = 120;        // u64: XXH3-64, store seed, over [0, 120)
 inline constexpr size_t kSize = 128;
 }  // namespace checkpoint
+
+// Each structure's fields end where the next begins, and its checksum closes it.
+static_assert(file_header::kChecksum + 8 == file_header::kSize &&
+              file_header::kSize <= kFileHeaderSize);
+static_assert(segment_header::kChecksum + 8 == segment_header::kSize);
+static_assert(frame_header::kReserved1 + 4 == frame_header::kSize &&
+              frame_header::kSize % kFrameAlign == 0);
+static_assert(record::kReserved + 4 == record::kSize);
+static_assert(index_header::kChecksum + 8 == index_header::kSize);
+static_assert(index_entry::kLocatorsChecksum + 8 == index_entry::kSize);
+static_assert(checkpoint::kReserved + 48 == checkpoint::kChecksum &&
+              checkpoint::kChecksum + 8 == checkpoint::kSize);
+static_assert(kMaxEventsPerBatch < (1u << 15), "a locator holds a record index in 15 bits");
+static_assert(kFirstExtent % 4096 == 0 && kFirstExtent <= kMinSegmentSize);
 
 }  // namespace eventsource::format

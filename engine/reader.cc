@@ -20,8 +20,9 @@ using format::SegmentKind;
 static constexpr uint64_t kPrefetchLines = 4;
 
 Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev, DecodeCache* cache) const {
-  const bool compressed = (locator & format::kLocatorCompressed) != 0;
-  const uint64_t off = locator & format::kLocatorOffsetMask;
+  const format::Locator loc = format::decode_locator(locator);
+  const bool compressed = loc.compressed;
+  const uint64_t off = loc.offset;
   const uint64_t slot = off < format::kFileHeaderSize ? kNoSlot : slot_of(off);
   const uint8_t* map = slot == kNoSlot ? nullptr : slot_map(slot);
   if (map == nullptr)
@@ -41,7 +42,7 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev, DecodeCach
           static_cast<int64_t>(slot), static_cast<int64_t>(off));
     return Status();
   }
-  const uint32_t want = static_cast<uint32_t>((locator >> 48) & 0x7fff);
+  const uint32_t want = loc.record;
   FrameHeader h;
   const EventSeg seg{slot, get_u64(map + sh::kEpoch), 0};
   if (check_frame_at(MappedLog(*this), seg, off, &h, &why) != FrameState::kValid)
@@ -120,7 +121,7 @@ Status Store::Impl::read_stream(const StreamId& stream, const ReadStreamOptions&
   // by read_locator when its turn comes.
   constexpr size_t kPrefetchAhead = 16;
   auto prefetch = [this](uint64_t locator) {
-    const uint64_t off = locator & format::kLocatorOffsetMask;
+    const uint64_t off = format::decode_locator(locator).offset;
     if (off < format::kFileHeaderSize) return;
     const uint64_t slot = slot_of(off);
     const uint8_t* map = slot_map(slot);
@@ -144,7 +145,7 @@ Status Store::Impl::read_stream(const StreamId& stream, const ReadStreamOptions&
       return corruption(fmt::format("{}: index entry for {} version {} points at {} version {} "
                                     "(run 'esdump verify {}')",
                                     path_, key, want, ev.stream_name(), ev.version.value, path_),
-                        -1, static_cast<int64_t>(locs[i] & format::kLocatorOffsetMask));
+                        -1, static_cast<int64_t>(format::decode_locator(locs[i]).offset));
     if (ev.position.value > committed) {
       if (direction == ReadDirection::kForward) break;
       continue;

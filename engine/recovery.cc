@@ -420,9 +420,10 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
           return false;
         }
         ++st.version;
-        locators.emplace_back(k, h.compressed()
-                                     ? (format::kLocatorCompressed | (uint64_t{i} << 48) | offset)
-                                     : offset + fh::kSize + body_off);
+        locators.emplace_back(
+            k, format::encode_locator(h.compressed()
+                                          ? format::Locator{offset, true, i}
+                                          : format::Locator{offset + fh::kSize + body_off}));
         return true;
       },
       RecordCheck::kFrameVerified);

@@ -561,8 +561,9 @@ void Verifier::check_index() {
   for (const auto& [key, e] : index.entries()) {
     for (uint64_t v = 1; v <= e.version(); ++v) {
       uint64_t loc = e.locator(v);
-      uint64_t off = loc & format::kLocatorOffsetMask;
-      bool compressed = (loc & format::kLocatorCompressed) != 0;
+      const format::Locator decoded = format::decode_locator(loc);
+      uint64_t off = decoded.offset;
+      bool compressed = decoded.compressed;
       std::string err = "index points outside the event segments";
       RecordedEvent ev;
       bool found = false;
@@ -576,7 +577,7 @@ void Verifier::check_index() {
                     decode_record(map_ + off, end - off, seed_, &ev, &len, &err);
           } else {
             // Decode each compressed frame once, however many locators name it.
-            uint32_t want = static_cast<uint32_t>((loc >> 48) & 0x7fff);
+            uint32_t want = decoded.record;
             if (off != frame_off) {
               frame_off = off;
               frame_events.clear();

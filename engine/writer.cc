@@ -315,9 +315,9 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     batch.locators.reserve(n);
     const auto& offs = encoder_.record_offsets();
     for (size_t i = 0; i < n; ++i)
-      batch.locators.push_back(
-          encoder_.compressed() ? (format::kLocatorCompressed | (uint64_t{i} << 48) | tail_offset_)
-                                : tail_offset_ + fh::kSize + offs[i]);
+      batch.locators.push_back(format::encode_locator(
+          encoder_.compressed() ? format::Locator{tail_offset_, true, static_cast<uint32_t>(i)}
+                                : format::Locator{tail_offset_ + fh::kSize + offs[i]}));
     {
       // Pending until committed: invisible to every read-side call.
       MutexLock pending(&pending_mu_);
