@@ -262,6 +262,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
   } leave{in_flight_};
 
   AppendResult result;
+  bool checkpoint_due = false;
   {
     MutexLock lock(&write_mu_);
     if (poisoned_)
@@ -331,15 +332,19 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     result.version = StreamVersion(current + n);
     result.first_position = GlobalPosition(first);
     result.last_position = GlobalPosition(first + n - 1);
+    checkpoint_due = opt_.checkpoint_interval_bytes > 0 &&
+                     bytes_since_checkpoint_ >= opt_.checkpoint_interval_bytes;
     if (mode == Durability::kNone) {
       publish_committed(first + n - 1);
-      auto_checkpoint_locked();
+      if (checkpoint_due) auto_checkpoint_locked();
     }
   }
   if (mode != Durability::kNone) {
     EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
-    MutexLock lock(&write_mu_);
-    auto_checkpoint_locked();
+    if (checkpoint_due) {  // (re-checked under the lock: another append may have done it)
+      MutexLock lock(&write_mu_);
+      auto_checkpoint_locked();
+    }
   }
   return result;
 }
