@@ -193,18 +193,22 @@ StoreStats Store::Impl::stats() const {
     LogTotals& t = totals_;
     const MappedLog log(*this);
     size_t si = 0;
-    bool found = t.expected == 1;
-    for (; !found && si < log.segment_count(); ++si)
-      found = log.segment(si).slot == t.slot && log.segment(si).epoch == t.epoch;
-    if (!found || t.expected == 1) {
-      t = LogTotals{};  // the log was cut under us (read-only handle): start over
-      si = 0;
-    } else {
-      --si;
+    uint64_t offset = 0;  // 0: the first frame of segment si
+    uint64_t expected = log.segment_count() > 0 ? log.segment(0).first_position : 1;
+    if (t.expected > 1) {  // continue after the last frame counted
+      size_t i = 0;
+      while (i < log.segment_count() &&
+             !(log.segment(i).slot == t.slot && log.segment(i).epoch == t.epoch))
+        ++i;
+      if (i < log.segment_count()) {
+        si = i;
+        offset = t.offset;
+        expected = t.expected;
+      } else {
+        t = LogTotals{};  // the log was cut under a read-only handle: count again
+      }
     }
-    LogReader reader(
-        log, si, t.expected == 1 ? 0 : t.offset,
-        t.expected == 1 && log.segment_count() > 0 ? log.segment(0).first_position : t.expected);
+    LogReader reader(log, si, offset, expected);
     LogFrame f;
     BadFrame bad;
     while (reader.expected_position() <= st.events &&

@@ -39,7 +39,8 @@ enum class CreateMode : uint8_t {
 struct StoreOptions {
   // Size of each segment, fixed when the store is created (ignored when
   // opening an existing store). Power of two, 1 MiB .. 1 GiB. Bigger segments
-  // mean fewer mappings and fewer preallocations; a single batch must fit in one.
+  // mean fewer mappings and segment rolls; a single batch must fit in one. Space
+  // on disk grows with the log (in extents of 64 KiB, doubling), not per segment.
   uint64_t segment_size = 64ull << 20;
 
   // Default durability of appends (AppendOptions can override per append).

@@ -191,7 +191,7 @@ class Store {
   // Errors: kConflict (actual_version() = current version), kInvalidArgument,
   // kReadOnly, kIoError naming file and operation. After a failed fdatasync
   // the store refuses writes (kClosed) until reopened; other I/O errors (e.g.
-  // ENOSPC/EFBIG allocating a segment) fail only that append, nothing acked
+  // ENOSPC/EFBIG allocating a segment or its next extent) fail only that append, nothing acked
   // is lost, and appends may succeed again once space is available.
   Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
                               std::span<const EventData> events, const AppendOptions& options = {});
