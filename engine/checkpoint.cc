@@ -76,11 +76,16 @@ Status Store::Impl::write_checkpoint_locked() {
   }
   publish_committed(written_.load());  // durable now, so committed
   const uint64_t covers = next_position_ - 1;
-  std::string blob;
+  std::string blob, why;
   {
     ReaderLock ix(&index_mu_);  // no batch is pending: the index holds them all
-    blob = index_.build_blob(covers, tail_offset_, seed_);
+    blob = index_.build_blob(covers, tail_offset_, seed_, &why);
   }
+  if (!why.empty())
+    return corruption(fmt::format("{}: cannot write a checkpoint: index segment {}: {} (run "
+                                  "'esdump verify {}'; the log itself is not affected)",
+                                  path_, old_slot, why, path_),
+                      static_cast<int64_t>(old_slot), -1);
   uint64_t count = (sh::kSize + blob.size() + seg_size_ - 1) / seg_size_;
   EVENTSOURCE_ASSIGN_OR_RETURN(uint64_t slot,
                                allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));

@@ -9,7 +9,7 @@
 namespace eventsource::format {
 
 // format-spec.md "Versioning": readers refuse files with a newer version.
-inline constexpr uint32_t kFormatVersion = 1;
+inline constexpr uint32_t kFormatVersion = 2;
 
 // "File header": at offset 0 of the data file, kFileHeaderSize bytes reserved.
 inline constexpr uint8_t kFileMagic[8] = {0x89, 'E', 'V', 'S', '\r', '\n', 0x1a, '\n'};
@@ -95,7 +95,7 @@ inline constexpr size_t kSize =
 }  // namespace record
 
 // "Index segment": the persisted stream index, one blob after the segment header.
-inline constexpr uint8_t kIndexMagic[8] = {'E', 'S', 'I', 'N', 'D', 'E', 'X', '1'};
+inline constexpr uint8_t kIndexMagic[8] = {'E', 'S', 'I', 'N', 'D', 'E', 'X', '2'};
 namespace index_header {
 inline constexpr size_t kMagic = 0;            // 8 bytes
 inline constexpr size_t kCoversPosition = 8;   // u64: every event <= this is indexed
@@ -104,8 +104,9 @@ inline constexpr size_t kStreamCount = 24;     // u64
 inline constexpr size_t kLocatorCount = 32;    // u64
 inline constexpr size_t kNamesLen = 40;        // u64
 inline constexpr size_t kLocatorsOffset = 48;  // u64: from blob start, 8-aligned
-inline constexpr size_t kChecksum = 56;        // u64: over [0,56) + directory + names
-inline constexpr size_t kSize = 64;
+inline constexpr size_t kIdsOffset = 56;       // u64: the event-id section, 8-aligned
+inline constexpr size_t kChecksum = 64;  // u64: over [0,64) + directory + names + id fences/sums
+inline constexpr size_t kSize = 72;
 }  // namespace index_header
 namespace index_entry {
 inline constexpr size_t kLocatorsIndex = 0;      // u64: first locator (in units of 8 bytes)

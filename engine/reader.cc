@@ -254,6 +254,32 @@ Result<GlobalPosition> Store::Impl::refresh() {
   return GlobalPosition(committed_.load());
 }
 
+Result<std::optional<EventLocation>> Store::Impl::find_event(const Uuid& id) const {
+  OpGuard guard(*this);
+  if (!guard.ok()) return closed_status();
+  std::vector<uint64_t> candidates;
+  {
+    ReaderLock ix(&index_mu_);  // the committed view: pending batches are not in it
+    std::string why = index_.ids().find(IdTable::fingerprint(id, seed_),
+                                        [&](uint64_t loc) { candidates.push_back(loc); });
+    if (!why.empty())
+      return corruption(fmt::format("{}: index segment {}: {} (run 'esdump verify {}')", path_,
+                                    index_slot_, why, path_),
+                        static_cast<int64_t>(index_slot_), -1);
+  }
+  // Committed records stay where they are: the locators outlive the lock.
+  DecodeCache cache;
+  for (uint64_t loc : candidates) {
+    RecordedEvent ev;
+    EVENTSOURCE_RETURN_IF_ERROR(read_locator(loc, &ev, &cache));
+    if (ev.id == id)
+      return std::optional<EventLocation>(EventLocation{
+          ev.position, StreamId{std::string(ev.stream_type), std::string(ev.stream_id)},
+          ev.version});
+  }
+  return std::optional<EventLocation>();
+}
+
 StreamVersion Store::Impl::stream_version(const StreamId& stream) const {
   OpGuard guard(*this);
   if (!guard.ok()) return StreamVersion(0);

@@ -388,8 +388,10 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   thread_local std::string buf;
   thread_local std::vector<Stream> streams;  // distinct streams of the frame (usually one)
   thread_local std::vector<std::pair<size_t, uint64_t>> locators;  // (stream, locator)
+  thread_local std::vector<uint64_t> fps;                          // of each record's id
   streams.clear();
   locators.clear();
+  fps.clear();
   std::string err;
   std::string key;
   Status status;
@@ -424,6 +426,7 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
             k, format::encode_locator(h.compressed()
                                           ? format::Locator{offset, true, i}
                                           : format::Locator{offset + fh::kSize + body_off}));
+        fps.push_back(IdTable::fingerprint(ev.id, seed_));
         return true;
       },
       RecordCheck::kFrameVerified);
@@ -435,6 +438,7 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   entries.reserve(streams.size());
   for (const Stream& st : streams) entries.push_back(&index_.get_or_add(st.key, st.type_len));
   for (const auto& [k, loc] : locators) entries[k]->delta.push_back(loc);
+  for (size_t i = 0; i < locators.size(); ++i) index_.ids().add(fps[i], locators[i].second);
   index_.note_added(h.count);
   return Status();
 }

@@ -30,6 +30,8 @@ std::string_view code_name(Code code) {
       return "busy";
     case Code::kReadOnly:
       return "read-only";
+    case Code::kDuplicateEvent:
+      return "duplicate event";
   }
   return "unknown";
 }

@@ -263,6 +263,15 @@ Status Store::read_all(const ReadAllOptions& options, const EventCallback& fn) c
   return impl_->read_all(options, fn);
 }
 
+Result<std::optional<EventLocation>> Store::find_event(const Uuid& id) const {
+  return impl_->find_event(id);
+}
+
+Result<bool> Store::event_exists(const Uuid& id) const {
+  EVENTSOURCE_ASSIGN_OR_RETURN(std::optional<EventLocation> at, impl_->find_event(id));
+  return at.has_value();
+}
+
 StreamVersion Store::stream_version(const StreamId& stream) const {
   return impl_->stream_version(stream);
 }

@@ -146,9 +146,25 @@ class Store::Impl {
       EVENTSOURCE_EXCLUDES(write_mu_);
   // The writer's view of stream `key`: its version counting pending
   // batches too (the expected-version check runs ahead of the committed
-  // view), and the locators of its last min(n, version) events, oldest first.
-  Result<uint64_t> writer_tail(const std::string& key, size_t n, std::vector<uint64_t>* locators)
+  // view).
+  Result<uint64_t> writer_version(const std::string& key) EVENTSOURCE_REQUIRES(write_mu_)
+      EVENTSOURCE_EXCLUDES(pending_mu_, index_mu_);
+  // Where the caller-given ids of `events` are already stored (committed
+  // or pending): found[i] is event i's stored record, if any.
+  struct StoredEvent {
+    StreamId stream;
+    StreamVersion version;
+    GlobalPosition position;
+  };
+  Status find_stored_ids(std::span<const EventData> events,
+                         std::vector<std::optional<StoredEvent>>* found)
       EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(pending_mu_, index_mu_);
+  // The retry / duplicate / conflict rule for a batch some of whose ids are
+  // stored (format-spec.md "Event ids"): an AppendResult for a retry, else
+  // the error.
+  Result<AppendResult> judge_stored_ids(const StreamId& stream, ExpectedVersion expected,
+                                        uint64_t current,
+                                        const std::vector<std::optional<StoredEvent>>& found) const;
   Result<uint64_t> allocate_slots(format::SegmentKind kind, uint64_t count, uint64_t first_position,
                                   uint64_t payload_len) EVENTSOURCE_REQUIRES(write_mu_);
   Status roll_segment(uint64_t first_position) EVENTSOURCE_REQUIRES(write_mu_);
@@ -185,6 +201,8 @@ class Store::Impl {
   Status read_stream(const StreamId& stream, const ReadStreamOptions& options,
                      const EventCallback& fn) const EVENTSOURCE_EXCLUDES(index_mu_);
   Status read_all(const ReadAllOptions& options, const EventCallback& fn) const;
+  Result<std::optional<EventLocation>> find_event(const Uuid& id) const
+      EVENTSOURCE_EXCLUDES(index_mu_);
   Result<GlobalPosition> refresh() EVENTSOURCE_EXCLUDES(write_mu_);
   StreamVersion stream_version(const StreamId& stream) const EVENTSOURCE_EXCLUDES(index_mu_);
   std::vector<StreamInfo> list_streams() const EVENTSOURCE_EXCLUDES(index_mu_);
@@ -259,6 +277,7 @@ class Store::Impl {
     std::string key;
     uint8_t type_len;
     std::vector<uint64_t> locators;
+    std::vector<uint64_t> fps;  // IdTable::fingerprint of each event's id
   };
   Mutex pending_mu_ EVENTSOURCE_ACQUIRED_BEFORE(index_mu_);
   std::deque<PendingBatch> pending_ EVENTSOURCE_GUARDED_BY(pending_mu_);

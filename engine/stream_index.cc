@@ -37,11 +37,57 @@ StreamIndex::Entry& StreamIndex::get_or_add(const std::string& key, uint8_t type
 
 void StreamIndex::clear() {
   map_.clear();
+  ids_.clear();
   events_ = 0;
 }
 
+namespace {
+
+// Where the parts of a blob lie, from its header: "" or why they do not
+// fit in n bytes (checked before any multiplication can overflow).
+struct BlobLayout {
+  uint64_t streams, locators, names_len, names_off, loc_off, ids_off;
+};
+std::string blob_layout(const uint8_t* p, uint64_t n, BlobLayout* l) {
+  if (n < ih::kSize) return "index blob shorter than its header";
+  l->streams = get_u64(p + ih::kStreamCount);
+  l->locators = get_u64(p + ih::kLocatorCount);
+  l->names_len = get_u64(p + ih::kNamesLen);
+  l->loc_off = get_u64(p + ih::kLocatorsOffset);
+  l->ids_off = get_u64(p + ih::kIdsOffset);
+  if (l->streams > n / ie::kSize || l->names_len > n || l->locators > n / 8)
+    return "index blob counts exceed its size";
+  l->names_off = ih::kSize + l->streams * ie::kSize;
+  if (l->loc_off != align_up(l->names_off + l->names_len, 8) || l->loc_off + l->locators * 8 > n)
+    return "index blob layout does not match its size";
+  if (l->ids_off != l->loc_off + l->locators * 8 ||
+      IdTable::section_size(l->locators) != n - l->ids_off)
+    return "index blob layout does not match its size (the event-id section must fill the rest)";
+  return "";
+}
+
+// [F-20]: header, directory and names, and the event-id fences and sums
+// (`ids_sum`, the id section's own checksum of them).
+uint64_t fold_checksum(const uint8_t* p, const BlobLayout& l, uint64_t ids_sum, uint64_t seed) {
+  return checksum64(p, ih::kChecksum, seed) ^
+         checksum64(p + ih::kSize, l.loc_off - ih::kSize, seed) ^ ids_sum;
+}
+
+}  // namespace
+
+uint64_t StreamIndex::blob_checksum(const uint8_t* p, uint64_t n, uint64_t seed) {
+  BlobLayout l;
+  if (!blob_layout(p, n, &l).empty()) return 0;
+  IdTable ids;
+  uint64_t ids_sum = 0;
+  // (The section's checksum is computed before it is judged.)
+  const std::string ignored =
+      ids.load_section(p + l.ids_off, n - l.ids_off, l.locators, seed, false, &ids_sum);
+  return fold_checksum(p, l, ids_sum, seed);
+}
+
 std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_offset,
-                                    uint64_t seed) const {
+                                    uint64_t seed, std::string* error) const {
   std::vector<const std::pair<const std::string, Entry>*> sorted;
   sorted.reserve(map_.size());
   uint64_t names_len = 0, locators = 0;
@@ -54,7 +100,8 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
   const uint64_t dir_off = ih::kSize;
   const uint64_t names_off = dir_off + sorted.size() * ie::kSize;
   const uint64_t loc_off = align_up(names_off + names_len, 8);
-  std::string blob(loc_off + locators * 8, '\0');
+  const uint64_t ids_off = loc_off + locators * 8;
+  std::string blob(ids_off + IdTable::section_size(ids_.size()), '\0');
   uint8_t* p = reinterpret_cast<uint8_t*>(blob.data());
   uint64_t name_pos = 0, loc_pos = 0;
   for (size_t i = 0; i < sorted.size(); ++i) {
@@ -85,9 +132,15 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
   put_u64(p + ih::kLocatorCount, locators);
   put_u64(p + ih::kNamesLen, names_len);
   put_u64(p + ih::kLocatorsOffset, loc_off);
-  uint64_t sum =
-      checksum64(p, ih::kChecksum, seed) ^ checksum64(p + dir_off, loc_off - dir_off, seed);
-  put_u64(p + ih::kChecksum, sum);
+  put_u64(p + ih::kIdsOffset, ids_off);
+  const uint64_t ids_sum = ids_.write_section(p + ids_off, seed, error);
+  if (!error->empty()) return {};
+  BlobLayout l;
+  if (!blob_layout(p, blob.size(), &l).empty()) {  // (every event has one id and one locator)
+    *error = fmt::format("the index holds {} event ids for {} locators", ids_.size(), locators);
+    return {};
+  }
+  put_u64(p + ih::kChecksum, fold_checksum(p, l, ids_sum, seed));
   return blob;
 }
 
@@ -96,20 +149,21 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   clear();
   if (n < ih::kSize) return "index blob shorter than its header";
   if (std::memcmp(p + ih::kMagic, format::kIndexMagic, 8) != 0) return "index blob has a bad magic";
-  uint64_t streams = get_u64(p + ih::kStreamCount);
-  uint64_t locators = get_u64(p + ih::kLocatorCount);
-  uint64_t names_len = get_u64(p + ih::kNamesLen);
-  uint64_t loc_off = get_u64(p + ih::kLocatorsOffset);
-  const uint64_t dir_off = ih::kSize;
-  // Bounds before any multiplication can overflow.
-  if (streams > n / ie::kSize || names_len > n || locators > n / 8)
-    return "index blob counts exceed its size";
-  const uint64_t names_off = dir_off + streams * ie::kSize;
-  if (loc_off != align_up(names_off + names_len, 8) || loc_off + locators * 8 > n)
-    return "index blob layout exceeds its size";
-  uint64_t sum =
-      checksum64(p, ih::kChecksum, seed) ^ checksum64(p + dir_off, loc_off - dir_off, seed);
-  if (sum != get_u64(p + ih::kChecksum)) return "index blob checksum mismatch";
+  BlobLayout l;
+  if (std::string why = blob_layout(p, n, &l); !why.empty()) return why;
+  const uint64_t streams = l.streams, locators = l.locators, names_len = l.names_len;
+  const uint64_t dir_off = ih::kSize, names_off = l.names_off, loc_off = l.loc_off;
+  uint64_t ids_sum = 0;
+  std::string ids_why =
+      ids_.load_section(p + l.ids_off, n - l.ids_off, locators, seed, copy, &ids_sum);
+  if (fold_checksum(p, l, ids_sum, seed) != get_u64(p + ih::kChecksum)) {
+    clear();
+    return "index blob checksum mismatch";
+  }
+  if (!ids_why.empty()) {
+    clear();
+    return ids_why;
+  }
   info->covers_position = get_u64(p + ih::kCoversPosition);
   info->log_end_offset = get_u64(p + ih::kLogEndOffset);
   info->stream_count = streams;
@@ -117,9 +171,11 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   // The index covers positions 1..covers_position, one locator each: fewer
   // would hide events (and let appends reuse their versions), more would
   // name events that are not there.
-  if (locators != info->covers_position)
+  if (locators != info->covers_position) {
+    clear();
     return fmt::format("index blob holds {} locators but covers positions 1..{}", locators,
                        info->covers_position);
+  }
   map_.reserve(streams);
   uint64_t expect_loc = 0;
   std::string key;

@@ -13,6 +13,8 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/id_table.h"
+
 namespace eventsource {
 
 class StreamIndex {
@@ -41,9 +43,19 @@ class StreamIndex {
 
   const std::unordered_map<std::string, Entry>& entries() const { return map_; }
 
-  // Serializes the whole index (persisted + delta) as an index blob covering
-  // `covers_position`, with the log continuing at `log_end_offset`.
-  std::string build_blob(uint64_t covers_position, uint64_t log_end_offset, uint64_t seed) const;
+  // Event id -> locator, for every indexed event.
+  IdTable& ids() { return ids_; }
+  const IdTable& ids() const { return ids_; }
+
+  // Serializes the whole index (persisted + delta, streams and event ids) as
+  // an index blob covering `covers_position`, with the log continuing at
+  // `log_end_offset`. Fails (with why in *error) when a persisted part it
+  // copies is damaged.
+  std::string build_blob(uint64_t covers_position, uint64_t log_end_offset, uint64_t seed,
+                         std::string* error) const;
+  // The blob checksum [F-20] of the blob at [p, p+n) as its header lays it
+  // out; 0 when the layout does not fit in n bytes.
+  static uint64_t blob_checksum(const uint8_t* p, uint64_t n, uint64_t seed);
 
   struct BlobInfo {
     uint64_t covers_position = 0;
@@ -63,6 +75,7 @@ class StreamIndex {
 
  private:
   std::unordered_map<std::string, Entry> map_;
+  IdTable ids_;
   uint64_t events_ = 0;
 };
 

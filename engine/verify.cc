@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <unordered_map>
 
 #include "engine/coding.h"
 #include "engine/format.h"
@@ -558,6 +559,9 @@ void Verifier::check_index() {
   uint64_t frame_off = ~0ull;
   std::vector<RecordedEvent> frame_events;
   std::string frame_err;
+  std::unordered_map<uint64_t, uint32_t> id_keys;  // locator -> id table key of its record
+  id_keys.reserve(info.locator_count);
+  bool locators_ok = true;
   for (const auto& [key, e] : index.entries()) {
     for (uint64_t v = 1; v <= e.version(); ++v) {
       uint64_t loc = e.locator(v);
@@ -604,10 +608,36 @@ void Verifier::check_index() {
       if (!found) {
         problem(static_cast<int64_t>(slot), static_cast<int64_t>(base),
                 fmt::format("index entry {} version {} -> offset {}: {}", key, v, hex(off), err));
+        locators_ok = false;
         break;
       }
+      id_keys.emplace(loc, IdTable::key(IdTable::fingerprint(ev.id, seed_)));
     }
   }
+  // The event-id table [F-50]: exactly one entry per indexed event, each
+  // with the key of that event's id. (Checked when every locator was good.)
+  if (!locators_ok) return;
+  uint64_t entry = 0;
+  std::string bad;
+  const std::string damaged = index.ids().for_each_persisted([&](uint32_t k, uint64_t loc) {
+    if (bad.empty()) {
+      auto it = id_keys.find(loc);
+      if (it == id_keys.end())
+        bad = fmt::format("event-id entry {} -> {} names no indexed event, or one named before",
+                          entry, hex(loc));
+      else if (it->second != k)
+        bad = fmt::format("event-id entry {} -> {} does not hold the key of that event's id", entry,
+                          hex(loc));
+      else
+        id_keys.erase(it);
+    }
+    ++entry;
+  });
+  if (bad.empty() && !damaged.empty()) bad = damaged;
+  if (bad.empty() && !id_keys.empty())
+    bad = fmt::format("the event-id table misses {} indexed events", id_keys.size());
+  if (!bad.empty())
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), "index: " + bad);
 }
 
 FileLog::FileLog(const Verifier& v) : v_(v) {

@@ -178,13 +178,11 @@ std::string Store::Impl::poison_message() const {
   return poison_.message();
 }
 
-Result<uint64_t> Store::Impl::writer_tail(const std::string& key, size_t n,
-                                          std::vector<uint64_t>* locators) {
+Result<uint64_t> Store::Impl::writer_version(const std::string& key) {
   // Both locks: a batch moves from pending to the index under them.
   MutexLock pending(&pending_mu_);
   ReaderLock ix(&index_mu_);
   const StreamIndex::Entry* entry = index_.find(key);
-  const uint64_t committed = entry ? entry->version() : 0;
   if (entry != nullptr) {
     std::string why = StreamIndex::verify_entry(*entry, seed_);
     if (!why.empty())
@@ -192,19 +190,90 @@ Result<uint64_t> Store::Impl::writer_tail(const std::string& key, size_t n,
           fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
           index_slot_ == kNoSlot ? -1 : static_cast<int64_t>(index_slot_), -1);
   }
-  uint64_t version = committed;
+  uint64_t version = entry ? entry->version() : 0;
   for (const PendingBatch& b : pending_)
     if (b.key == key) version += b.locators.size();
-  const uint64_t want = std::min<uint64_t>(n, version);
-  locators->clear();
-  for (uint64_t v = version - want + 1; v <= committed; ++v) locators->push_back(entry->locator(v));
-  uint64_t v = committed;
-  for (const PendingBatch& b : pending_) {
-    if (b.key != key) continue;
-    for (uint64_t loc : b.locators)
-      if (++v > version - want) locators->push_back(loc);
-  }
   return version;
+}
+
+Status Store::Impl::find_stored_ids(std::span<const EventData> events,
+                                    std::vector<std::optional<StoredEvent>>* found) {
+  // The batch's ids by fingerprint, so that each stored candidate (committed
+  // in the id table, or in a pending batch) costs one probe.
+  std::vector<std::pair<uint64_t, size_t>> want;
+  for (size_t i = 0; i < events.size(); ++i)
+    if (!events[i].id.is_nil()) want.emplace_back(IdTable::fingerprint(events[i].id, seed_), i);
+  std::sort(want.begin(), want.end());
+  std::vector<std::pair<size_t, uint64_t>> candidates;  // (event, locator)
+  auto offer = [&](uint64_t fp, uint64_t loc) {
+    auto it = std::lower_bound(want.begin(), want.end(), std::pair<uint64_t, size_t>{fp, 0});
+    for (; it != want.end() && it->first == fp; ++it) candidates.emplace_back(it->second, loc);
+  };
+  {
+    MutexLock pending(&pending_mu_);
+    ReaderLock ix(&index_mu_);
+    for (const auto& [fp, i] : want) {
+      std::string why =
+          index_.ids().find(fp, [&](uint64_t loc) { candidates.emplace_back(i, loc); });
+      if (!why.empty())
+        return corruption(fmt::format("{}: index segment {}: {} (run 'esdump verify {}')", path_,
+                                      index_slot_, why, path_),
+                          static_cast<int64_t>(index_slot_), -1);
+    }
+    for (const PendingBatch& b : pending_)
+      for (size_t k = 0; k < b.fps.size(); ++k) offer(b.fps[k], b.locators[k]);
+  }
+  // Candidates share a fingerprint: the record says whether the id is the same.
+  found->assign(events.size(), std::nullopt);
+  DecodeCache cache;
+  for (const auto& [i, loc] : candidates) {
+    RecordedEvent ev;
+    EVENTSOURCE_RETURN_IF_ERROR(read_locator(loc, &ev, &cache));
+    if (ev.id != events[i].id) continue;
+    (*found)[i] = StoredEvent{StreamId{std::string(ev.stream_type), std::string(ev.stream_id)},
+                              ev.version, ev.position};
+  }
+  return Status();
+}
+
+Result<AppendResult> Store::Impl::judge_stored_ids(
+    const StreamId& stream, ExpectedVersion expected, uint64_t current,
+    const std::vector<std::optional<StoredEvent>>& found) const {
+  const std::string key = stream_key(stream);
+  // A retry: every event is stored, in this stream, at consecutive versions
+  // in batch order.
+  bool retry = true;
+  for (size_t i = 0; i < found.size() && retry; ++i)
+    retry = found[i] && found[i]->stream == stream &&
+            found[i]->version.value == found[0]->version.value + i;
+  if (!retry) {
+    size_t i = 0;
+    while (!found[i]) ++i;
+    const StoredEvent& f = *found[i];
+    return Status(Code::kDuplicateEvent,
+                  fmt::format("{}: stream {}: event {} of the batch has an id already stored in "
+                              "stream {} at version {} (position {}); nothing was written. A "
+                              "retry must resend the whole batch, with the same ids in the same "
+                              "order, to the same stream; new events need new ids",
+                              path_, key, i, f.stream.name(), f.version.value, f.position.value));
+  }
+  const uint64_t before = found.front()->version.value - 1;
+  if (!expected.accepts(StreamVersion(before)))
+    return conflict(
+        fmt::format("{}: stream {}: expected {}, but this batch is already stored at "
+                    "versions {}..{} (the stream is at version {})",
+                    path_, key, expected.to_string(), before + 1, before + found.size(), current),
+        static_cast<int64_t>(current));
+  AppendResult result;
+  result.version = StreamVersion(current);
+  result.first_position = found.front()->position;
+  result.last_position = found.back()->position;
+  for (const auto& f : found) {
+    result.first_position = std::min(result.first_position, f->position);
+    result.last_position = std::max(result.last_position, f->position);
+  }
+  result.deduplicated = true;
+  return result;
 }
 
 Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion expected,
@@ -221,7 +290,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     return invalid_argument(fmt::format("stream {}: a batch holds 1..{} events, got {}", key,
                                         format::kMaxEventsPerBatch, n));
   uint64_t bytes = 0;
-  bool all_ids = true;
+  bool any_id = false;
   for (size_t i = 0; i < n; ++i) {
     const EventData& e = events[i];
     if (e.type.empty() || e.type.size() > 255)
@@ -232,7 +301,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
           "stream {}: event {} has a tenant over 255 bytes, metadata over 64 KiB or a payload "
           "over 4 GiB",
           key, i));
-    all_ids &= !e.id.is_nil();
+    any_id |= !e.id.is_nil();
     bytes += record_size(stream, e);
   }
   {
@@ -268,27 +337,16 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     if (poisoned_)
       return closed(
           fmt::format("{}: store refuses writes until reopened: {}", path_, poison_message()));
-    std::vector<uint64_t> tail;
-    EVENTSOURCE_ASSIGN_OR_RETURN(const uint64_t current, writer_tail(key, n, &tail));
-    // Idempotent retry: the stream already ends with exactly these ids.
-    if (all_ids && current >= n && expected.accepts(StreamVersion(current - n))) {
-      bool same = true;
-      DecodeCache cache;
-      for (size_t i = 0; i < n && same; ++i) {
-        RecordedEvent ev;
-        EVENTSOURCE_RETURN_IF_ERROR(read_locator(tail[i], &ev, &cache));
-        same = ev.id == events[i].id;
-        if (i == 0) result.first_position = ev.position;
-        result.last_position = ev.position;
-      }
-      if (same) {
-        result.version = StreamVersion(current);
-        result.deduplicated = true;
-        lock.unlock();
-        if (mode != Durability::kNone)
-          EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
-        return result;
-      }
+    EVENTSOURCE_ASSIGN_OR_RETURN(const uint64_t current, writer_version(key));
+    // Ids stored before: a retry, a duplicate or a conflict (format-spec.md [F-25]).
+    std::vector<std::optional<StoredEvent>> found;
+    if (any_id) EVENTSOURCE_RETURN_IF_ERROR(find_stored_ids(events, &found));
+    if (std::any_of(found.begin(), found.end(), [](const auto& f) { return f.has_value(); })) {
+      EVENTSOURCE_ASSIGN_OR_RETURN(result, judge_stored_ids(stream, expected, current, found));
+      lock.unlock();
+      if (mode != Durability::kNone)
+        EVENTSOURCE_RETURN_IF_ERROR(wait_durable(result.last_position.value, mode));
+      return result;
     }
     if (!expected.accepts(StreamVersion(current)))
       return conflict(fmt::format("{}: stream {}: expected {}, but the stream is at version {}",
@@ -297,12 +355,16 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
 
     const uint64_t first = next_position_;
     const int64_t now = now_us();
+    PendingBatch batch{first + n - 1, key, static_cast<uint8_t>(stream.type.size()), {}, {}};
+    batch.fps.reserve(n);
     encoder_.reset();
     for (size_t i = 0; i < n; ++i) {
       const EventData& e = events[i];
-      encoder_.add({&stream, &e, e.id.is_nil() ? Uuid::random() : e.id,
-                    e.timestamp_us == 0 ? now : e.timestamp_us, first + i, current + 1 + i},
-                   seed_);
+      const Uuid id = e.id.is_nil() ? Uuid::random() : e.id;
+      batch.fps.push_back(IdTable::fingerprint(id, seed_));
+      encoder_.add(
+          {&stream, &e, id, e.timestamp_us == 0 ? now : e.timestamp_us, first + i, current + 1 + i},
+          seed_);
     }
     if (tail_offset_ == 0 ||
         tail_offset_ + encoder_.uncompressed_frame_len() > slot_offset(tail_slot_) + seg_size_)
@@ -312,7 +374,6 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     EVENTSOURCE_RETURN_IF_ERROR(ensure_allocated(tail_offset_ + frame.size()));
     EVENTSOURCE_RETURN_IF_ERROR(
         write_all(frame.data(), frame.size(), tail_offset_, "appending a batch"));
-    PendingBatch batch{first + n - 1, key, static_cast<uint8_t>(stream.type.size()), {}};
     batch.locators.reserve(n);
     const auto& offs = encoder_.record_offsets();
     for (size_t i = 0; i < n; ++i)

@@ -37,6 +37,7 @@ const Named kCodes[] = {
     {Code::kClosed, "closed"},
     {Code::kBusy, "busy"},
     {Code::kReadOnly, "read-only"},
+    {Code::kDuplicateEvent, "duplicate event"},
 };
 
 void check_no_details(const Status& s) {

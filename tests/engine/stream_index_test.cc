@@ -33,11 +33,28 @@ constexpr uint64_t zstd_locator(uint64_t index, uint64_t frame) {
 // key -> locators, the whole content of an index.
 using Content = std::map<std::string, std::vector<uint64_t>>;
 
+// The event id the fixtures give the record at `locator`.
+Uuid id_of(uint64_t locator) {
+  Uuid id;
+  std::memcpy(id.bytes.data(), &locator, 8);
+  id.bytes[15] = 0x5a;
+  return id;
+}
+
 void add_stream(StreamIndex& index, const std::string& type, const std::string& id,
                 const std::vector<uint64_t>& locators) {
   StreamIndex::Entry& e = index.get_or_add(type + "-" + id, static_cast<uint8_t>(type.size()));
   e.delta.insert(e.delta.end(), locators.begin(), locators.end());
+  for (uint64_t loc : locators) index.ids().add(IdTable::fingerprint(id_of(loc), kSeed), loc);
   index.note_added(locators.size());
+}
+
+// The blob of `index`, which must build.
+std::string build(const StreamIndex& index, uint64_t covers, uint64_t log_end) {
+  std::string error;
+  std::string blob = index.build_blob(covers, log_end, kSeed, &error);
+  REQUIRE(error == "");
+  return blob;
 }
 
 Content content_of(const StreamIndex& index) {
@@ -146,7 +163,7 @@ void swap_order_streams(std::string& b) {
 
 const Case kCases[] = {
     // Header: sizes, judged before the checksum.
-    {"a bad magic", "[F-20]", [](std::string& b) { b[7] = '2'; }, Resign::kAll, Outcome::kBad,
+    {"a bad magic", "[F-20]", [](std::string& b) { b[7] = '1'; }, Resign::kAll, Outcome::kBad,
      "bad magic"},
     {"stream_count above n/32", "[F-20]",
      [](std::string& b) { set64(b, ih::kStreamCount, b.size() / ie::kSize + 1); }, Resign::kAll,
@@ -164,22 +181,22 @@ const Case kCases[] = {
      Resign::kAll, Outcome::kBad, "counts exceed its size"},
     {"locators_offset 8 too far", "[F-20]",
      [](std::string& b) { add64(b, ih::kLocatorsOffset, 8); }, Resign::kNone, Outcome::kBad,
-     "layout exceeds its size"},
+     "layout does not match its size"},
     {"locators_offset 8 too near", "[F-20]",
      [](std::string& b) { add64(b, ih::kLocatorsOffset, -8); }, Resign::kNone, Outcome::kBad,
-     "layout exceeds its size"},
+     "layout does not match its size"},
     {"locators_offset not 8-aligned", "[F-20]",
      [](std::string& b) { add64(b, ih::kLocatorsOffset, 1); }, Resign::kNone, Outcome::kBad,
-     "layout exceeds its size"},
+     "layout does not match its size"},
     {"one stream more than the blob holds", "[F-20]",
      [](std::string& b) { add64(b, ih::kStreamCount, 1); }, Resign::kAll, Outcome::kBad,
-     "layout exceeds its size"},
+     "layout does not match its size"},
     {"one locator more than the blob holds", "[F-20]",
      [](std::string& b) { add64(b, ih::kLocatorCount, 1); }, Resign::kAll, Outcome::kBad,
-     "layout exceeds its size"},
+     "layout does not match its size"},
     {"names 8 bytes longer than the blob holds", "[F-20]",
      [](std::string& b) { add64(b, ih::kNamesLen, 8); }, Resign::kAll, Outcome::kBad,
-     "layout exceeds its size"},
+     "layout does not match its size"},
     // The blob checksum: header, directory, names and padding.
     {"a checksum bit flipped", "[F-1] [F-20]", [](std::string& b) { b[ih::kChecksum] ^= 1; },
      Resign::kNone, Outcome::kBad, "blob checksum mismatch"},
@@ -204,6 +221,19 @@ const Case kCases[] = {
        put_u64(entry_at(b, 2) + ie::kCount, 0);
        add64(b, ih::kLocatorCount, -3);
        add64(b, ih::kCoversPosition, -3);  // (so that only the entry's count is wrong)
+       // Entry 2's locators are the last 3: drop them, and their ids.
+       const uint64_t loc_off = field64(b, ih::kLocatorsOffset);
+       b.resize(loc_off + 4 * 8);
+       IdTable ids;
+       for (uint64_t i = 0; i < 4; ++i) {
+         const uint64_t loc = field64(b, loc_off + i * 8);
+         ids.add(IdTable::fingerprint(id_of(loc), kSeed), loc);
+       }
+       std::string section(IdTable::section_size(4), '\0');
+       std::string error;
+       ids.write_section(bytes(section), kSeed, &error);
+       set64(b, ih::kIdsOffset, b.size());
+       b += section;
      },
      Resign::kAll, Outcome::kBad, "index entry 2 is inconsistent"},
     {"the last entry's count past locator_count", "[F-20]",
@@ -241,10 +271,7 @@ const Case kCases[] = {
     {"a locator checksum bit flipped, blob re-signed", "[F-20]",
      [](std::string& b) {
        entry_at(b, 0)[ie::kLocatorsChecksum] ^= 2;
-       const uint64_t loc_off = field64(b, ih::kLocatorsOffset);
-       set64(b, ih::kChecksum,
-             checksum64(bytes(b), ih::kChecksum, kSeed) ^
-                 checksum64(bytes(b) + ih::kSize, loc_off - ih::kSize, kSeed));
+       set64(b, ih::kChecksum, StreamIndex::blob_checksum(bytes(b), b.size(), kSeed));
      },
      Resign::kNone, Outcome::kLocatorsBad, "locators of stream Cart-x fail their checksum"},
     // Valid once re-signed: rules readers do not have.
@@ -284,14 +311,16 @@ TEST_SUITE("stream-index") {
   TEST_CASE("locator(v) is 1-based: persisted locators first, then the delta") {
     StreamIndex built;
     add_stream(built, "Order", "1", {0x1080, 0x110b});
-    std::string blob = built.build_blob(2, 0x1190, kSeed);
+    std::string blob = build(built, 2, 0x1190);
     StreamIndex index;
     StreamIndex::BlobInfo info;
     REQUIRE(index.load_blob(bytes(blob), blob.size(), kSeed, false, &info) == "");
     StreamIndex::Entry* e = index.find("Order-1");
     REQUIRE(e != nullptr);
-    e->delta.push_back(0x1200);
-    e->delta.push_back(zstd_locator(2, 0x1400));
+    for (uint64_t loc : {uint64_t{0x1200}, zstd_locator(2, 0x1400)}) {
+      e->delta.push_back(loc);
+      index.ids().add(IdTable::fingerprint(id_of(loc), kSeed), loc);
+    }
     CHECK(e->persisted_count == 2);
     CHECK(e->version() == 4);
     CHECK(e->locator(1) == 0x1080);
@@ -299,7 +328,7 @@ TEST_SUITE("stream-index") {
     CHECK(e->locator(3) == 0x1200);
     CHECK(e->locator(4) == zstd_locator(2, 0x1400));
     // A blob built from persisted + delta holds all four.
-    std::string again = index.build_blob(4, 0x2000, kSeed);
+    std::string again = build(index, 4, 0x2000);
     Loaded l = load(again, Load::kCopy);
     REQUIRE(l.error == "");
     CHECK(content_of(l.index) == content_of(index));
@@ -307,7 +336,7 @@ TEST_SUITE("stream-index") {
 
   TEST_CASE("build_blob then load_blob round-trips every stream and locator, copied or in place") {
     const StreamIndex index = fixture_index();
-    const std::string blob = index.build_blob(kFixtureEvents, 0x1a00, kSeed);
+    const std::string blob = build(index, kFixtureEvents, 0x1a00);
     for (Load mode : {Load::kCopy, Load::kInPlace}) {
       CAPTURE(mode == Load::kCopy);
       Loaded l = load(blob, mode);
@@ -342,15 +371,16 @@ TEST_SUITE("stream-index") {
     // format-spec.md "Worked example": Order-42 with locators 0x1080, 0x110B.
     StreamIndex index;
     add_stream(index, "Order", "42", {0x1080, 0x110b});
-    const std::string b = index.build_blob(2, 0x1190, kSeed);
-    REQUIRE(b.size() == 120);
+    const std::string b = build(index, 2, 0x1190);
+    REQUIRE(b.size() == 168);
     CHECK(std::memcmp(b.data(), format::kIndexMagic, 8) == 0);
     CHECK(field64(b, ih::kCoversPosition) == 2);
     CHECK(field64(b, ih::kLogEndOffset) == 0x1190);
     CHECK(field64(b, ih::kStreamCount) == 1);
     CHECK(field64(b, ih::kLocatorCount) == 2);
     CHECK(field64(b, ih::kNamesLen) == 7);
-    CHECK(field64(b, ih::kLocatorsOffset) == 104);
+    CHECK(field64(b, ih::kLocatorsOffset) == 112);
+    CHECK(field64(b, ih::kIdsOffset) == 128);
     const uint8_t* d = bytes(b) + ih::kSize;
     CHECK(get_u64(d + ie::kLocatorsIndex) == 0);
     CHECK(get_u64(d + ie::kCount) == 2);
@@ -358,14 +388,27 @@ TEST_SUITE("stream-index") {
     CHECK(d[ie::kTypeLen] == 5);
     CHECK(d[ie::kReserved] == 0);
     CHECK(get_u16(d + ie::kIdLen) == 2);
-    CHECK(b.substr(96, 7) == "Order42");
-    CHECK(b[103] == 0);
-    CHECK(field64(b, 104) == 0x1080);
-    CHECK(field64(b, 112) == 0x110b);
-    // [F-1] "Checksums": blob[56:64] and entry[24:32].
+    CHECK(b.substr(104, 7) == "Order42");
+    CHECK(b[111] == 0);
+    CHECK(field64(b, 112) == 0x1080);
+    CHECK(field64(b, 120) == 0x110b);
+    // "Event-id table" [F-50]: one fence, one block checksum, one block of
+    // two keys (sorted) and their locators.
+    const uint32_t k1 = IdTable::key(IdTable::fingerprint(id_of(0x1080), kSeed));
+    const uint32_t k2 = IdTable::key(IdTable::fingerprint(id_of(0x110b), kSeed));
+    const bool swapped = k2 < k1;
+    CHECK(get_u32(bytes(b) + 128) == std::min(k1, k2));
+    CHECK(get_u32(bytes(b) + 132) == 0);
+    CHECK(get_u32(bytes(b) + 144) == std::min(k1, k2));
+    CHECK(get_u32(bytes(b) + 148) == std::max(k1, k2));
+    CHECK(field64(b, 152) == (swapped ? 0x110b : 0x1080));
+    CHECK(field64(b, 160) == (swapped ? 0x1080 : 0x110b));
+    CHECK(field64(b, 136) == checksum64(b.data() + 144, 24, kSeed));
+    // [F-1] "Checksums": blob[64:72] and entry[24:32].
     CHECK(field64(b, ih::kChecksum) ==
-          (checksum64(b.data(), 56, kSeed) ^ checksum64(b.data() + 64, 104 - 64, kSeed)));
-    CHECK(get_u64(d + ie::kLocatorsChecksum) == checksum64(b.data() + 104, 16, kSeed));
+          (checksum64(b.data(), 64, kSeed) ^ checksum64(b.data() + 72, 112 - 72, kSeed) ^
+           checksum64(b.data() + 128, 16, kSeed)));
+    CHECK(get_u64(d + ie::kLocatorsChecksum) == checksum64(b.data() + 112, 16, kSeed));
   }
 
   TEST_CASE("the directory is in memcmp order of type-id, names packed, locators in order") {
@@ -381,7 +424,7 @@ TEST_SUITE("stream-index") {
       for (size_t k = 0; k <= id.size(); ++k) locs.push_back(next += 8);
       add_stream(index, type, id, locs);
     }
-    const std::string b = index.build_blob(index.event_count(), 0, kSeed);
+    const std::string b = build(index, index.event_count(), 0);
     CHECK(directory_names(b) ==
           std::vector<std::string>{"B-x", "a-1", "a-10", "a-2", "a-z", "a-\xff", "a0-0", "ab-1"});
     CHECK(b.substr(names_offset(b), field64(b, ih::kNamesLen)) ==
@@ -406,7 +449,7 @@ TEST_SUITE("stream-index") {
 
   TEST_CASE("an empty index builds a header-only blob that loads as empty") {
     StreamIndex empty;
-    const std::string b = empty.build_blob(0, 0, kSeed);
+    const std::string b = build(empty, 0, 0);
     CHECK(b.size() == ih::kSize);
     CHECK(field64(b, ih::kLocatorsOffset) == ih::kSize);
     for (Load mode : {Load::kCopy, Load::kInPlace}) {
@@ -420,7 +463,7 @@ TEST_SUITE("stream-index") {
 
   TEST_CASE("verify_entry checks a persisted slice once; delta-only entries need no check") {
     // [F-20]: in-place loads check a stream's locators on first use.
-    std::string blob = fixture_index().build_blob(kFixtureEvents, 0, kSeed);
+    std::string blob = build(fixture_index(), kFixtureEvents, 0);
     const uint64_t loc_off = field64(blob, ih::kLocatorsOffset);
     Loaded l = load(blob, Load::kInPlace);
     REQUIRE(l.error == "");
@@ -445,7 +488,7 @@ TEST_SUITE("stream-index") {
   TEST_CASE("corruption table: each bad blob field is rejected by its own rule") {
     const StreamIndex index = fixture_index();
     const Content want = content_of(index);
-    const std::string good = index.build_blob(kFixtureEvents, 0x1a00, kSeed);
+    const std::string good = build(index, kFixtureEvents, 0x1a00);
     REQUIRE(directory_names(good) == std::vector<std::string>{"Cart-x", "Order-1", "Order-2"});
     REQUIRE(field64(good, ih::kLocatorsOffset) > names_offset(good) + field64(good, ih::kNamesLen));
     for (const Case& c : kCases) {
@@ -490,7 +533,7 @@ TEST_SUITE("stream-index") {
 
   TEST_CASE("every truncation of a blob is refused by a size rule") {
     // [F-20]: n >= 64; stream_count <= n/32, ...; the layout must fit n.
-    const std::string good = fixture_index().build_blob(kFixtureEvents, 0, kSeed);
+    const std::string good = build(fixture_index(), kFixtureEvents, 0);
     for (size_t n = 0; n < good.size(); ++n) {
       CAPTURE(n);
       Loaded l = load(good.substr(0, n), Load::kInPlace);
@@ -499,7 +542,7 @@ TEST_SUITE("stream-index") {
       } else if (n < field64(good, ih::kStreamCount) * ie::kSize) {
         CHECK(l.error == "index blob counts exceed its size");
       } else {
-        CHECK(l.error == "index blob layout exceeds its size");
+        CHECK(l.error.find("index blob layout does not match its size") == 0);
       }
       CHECK(l.index.stream_count() == 0);
     }
@@ -508,7 +551,7 @@ TEST_SUITE("stream-index") {
   TEST_CASE("every single-bit flip of a blob is caught by a copying load") {
     // [F-1] [F-20]: the blob checksum covers [0, locators_offset) but its
     // own field, the per-stream checksums cover the locators.
-    const std::string good = fixture_index().build_blob(kFixtureEvents, 0, kSeed);
+    const std::string good = build(fixture_index(), kFixtureEvents, 0);
     for (size_t i = 0; i < good.size() * 8; ++i) {
       std::string blob = good;
       blob[i / 8] ^= static_cast<char>(1 << (i % 8));

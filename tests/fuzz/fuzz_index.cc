@@ -96,9 +96,13 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
   FUZZ_CHECK(snap == snapshot(lazy), "copying and lazy loads hold different locators");
 
   // Rebuild and reload.
+  std::string copied_err, lazy_err;
   std::string blob =
-      copied.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed);
-  FUZZ_CHECK(blob == lazy.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed),
+      copied.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed, &copied_err);
+  FUZZ_CHECK(copied_err.empty(), "a loaded index does not rebuild: " + copied_err);
+  FUZZ_CHECK(blob == lazy.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed,
+                                     &lazy_err) &&
+                 lazy_err.empty(),
              "lazy and copied indexes build different blobs");
   StreamIndex again;
   StreamIndex::BlobInfo again_info;

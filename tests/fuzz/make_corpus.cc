@@ -473,9 +473,21 @@ void make_fixed(Output& out, const Paths& tmp) {
 
   // Index blobs for kSeed.
   {
+    // Every locator gets an event id (its bytes derived from the locator).
     auto put_blob = [&](const std::string& name, StreamIndex& ix, uint64_t covers,
                         uint64_t log_end) {
-      out.put("index", name, ix.build_blob(covers, log_end, seed));
+      for (const auto& [key, e] : ix.entries())
+        for (uint64_t v = 1; v <= e.version(); ++v) {
+          Uuid id;
+          const uint64_t loc = e.locator(v) ^ (v << 40);
+          std::memcpy(id.bytes.data(), &loc, 8);
+          std::memcpy(id.bytes.data() + 8, key.data(), std::min<size_t>(8, key.size()));
+          ix.ids().add(IdTable::fingerprint(id, seed), e.locator(v));
+        }
+      std::string error;
+      std::string blob = ix.build_blob(covers, log_end, seed, &error);
+      if (!error.empty()) die("index blob: " + error);
+      out.put("index", name, blob);
     };
     StreamIndex empty;
     put_blob("example-empty", empty, 0, 0);
@@ -499,6 +511,12 @@ void make_fixed(Output& out, const Paths& tmp) {
       many.note_added(3);
     }
     put_blob("four-streams-mixed-locators", many, n, 0x5000);
+    // More events than one event-id block holds.
+    StreamIndex big;
+    StreamIndex::Entry& b = big.get_or_add("Big-1", 3);
+    for (uint64_t v = 0; v < IdTable::kBlockEntries + 100; ++v) b.delta.push_back(0x1080 + v * 128);
+    big.note_added(b.delta.size());
+    put_blob("two-id-blocks", big, b.delta.size(), 0x1080 + b.delta.size() * 128);
   }
 }
 

@@ -10,6 +10,7 @@
 #include "engine/coding.h"
 #include "engine/format.h"
 #include "engine/segment.h"
+#include "engine/stream_index.h"
 
 namespace eventsource::fuzz {
 
@@ -55,6 +56,10 @@ inline void resign_index_blob(uint8_t* p, uint64_t n, uint64_t seed) {
   const uint64_t loc_off = align_up(names_off + names_len, 8);
   if (loc_off + locators * 8 > n) return;
   put_u64(p + ih::kLocatorsOffset, loc_off);
+  const uint64_t ids_off = loc_off + locators * 8;
+  put_u64(p + ih::kIdsOffset, ids_off);
+  if (IdTable::section_size(locators) == n - ids_off)
+    IdTable::sign_section(p + ids_off, locators, seed);
   for (uint64_t i = 0; i < streams; ++i) {
     uint8_t* d = p + ih::kSize + i * ie::kSize;
     uint64_t first = get_u64(d + ie::kLocatorsIndex);
@@ -62,8 +67,8 @@ inline void resign_index_blob(uint8_t* p, uint64_t n, uint64_t seed) {
     if (first > locators || count > locators - first) continue;
     put_u64(d + ie::kLocatorsChecksum, checksum64(p + loc_off + first * 8, count * 8, seed));
   }
-  put_u64(p + ih::kChecksum, checksum64(p, ih::kChecksum, seed) ^
-                                 checksum64(p + ih::kSize, loc_off - ih::kSize, seed));
+  if (uint64_t sum = StreamIndex::blob_checksum(p, n, seed); sum != 0)
+    put_u64(p + ih::kChecksum, sum);
 }
 
 // A whole data file of `n` bytes (and its 128-byte checkpoint file when

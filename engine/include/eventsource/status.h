@@ -26,6 +26,7 @@ enum class Code : uint8_t {
   kClosed,           // the store is closed or refuses writes until reopened
   kBusy,             // another process holds the writer lock
   kReadOnly,         // a write on a store opened read-only
+  kDuplicateEvent,   // an appended event's id is already stored (not as a retry)
 };
 
 std::string_view code_name(Code code);

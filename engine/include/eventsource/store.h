@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -64,6 +65,13 @@ struct ReadAllOptions {
 
 // Return true to continue, false to stop the read early.
 using EventCallback = std::function<bool(const RecordedEvent&)>;
+
+// Where a committed event is stored.
+struct EventLocation {
+  GlobalPosition position;
+  StreamId stream;
+  StreamVersion version;
+};
 
 struct StreamInfo {
   std::string type;
@@ -184,15 +192,32 @@ class Store {
   Status close();
 
   // Appends `events` (1 .. 32767 events, all-or-nothing) to `stream` if
-  // `expected` accepts its current version. Idempotent retry: if the stream's
-  // last events carry exactly the ids of `events` (same order) and `expected`
-  // accepted the version before them, nothing is written and the stored
-  // positions are returned with deduplicated = true.
-  // Errors: kConflict (actual_version() = current version), kInvalidArgument,
+  // `expected` accepts its current version.
+  //
+  // Event ids are unique in the store (format-spec.md [F-25]). An event
+  // with a nil id gets a fresh random one. When some events carry ids
+  // that are already stored (committed, or written by an append still
+  // waiting for its sync), the batch is judged as a whole, and nothing is
+  // written:
+  //  - a retry, if every event's id is stored, all in `stream`, at
+  //    consecutive versions in batch order, and `expected` accepts the
+  //    version before the first of them: the result describes the stored
+  //    events (deduplicated = true; it waits for their durability as an
+  //    append would). With any(), a retry is recognized even after other
+  //    appends landed in the stream.
+  //  - kConflict, if they are stored that way but `expected` does not accept
+  //    the version before them (actual_version() = current version);
+  //  - kDuplicateEvent otherwise: some ids stored and some new ([E1, e2]
+  //    after E1, [e_new, E1], partial overlaps), stored in another stream,
+  //    or in another order. The message names the first stored id's stream,
+  //    version and position.
+  // Errors: kConflict (actual_version() = current version), kDuplicateEvent,
+  // kInvalidArgument (also: two events of the batch share an id),
   // kReadOnly, kIoError naming file and operation. After a failed fdatasync
   // the store refuses writes (kClosed) until reopened; other I/O errors (e.g.
-  // ENOSPC/EFBIG allocating a segment or its next extent) fail only that append, nothing acked
-  // is lost, and appends may succeed again once space is available.
+  // ENOSPC/EFBIG allocating a segment or its next extent) fail only that
+  // append, nothing acked is lost, and appends may succeed again once space
+  // is available.
   Result<AppendResult> append(const StreamId& stream, ExpectedVersion expected,
                               std::span<const EventData> events, const AppendOptions& options = {});
 
@@ -207,6 +232,13 @@ class Store {
   // kCorruption naming segment and offset. fn may call any read on this store.
   Status read_all(const ReadAllOptions& options, const EventCallback& fn) const;
 
+  // The committed event with this id, if any: one probe of the store-wide
+  // event-id table and one record read, no scan. Pending appends are not
+  // seen (the committed view). Errors: kClosed, kCorruption (a damaged id
+  // table or record, located).
+  Result<std::optional<EventLocation>> find_event(const Uuid& id) const;
+  // Whether a committed event has this id (find_event without the where).
+  Result<bool> event_exists(const Uuid& id) const;
   // Committed version of a stream (0 if it does not exist, or closed).
   StreamVersion stream_version(const StreamId& stream) const;
 

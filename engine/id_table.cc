@@ -1,0 +1,168 @@
+// The event-id table: the in-memory hash and the persisted, block-checksummed
+// id section of the index blob (format-spec.md "Event-id table").
+#include "engine/id_table.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+
+#include "engine/coding.h"
+
+namespace eventsource {
+namespace {
+
+constexpr uint64_t kEntries = IdTable::kBlockEntries;
+
+// Bytes of a block of m entries: m u32 keys (padded to 8), then m u64 locators.
+uint64_t block_bytes(uint64_t m) { return align_up(4 * m, 8) + 8 * m; }
+uint64_t block_count(uint64_t n) { return (n + kEntries - 1) / kEntries; }
+// Bytes before the blocks: the fences (u32 each, padded to 8) and the sums.
+uint64_t head_bytes(uint64_t n) { return align_up(4 * block_count(n), 8) + 8 * block_count(n); }
+
+}  // namespace
+
+uint64_t IdTable::fingerprint(const Uuid& id, uint64_t seed) {
+  const uint64_t fp = checksum64(id.bytes.data(), id.bytes.size(), seed);
+  return fp == 0 ? 1 : fp;
+}
+
+void IdTable::add(uint64_t fp, uint64_t locator) {
+  if ((delta_count_ + 1) * 2 > slots_.size()) grow();
+  const size_t mask = slots_.size() - 1;
+  size_t i = fp & mask;
+  while (slots_[i].first != 0) i = (i + 1) & mask;
+  slots_[i] = {fp, locator};
+  ++delta_count_;
+}
+
+void IdTable::grow() {
+  std::vector<std::pair<uint64_t, uint64_t>> old;
+  old.swap(slots_);
+  slots_.assign(std::max<size_t>(64, old.size() * 2), {0, 0});
+  const size_t mask = slots_.size() - 1;
+  for (const auto& s : old) {
+    if (s.first == 0) continue;
+    size_t i = s.first & mask;
+    while (slots_[i].first != 0) i = (i + 1) & mask;
+    slots_[i] = s;
+  }
+}
+
+void IdTable::clear() { *this = IdTable(); }
+
+IdTable::Block IdTable::block(uint64_t b) const {
+  const uint64_t m = std::min(kBlockEntries, persisted_count_ - b * kBlockEntries);
+  const uint8_t* base = data_ + b * block_bytes(kBlockEntries);
+  return Block{base, base + align_up(4 * m, 8), m};
+}
+
+std::string IdTable::verify_block(uint64_t b) const {
+  if (verified_[b].load(std::memory_order_acquire)) return "";
+  const Block blk = block(b);
+  if (checksum64(blk.keys, block_bytes(blk.count), seed_) != get_loc(sums_, b))
+    return fmt::format("event-id block {} fails its checksum", b);
+  if (get_key(blk.keys, 0) != get_key(fences_, b))
+    return fmt::format("event-id block {} starts at another key than its fence", b);
+  for (uint64_t i = 1; i < blk.count; ++i)
+    if (get_key(blk.keys, i) < get_key(blk.keys, i - 1))
+      return fmt::format("event-id block {} is not sorted at entry {}", b, i);
+  if (b + 1 < blocks() && get_key(blk.keys, blk.count - 1) > get_key(fences_, b + 1))
+    return fmt::format("event-id block {} ends past the next block's first key", b);
+  verified_[b].store(true, std::memory_order_release);
+  return "";
+}
+
+std::string IdTable::verify_all() const {
+  for (uint64_t b = 0; b < blocks(); ++b)
+    if (std::string why = verify_block(b); !why.empty()) return why;
+  return "";
+}
+
+uint64_t IdTable::section_size(uint64_t count) {
+  const uint64_t full = count / kEntries, rest = count % kEntries;
+  return head_bytes(count) + full * block_bytes(kEntries) + (rest ? block_bytes(rest) : 0);
+}
+
+uint64_t IdTable::write_section(uint8_t* p, uint64_t seed, std::string* error) const {
+  // The in-memory entries in key order, merged with the persisted ones.
+  std::vector<std::pair<uint32_t, uint64_t>> fresh;
+  fresh.reserve(delta_count_);
+  for (const auto& s : slots_)
+    if (s.first != 0) fresh.emplace_back(key(s.first), s.second);
+  std::sort(fresh.begin(), fresh.end());
+  const uint64_t n = size();
+  const uint64_t nb = block_count(n);
+  uint8_t* fences = p;
+  uint8_t* data = p + head_bytes(n);
+  uint64_t j = 0;  // entries written
+  auto put = [&](uint32_t k, uint64_t loc) {
+    const uint64_t b = j / kEntries, i = j % kEntries;
+    const uint64_t m = std::min(kEntries, n - b * kEntries);
+    uint8_t* base = data + b * block_bytes(kEntries);
+    put_u32(base + i * 4, k);
+    put_u64(base + align_up(4 * m, 8) + i * 8, loc);
+    if (i == 0) put_u32(fences + b * 4, k);
+    ++j;
+  };
+  size_t f = 0;
+  error->clear();
+  for (uint64_t b = 0; b < blocks() && error->empty(); ++b) {
+    if (std::string why = verify_block(b); !why.empty()) {
+      *error = why;
+      break;
+    }
+    const Block blk = block(b);
+    for (uint64_t i = 0; i < blk.count; ++i) {
+      const uint32_t k = get_key(blk.keys, i);
+      for (; f < fresh.size() && fresh[f].first < k; ++f) put(fresh[f].first, fresh[f].second);
+      put(k, get_loc(blk.locs, i));
+    }
+  }
+  if (!error->empty()) return 0;
+  for (; f < fresh.size(); ++f) put(fresh[f].first, fresh[f].second);
+  return sign_section(p, n, seed);
+}
+
+uint64_t IdTable::sign_section(uint8_t* p, uint64_t count, uint64_t seed) {
+  const uint64_t nb = block_count(count);
+  uint8_t* sums = p + align_up(4 * nb, 8);
+  const uint8_t* data = p + head_bytes(count);
+  for (uint64_t b = 0; b < nb; ++b) {
+    const uint64_t m = std::min(kEntries, count - b * kEntries);
+    put_u64(sums + b * 8, checksum64(data + b * block_bytes(kEntries), block_bytes(m), seed));
+  }
+  return checksum64(p, head_bytes(count), seed);
+}
+
+std::string IdTable::load_section(const uint8_t* p, uint64_t n, uint64_t count, uint64_t seed,
+                                  bool copy, uint64_t* sum) {
+  clear();
+  if (count > n / 12 || section_size(count) != n)
+    return fmt::format("event-id section of {} bytes cannot hold {} entries", n, count);
+  if (copy) {
+    copy_.assign(reinterpret_cast<const char*>(p), n);
+    p = reinterpret_cast<const uint8_t*>(copy_.data());
+  }
+  const uint64_t nb = block_count(count);
+  fences_ = p;
+  sums_ = p + align_up(4 * nb, 8);
+  data_ = p + head_bytes(count);
+  persisted_count_ = count;
+  seed_ = seed;
+  verified_ = std::make_unique<std::atomic<bool>[]>(nb);
+  *sum = checksum64(p, head_bytes(count), seed);
+  for (uint64_t b = 1; b < nb; ++b)
+    if (get_key(fences_, b) < get_key(fences_, b - 1)) {
+      clear();
+      return fmt::format("event-id fences are not sorted at block {}", b);
+    }
+  if (copy) {
+    if (std::string why = verify_all(); !why.empty()) {
+      clear();
+      return why;
+    }
+  }
+  return "";
+}
+
+}  // namespace eventsource
