@@ -64,6 +64,7 @@ class EngineBackend final : public Backend {
     for (size_t i = 0; i < events.size(); ++i) {
       batch[i].type.assign(events[i].type);
       batch[i].payload.assign(events[i].payload);
+      if (caller_event_ids()) batch[i].id = eventsource::Uuid::random();
     }
     eventsource::AppendOptions options;
     options.durability = durability;

@@ -46,6 +46,9 @@ flags:
   --store PATH        directory for the stores (default: a fresh temp dir in
                       $TMPDIR or /tmp, removed at the end; a given PATH is kept)
   --seed N            seed of payloads and random reads (default 42)
+  --event-ids         every appended event carries an id of the caller's: the
+                      engine checks each against its event-id table, SQLite
+                      keeps a UNIQUE index on ids (default: store-made ids)
   --compress BYTES    engine: zstd-compress frames of at least BYTES (default
                       0 = off); `esdump info` on a kept --store shows the ratio
   --time-limit S      append_sync and concurrent_append stop after S seconds
@@ -212,6 +215,8 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
     } else if (arg == "--compress") {
       if (problem = need_count(0, 1u << 30); problem.empty())
         esbench::set_engine_compression(static_cast<uint32_t>(number));
+    } else if (arg == "--event-ids") {
+      esbench::set_caller_event_ids(true);
     } else if (arg == "--seed") {
       if (problem = need_count(0, UINT64_MAX); problem.empty()) cfg.seed = number;
     } else if (arg == "--result-fd") {

@@ -376,6 +376,13 @@ std::string Measurement::to_json() const {
   return out;
 }
 
+namespace {
+bool g_caller_event_ids = false;
+}  // namespace
+
+void set_caller_event_ids(bool on) { g_caller_event_ids = on; }
+bool caller_event_ids() { return g_caller_event_ids; }
+
 std::unique_ptr<Backend> make_backend(const std::string& name) {
   if (name == "engine") return make_engine_backend();
   if (name == "sqlite") return make_sqlite_backend();
