@@ -164,6 +164,10 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       flags->help = true;
       continue;
     }
+    if (arg == "--event-ids") {
+      esbench::set_caller_event_ids(true);
+      continue;
+    }
     if (arg == "--internal-replay" || arg == "--internal-open" ||
         arg == "--internal-crash-writer") {
       flags->mode = arg;
@@ -215,8 +219,6 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
     } else if (arg == "--compress") {
       if (problem = need_count(0, 1u << 30); problem.empty())
         esbench::set_engine_compression(static_cast<uint32_t>(number));
-    } else if (arg == "--event-ids") {
-      esbench::set_caller_event_ids(true);
     } else if (arg == "--seed") {
       if (problem = need_count(0, UINT64_MAX); problem.empty()) cfg.seed = number;
     } else if (arg == "--result-fd") {
