@@ -57,7 +57,8 @@ class SqliteBackend final : public Backend {
     synchronous_ = eventsource::Durability::kNone;
     if (!read_only) EVENTSOURCE_RETURN_IF_ERROR(exec(kSchema));
     if (!read_only && caller_event_ids())
-      EVENTSOURCE_RETURN_IF_ERROR(exec("CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events(id);"));
+      EVENTSOURCE_RETURN_IF_ERROR(
+          exec("CREATE UNIQUE INDEX IF NOT EXISTS events_id ON events(id);"));
     EVENTSOURCE_RETURN_IF_ERROR(prepare(&begin_, "BEGIN IMMEDIATE"));
     EVENTSOURCE_RETURN_IF_ERROR(prepare(&commit_, "COMMIT"));
     EVENTSOURCE_RETURN_IF_ERROR(prepare(&rollback_, "ROLLBACK"));

@@ -105,7 +105,7 @@ inline constexpr size_t kLocatorCount = 32;    // u64
 inline constexpr size_t kNamesLen = 40;        // u64
 inline constexpr size_t kLocatorsOffset = 48;  // u64: from blob start, 8-aligned
 inline constexpr size_t kIdsOffset = 56;       // u64: the event-id section, 8-aligned
-inline constexpr size_t kChecksum = 64;  // u64: over [0,64) + directory + names + id fences/sums
+inline constexpr size_t kChecksum = 64;  // u64: over [0,64) + id fences/sums
 inline constexpr size_t kSize = 72;
 }  // namespace index_header
 namespace index_entry {
@@ -116,7 +116,8 @@ inline constexpr size_t kTypeLen = 20;           // u8
 inline constexpr size_t kReserved = 21;          // u8, must be zero
 inline constexpr size_t kIdLen = 22;             // u16
 inline constexpr size_t kLocatorsChecksum = 24;  // u64: XXH3-64, store seed, over the locators
-inline constexpr size_t kSize = 32;
+inline constexpr size_t kEntryChecksum = 32;     // u64: over [0,32) XOR over the name
+inline constexpr size_t kSize = 40;
 }  // namespace index_entry
 // Locator: uncompressed frame: file offset of the record (bit 63 clear).
 // Compressed frame: bit 63 set, bits 48..62 = record index, bits 0..47 = frame offset.
@@ -165,7 +166,7 @@ static_assert(frame_header::kReserved1 + 4 == frame_header::kSize &&
               frame_header::kSize % kFrameAlign == 0);
 static_assert(record::kReserved + 4 == record::kSize);
 static_assert(index_header::kChecksum + 8 == index_header::kSize);
-static_assert(index_entry::kLocatorsChecksum + 8 == index_entry::kSize);
+static_assert(index_entry::kEntryChecksum + 8 == index_entry::kSize);
 static_assert(checkpoint::kReserved + 48 == checkpoint::kChecksum &&
               checkpoint::kChecksum + 8 == checkpoint::kSize);
 static_assert(kMaxEventsPerBatch < (1u << 15), "a locator holds a record index in 15 bits");

@@ -295,9 +295,12 @@ std::vector<StreamInfo> Store::Impl::list_streams() const {
   {
     ReaderLock ix(&index_mu_);
     out.reserve(index_.stream_count());
-    for (const auto& [key, e] : index_.entries())
+    // (A damaged persisted entry ends the list early; reads of the streams
+    // it hides fail with kCorruption, and verify names it.)
+    index_.for_each([&](const std::string& key, const auto& e) {
       out.push_back(StreamInfo{key.substr(0, e.type_len), key.substr(e.type_len + 1),
                                StreamVersion(e.version())});
+    });
   }
   std::sort(out.begin(), out.end(), [](const StreamInfo& a, const StreamInfo& b) {
     return std::tie(a.type, a.id) < std::tie(b.type, b.id);

@@ -126,6 +126,7 @@ Status Store::Impl::open_locked() {
   EVENTSOURCE_RETURN_IF_ERROR(load_checkpoint_and_index(&scan_seg, &scan_off, &expected));
   std::optional<BadFrame> bad;
   EVENTSOURCE_RETURN_IF_ERROR(scan_log(scan_seg, scan_off, expected, &bad));
+  if (index_damaged()) EVENTSOURCE_RETURN_IF_ERROR(rescan_without_index(&bad));
   if (bad && repair_mode_) {
     RepairReport& rep = *repair_report_;
     uint64_t cut = 0;
@@ -396,6 +397,7 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   std::string key;
   Status status;
   const StreamIndex* index = &index_;  // (index_mu_ is held; the lambda cannot show it)
+  std::string index_damage;
   bool ok = for_each_record(
       frame, h, seed_, &buf, &err,
       [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
@@ -411,6 +413,10 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
         while (k < streams.size() && streams[k].key != key) ++k;
         if (k == streams.size()) {
           const StreamIndex::Entry* e = index->find(key);
+          if (e != nullptr && !e->damage.empty()) {
+            index_damage = e->damage;
+            return false;
+          }
           streams.push_back(
               {key, static_cast<uint8_t>(ev.stream_type.size()), e ? e->version() : 0});
         }
@@ -430,6 +436,13 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
         return true;
       },
       RecordCheck::kFrameVerified);
+  if (!index_damage.empty()) {
+    // Not the frame's fault: the persisted index cannot say where this
+    // stream stands. open() drops the index and scans the whole log.
+    index_damaged_ = true;
+    return corruption(fmt::format("{}: the persisted index is damaged: {}", path_, index_damage),
+                      static_cast<int64_t>(index_slot_), -1);
+  }
   if (!ok)
     return corruption(fmt::format("{}: {}", where(slot, offset), err), static_cast<int64_t>(slot),
                       static_cast<int64_t>(offset));
@@ -441,6 +454,33 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   for (size_t i = 0; i < locators.size(); ++i) index_.ids().add(fps[i], locators[i].second);
   index_.note_added(h.count);
   return Status();
+}
+
+bool Store::Impl::index_damaged() const {
+  ReaderLock ix(&index_mu_);
+  return index_damaged_;
+}
+
+Status Store::Impl::rescan_without_index(std::optional<BadFrame>* bad) {
+  {
+    WriterLock ix(&index_mu_);
+    ckpt_problem_ = fmt::format(
+        "{}: persisted index unusable (a directory entry is damaged); "
+        "scanning the log",
+        where(index_slot_, slot_offset(index_slot_)));
+    index_.clear();
+    if (index_map_ != nullptr) os_->unmap(index_map_, index_map_len_);
+    index_map_ = nullptr;
+    index_slot_ = kNoSlot;
+    index_epoch_ = 0;
+    index_covers_ = 0;
+    index_damaged_ = false;
+    committed_.store(0, std::memory_order_release);
+  }
+  next_position_ = 1;
+  tail_offset_ = tail_slot_ = tail_epoch_ = 0;
+  last_frame_offset_ = 0;
+  return scan_log(0, 0, 1, bad);
 }
 
 Status Store::Impl::scan_log(size_t seg_index, uint64_t offset, uint64_t expected,

@@ -127,6 +127,11 @@ class Store::Impl {
   // the first bad frame (returned in *bad).
   Status scan_log(size_t seg_index, uint64_t offset, uint64_t expected,
                   std::optional<BadFrame>* bad) EVENTSOURCE_REQUIRES(write_mu_);
+  // Whether the scan met a damaged persisted directory entry; then the
+  // persisted index is dropped and the whole log scanned [F-21].
+  bool index_damaged() const EVENTSOURCE_EXCLUDES(index_mu_);
+  Status rescan_without_index(std::optional<BadFrame>* bad) EVENTSOURCE_REQUIRES(write_mu_)
+      EVENTSOURCE_EXCLUDES(index_mu_);
   // True when some frame after `bad` proves that the bad frame had been durable.
   bool later_frame_proves_durable(const BadFrame& bad) const;
   struct Range {
@@ -291,6 +296,7 @@ class Store::Impl {
   uint64_t index_covers_ EVENTSOURCE_GUARDED_BY(index_mu_) = 0;
   uint64_t index_slot_ EVENTSOURCE_GUARDED_BY(index_mu_) = kNoSlot;  // the persisted index
   uint64_t index_epoch_ EVENTSOURCE_GUARDED_BY(index_mu_) = 0;
+  bool index_damaged_ EVENTSOURCE_GUARDED_BY(index_mu_) = false;
   std::atomic<uint64_t> committed_{0};  // written only with index_mu_ held
 
   // The event segments in log order: an immutable table, replaced whole.

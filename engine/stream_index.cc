@@ -19,17 +19,119 @@ uint64_t StreamIndex::Entry::locator(uint64_t v) const {
   return delta[v - 1 - persisted_count];
 }
 
-StreamIndex::Entry* StreamIndex::find(std::string_view key) {
-  auto it = map_.find(std::string(key));
-  return it == map_.end() ? nullptr : &it->second;
+StreamIndex::StreamIndex() = default;
+StreamIndex::StreamIndex(StreamIndex&&) noexcept = default;
+StreamIndex& StreamIndex::operator=(StreamIndex&&) noexcept = default;
+StreamIndex::~StreamIndex() = default;
+
+uint64_t StreamIndex::entry_checksum(const uint8_t* d, const uint8_t* name, uint64_t name_len,
+                                     uint64_t seed) {
+  return checksum64(d, ie::kEntryChecksum, seed) ^ checksum64(name, name_len, seed);
 }
 
-const StreamIndex::Entry* StreamIndex::find(std::string_view key) const {
-  auto it = map_.find(std::string(key));
-  return it == map_.end() ? nullptr : &it->second;
+std::string StreamIndex::probe(uint64_t i, Probe* out) const {
+  const Dir& dir = *dir_;
+  const uint8_t* d = dir.entries + i * ie::kSize;
+  const uint64_t first = get_u64(d + ie::kLocatorsIndex);
+  const uint64_t count = get_u64(d + ie::kCount);
+  const uint64_t name_at = get_u32(d + ie::kNameOffset);
+  const uint8_t type_len = d[ie::kTypeLen];
+  const uint16_t id_len = get_u16(d + ie::kIdLen);
+  // The name's bounds first, then the checksum, then what the fields say.
+  if (name_at > dir.names_len || uint64_t{type_len} + id_len > dir.names_len - name_at)
+    return fmt::format("index entry {} is inconsistent", i);
+  const uint8_t* name = dir.names + name_at;
+  if (entry_checksum(d, name, type_len + id_len, dir.seed) != get_u64(d + ie::kEntryChecksum))
+    return fmt::format("index entry {} fails its checksum", i);
+  if (first > dir.locator_count || count > dir.locator_count - first || count == 0 ||
+      type_len == 0 || id_len == 0 || d[ie::kReserved] != 0)
+    return fmt::format("index entry {} is inconsistent", i);
+  if (std::memchr(name, '-', type_len) != nullptr)
+    return fmt::format("index entry {} has a stream type containing '-'", i);
+  out->first = first;
+  out->count = count;
+  out->sum = get_u64(d + ie::kLocatorsChecksum);
+  out->type_len = type_len;
+  out->type = std::string_view(reinterpret_cast<const char*>(name), type_len);
+  out->id = std::string_view(reinterpret_cast<const char*>(name) + type_len, id_len);
+  return "";
+}
+
+namespace {
+
+// memcmp order of `key` against the name type + '-' + id [F-19] (unsigned
+// bytes, a prefix first), without building the name.
+int compare_name(std::string_view key, std::string_view type, std::string_view id) {
+  size_t pos = 0;
+  for (std::string_view part : {type, std::string_view("-"), id}) {
+    const size_t n = std::min(part.size(), key.size() - pos);
+    if (int c = std::memcmp(key.data() + pos, part.data(), n); c != 0) return c;
+    if (n < part.size()) return -1;  // the key ended first
+    pos += n;
+  }
+  return pos < key.size() ? 1 : 0;
+}
+
+}  // namespace
+
+std::string StreamIndex::search(std::string_view key, uint64_t* found) const {
+  *found = ~uint64_t{0};
+  uint64_t lo = 0, hi = persisted_streams_;
+  while (lo < hi) {
+    const uint64_t mid = lo + (hi - lo) / 2;
+    Probe p;
+    if (std::string why = probe(mid, &p); !why.empty()) return why;
+    const int c = compare_name(key, p.type, p.id);
+    if (c == 0) {
+      *found = mid;
+      return "";
+    }
+    if (c < 0)
+      hi = mid;
+    else
+      lo = mid + 1;
+  }
+  return "";
+}
+
+StreamIndex::Entry StreamIndex::from_probe(const Probe& p) const {
+  Entry e;
+  e.type_len = p.type_len;
+  e.persisted = dir_->locators + p.first * 8;
+  e.persisted_count = p.count;
+  e.persisted_sum = p.sum;
+  if (!dir_->copy.empty()) e.verified->store(true);  // checked at load
+  return e;
+}
+
+const StreamIndex::Entry* StreamIndex::lookup(std::string_view key) const {
+  if (auto it = map_.find(std::string(key)); it != map_.end()) return &it->second;
+  if (dir_ == nullptr) return nullptr;
+  MutexLock lock(&dir_->mu);
+  if (auto it = dir_->looked_up.find(std::string(key)); it != dir_->looked_up.end())
+    return &it->second;
+  uint64_t i;
+  Probe p;
+  std::string why = search(key, &i);
+  if (why.empty() && i != ~uint64_t{0}) why = probe(i, &p);
+  if (!why.empty()) {
+    // Set once: entries handed out before never see it change.
+    if (dir_->damaged.damage.empty()) dir_->damaged.damage = why;
+    return &dir_->damaged;
+  }
+  if (i == ~uint64_t{0}) return nullptr;
+  return &dir_->looked_up.emplace(std::string(key), from_probe(p)).first->second;
+}
+
+const StreamIndex::Entry* StreamIndex::find(std::string_view key) const { return lookup(key); }
+
+StreamIndex::Entry* StreamIndex::find(std::string_view key) {
+  return const_cast<Entry*>(lookup(key));
 }
 
 StreamIndex::Entry& StreamIndex::get_or_add(const std::string& key, uint8_t type_len) {
+  Entry* e = find(key);
+  if (e != nullptr && e->damage.empty()) return *e;
   auto [it, inserted] = map_.try_emplace(key);
   if (inserted) it->second.type_len = type_len;
   return it->second;
@@ -37,6 +139,8 @@ StreamIndex::Entry& StreamIndex::get_or_add(const std::string& key, uint8_t type
 
 void StreamIndex::clear() {
   map_.clear();
+  dir_.reset();
+  persisted_streams_ = 0;
   ids_.clear();
   events_ = 0;
 }
@@ -66,11 +170,10 @@ std::string blob_layout(const uint8_t* p, uint64_t n, BlobLayout* l) {
   return "";
 }
 
-// [F-20]: header, directory and names, and the event-id fences and sums
-// (`ids_sum`, the id section's own checksum of them).
-uint64_t fold_checksum(const uint8_t* p, const BlobLayout& l, uint64_t ids_sum, uint64_t seed) {
-  return checksum64(p, ih::kChecksum, seed) ^
-         checksum64(p + ih::kSize, l.loc_off - ih::kSize, seed) ^ ids_sum;
+// [F-20]: the header and the event-id fences and sums (`ids_sum`, the id
+// section's own checksum of them). Directory entries carry their own.
+uint64_t fold_checksum(const uint8_t* p, uint64_t ids_sum, uint64_t seed) {
+  return checksum64(p, ih::kChecksum, seed) ^ ids_sum;
 }
 
 }  // namespace
@@ -83,20 +186,36 @@ uint64_t StreamIndex::blob_checksum(const uint8_t* p, uint64_t n, uint64_t seed)
   // (The section's checksum is computed before it is judged.)
   const std::string ignored =
       ids.load_section(p + l.ids_off, n - l.ids_off, l.locators, seed, false, &ids_sum);
-  return fold_checksum(p, l, ids_sum, seed);
+  return fold_checksum(p, ids_sum, seed);
 }
 
 std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_offset,
                                     uint64_t seed, std::string* error) const {
-  std::vector<const std::pair<const std::string, Entry>*> sorted;
-  sorted.reserve(map_.size());
+  struct Stream {
+    std::string key;
+    uint8_t type_len;
+    const uint8_t* persisted;
+    uint64_t persisted_count;
+    const std::vector<uint64_t>* delta;  // (null: none)
+  };
+  std::vector<Stream> sorted;
+  sorted.reserve(stream_count());
   uint64_t names_len = 0, locators = 0;
-  for (const auto& kv : map_) {
-    sorted.push_back(&kv);
-    names_len += kv.first.size() - 1;  // without the '-'
-    locators += kv.second.version();
-  }
-  std::sort(sorted.begin(), sorted.end(), [](auto* a, auto* b) { return a->first < b->first; });
+  std::string damage;
+  *error = for_each([&](const std::string& key, const Entry& e) {
+    // A persisted slice is copied only once its checksum holds: a damaged
+    // one must not be signed again as good.
+    if (std::string why = verify_entry(e, seed); !why.empty() && damage.empty())
+      damage = fmt::format("stream {}: {}", key, why);
+    sorted.push_back(
+        {key, e.type_len, e.persisted, e.persisted_count, e.delta.empty() ? nullptr : &e.delta});
+    names_len += key.size() - 1;  // without the '-'
+    locators += e.version();
+  });
+  if (error->empty()) *error = damage;
+  if (!error->empty()) return {};
+  std::sort(sorted.begin(), sorted.end(),
+            [](const Stream& a, const Stream& b) { return a.key < b.key; });
   const uint64_t dir_off = ih::kSize;
   const uint64_t names_off = dir_off + sorted.size() * ie::kSize;
   const uint64_t loc_off = align_up(names_off + names_len, 8);
@@ -105,24 +224,25 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
   uint8_t* p = reinterpret_cast<uint8_t*>(blob.data());
   uint64_t name_pos = 0, loc_pos = 0;
   for (size_t i = 0; i < sorted.size(); ++i) {
-    const std::string& key = sorted[i]->first;
-    const Entry& e = sorted[i]->second;
+    const Stream& st = sorted[i];
     uint8_t* d = p + dir_off + i * ie::kSize;
     uint8_t* locs = p + loc_off + loc_pos * 8;
-    uint64_t n = e.version();
-    if (e.persisted_count > 0) std::memcpy(locs, e.persisted, e.persisted_count * 8);
-    if (!e.delta.empty())
-      std::memcpy(locs + e.persisted_count * 8, e.delta.data(), e.delta.size() * 8);
+    const uint64_t delta = st.delta ? st.delta->size() : 0;
+    const uint64_t n = st.persisted_count + delta;
+    if (st.persisted_count > 0) std::memcpy(locs, st.persisted, st.persisted_count * 8);
+    if (delta > 0) std::memcpy(locs + st.persisted_count * 8, st.delta->data(), delta * 8);
+    const uint64_t id_len = st.key.size() - st.type_len - 1;
+    uint8_t* name = p + names_off + name_pos;
+    std::memcpy(name, st.key.data(), st.type_len);
+    std::memcpy(name + st.type_len, st.key.data() + st.type_len + 1, id_len);
     put_u64(d + ie::kLocatorsIndex, loc_pos);
     put_u64(d + ie::kCount, n);
     put_u32(d + ie::kNameOffset, static_cast<uint32_t>(name_pos));
-    d[ie::kTypeLen] = e.type_len;
-    put_u16(d + ie::kIdLen, static_cast<uint16_t>(key.size() - e.type_len - 1));
+    d[ie::kTypeLen] = st.type_len;
+    put_u16(d + ie::kIdLen, static_cast<uint16_t>(id_len));
     put_u64(d + ie::kLocatorsChecksum, checksum64(locs, n * 8, seed));
-    std::memcpy(p + names_off + name_pos, key.data(), e.type_len);
-    std::memcpy(p + names_off + name_pos + e.type_len, key.data() + e.type_len + 1,
-                key.size() - e.type_len - 1);
-    name_pos += key.size() - 1;
+    put_u64(d + ie::kEntryChecksum, entry_checksum(d, name, st.key.size() - 1, seed));
+    name_pos += st.key.size() - 1;
     loc_pos += n;
   }
   std::memcpy(p + ih::kMagic, format::kIndexMagic, 8);
@@ -140,7 +260,7 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
     *error = fmt::format("the index holds {} event ids for {} locators", ids_.size(), locators);
     return {};
   }
-  put_u64(p + ih::kChecksum, fold_checksum(p, l, ids_sum, seed));
+  put_u64(p + ih::kChecksum, fold_checksum(p, ids_sum, seed));
   return blob;
 }
 
@@ -151,12 +271,17 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   if (std::memcmp(p + ih::kMagic, format::kIndexMagic, 8) != 0) return "index blob has a bad magic";
   BlobLayout l;
   if (std::string why = blob_layout(p, n, &l); !why.empty()) return why;
-  const uint64_t streams = l.streams, locators = l.locators, names_len = l.names_len;
-  const uint64_t dir_off = ih::kSize, names_off = l.names_off, loc_off = l.loc_off;
+  auto dir = std::make_unique<Dir>();
+  if (copy) {
+    dir->copy.assign(reinterpret_cast<const char*>(p), n);
+    p = reinterpret_cast<const uint8_t*>(dir->copy.data());
+  }
+  if (!all_zero(p + l.names_off + l.names_len, l.loc_off - l.names_off - l.names_len))
+    return "index blob has non-zero padding before its locators";
   uint64_t ids_sum = 0;
   std::string ids_why =
-      ids_.load_section(p + l.ids_off, n - l.ids_off, locators, seed, copy, &ids_sum);
-  if (fold_checksum(p, l, ids_sum, seed) != get_u64(p + ih::kChecksum)) {
+      ids_.load_section(p + l.ids_off, n - l.ids_off, l.locators, seed, copy, &ids_sum);
+  if (fold_checksum(p, ids_sum, seed) != get_u64(p + ih::kChecksum)) {
     clear();
     return "index blob checksum mismatch";
   }
@@ -166,71 +291,38 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   }
   info->covers_position = get_u64(p + ih::kCoversPosition);
   info->log_end_offset = get_u64(p + ih::kLogEndOffset);
-  info->stream_count = streams;
-  info->locator_count = locators;
+  info->stream_count = l.streams;
+  info->locator_count = l.locators;
   // The index covers positions 1..covers_position, one locator each: fewer
   // would hide events (and let appends reuse their versions), more would
   // name events that are not there.
-  if (locators != info->covers_position) {
+  if (l.locators != info->covers_position) {
     clear();
-    return fmt::format("index blob holds {} locators but covers positions 1..{}", locators,
+    return fmt::format("index blob holds {} locators but covers positions 1..{}", l.locators,
                        info->covers_position);
   }
-  map_.reserve(streams);
-  uint64_t expect_loc = 0;
-  std::string key;
-  for (uint64_t i = 0; i < streams; ++i) {
-    const uint8_t* d = p + dir_off + i * ie::kSize;
-    uint64_t first = get_u64(d + ie::kLocatorsIndex);
-    uint64_t count = get_u64(d + ie::kCount);
-    uint64_t name_at = get_u32(d + ie::kNameOffset);
-    uint8_t type_len = d[ie::kTypeLen];
-    uint16_t id_len = get_u16(d + ie::kIdLen);
-    if (first != expect_loc || count > locators - first || count == 0 || type_len == 0 ||
-        id_len == 0 || name_at + type_len + id_len > names_len || d[ie::kReserved] != 0) {
-      clear();
-      return fmt::format("index entry {} is inconsistent", i);
-    }
-    expect_loc += count;
-    const char* name = reinterpret_cast<const char*>(p + names_off + name_at);
-    key.assign(name, type_len);
-    key += '-';
-    key.append(name + type_len, id_len);
-    if (std::memchr(name, '-', type_len) != nullptr) {
-      clear();
-      return fmt::format("index entry {} has a stream type containing '-'", i);
-    }
-    auto [it, inserted] = map_.try_emplace(key);
-    if (!inserted) {
-      clear();
-      return fmt::format("index lists stream {} twice", key);
-    }
-    Entry& e = it->second;
-    e.type_len = type_len;
-    const uint8_t* locs = p + loc_off + first * 8;
-    e.persisted_sum = get_u64(d + ie::kLocatorsChecksum);
-    if (copy) {
-      if (checksum64(locs, count * 8, seed) != e.persisted_sum) {
-        clear();
-        return fmt::format("index locators of stream {} fail their checksum", key);
-      }
-      e.delta.resize(count);
-      std::memcpy(e.delta.data(), locs, count * 8);
-      e.verified->store(true);
-    } else {
-      e.persisted = locs;
-      e.persisted_count = count;
-    }
-  }
-  if (expect_loc != locators) {
-    clear();
-    return "index entries do not account for every locator";
-  }
-  events_ = locators;
-  return "";
+  dir->entries = p + ih::kSize;
+  dir->names = p + l.names_off;
+  dir->names_len = l.names_len;
+  dir->locators = p + l.loc_off;
+  dir->locator_count = l.locators;
+  dir->seed = seed;
+  dir_ = std::move(dir);
+  persisted_streams_ = l.streams;
+  events_ = l.locators;
+  if (!copy) return "";  // each entry is checked on first use
+  // A copy is checked whole now: the directory, and each locator slice.
+  std::string why = walk([&](const std::string& key, const Probe& pr) -> std::string {
+    if (checksum64(dir_->locators + pr.first * 8, pr.count * 8, seed) != pr.sum)
+      return "index locators of stream " + key + " fail their checksum";
+    return "";
+  });
+  if (!why.empty()) clear();
+  return why;
 }
 
 std::string StreamIndex::verify_entry(const Entry& e, uint64_t seed) {
+  if (!e.damage.empty()) return e.damage;
   if (e.persisted_count == 0 || e.verified->load(std::memory_order_acquire)) return "";
   if (checksum64(e.persisted, e.persisted_count * 8, seed) != e.persisted_sum)
     return "persisted index locators fail their checksum";

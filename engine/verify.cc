@@ -562,7 +562,8 @@ void Verifier::check_index() {
   std::unordered_map<uint64_t, uint32_t> id_keys;  // locator -> id table key of its record
   id_keys.reserve(info.locator_count);
   bool locators_ok = true;
-  for (const auto& [key, e] : index.entries()) {
+  // (The copying load checked every directory entry: for_each finds no damage.)
+  index.for_each([&](const std::string& key, const StreamIndex::Entry& e) {
     for (uint64_t v = 1; v <= e.version(); ++v) {
       uint64_t loc = e.locator(v);
       const format::Locator decoded = format::decode_locator(loc);
@@ -613,7 +614,7 @@ void Verifier::check_index() {
       }
       id_keys.emplace(loc, IdTable::key(IdTable::fingerprint(ev.id, seed_)));
     }
-  }
+  });
   // The event-id table [F-50]: exactly one entry per indexed event, each
   // with the key of that event's id. (Checked when every locator was good.)
   if (!locators_ok) return;

@@ -59,10 +59,11 @@ std::string build(const StreamIndex& index, uint64_t covers, uint64_t log_end) {
 
 Content content_of(const StreamIndex& index) {
   Content c;
-  for (const auto& [key, e] : index.entries()) {
+  const std::string damage = index.for_each([&](const std::string& key, const auto& e) {
     std::vector<uint64_t>& locs = c[key];
     for (uint64_t v = 1; v <= e.version(); ++v) locs.push_back(e.locator(v));
-  }
+  });
+  CHECK(damage == "");
   return c;
 }
 
@@ -120,6 +121,8 @@ Loaded load(const std::string& blob, Load mode, uint64_t seed = kSeed) {
 // What the table expects of a damaged blob.
 enum class Outcome : uint8_t {
   kBad,          // both loads fail with the reason, leaving the index empty
+  kEntryBad,     // a copying load fails; an in-place load succeeds, but walking its
+                 // directory (for_each) fails with the same reason
   kLocatorsBad,  // a copying load fails; an in-place load succeeds but verify_entry fails
   kValid,        // both loads give the fixture's content
 };
@@ -204,18 +207,18 @@ const Case kCases[] = {
      [](std::string& b) { add64(b, ih::kCoversPosition, 1); }, Resign::kNone, Outcome::kBad,
      "blob checksum mismatch"},
     {"a directory byte changed, not re-signed", "[F-20]",
-     [](std::string& b) { entry_at(b, 1)[ie::kCount] ^= 0x40; }, Resign::kNone, Outcome::kBad,
-     "blob checksum mismatch"},
+     [](std::string& b) { entry_at(b, 1)[ie::kCount] ^= 0x40; }, Resign::kNone, Outcome::kEntryBad,
+     "index entry 1 fails its checksum"},
     {"a name byte changed, not re-signed", "[F-20]",
-     [](std::string& b) { b[names_offset(b)] ^= 0x20; }, Resign::kNone, Outcome::kBad,
-     "blob checksum mismatch"},
+     [](std::string& b) { b[names_offset(b)] ^= 0x20; }, Resign::kNone, Outcome::kEntryBad,
+     "index entry 0 fails its checksum"},
     {"a padding byte non-zero, not re-signed", "[F-20]",
      [](std::string& b) { b[field64(b, ih::kLocatorsOffset) - 1] = 1; }, Resign::kNone,
-     Outcome::kBad, "blob checksum mismatch"},
+     Outcome::kBad, "non-zero padding before its locators"},
     // Directory entries, behind the checksum.
     {"an entry's locators_index not the sum of the counts before it", "[F-20]",
      [](std::string& b) { put_u64(entry_at(b, 1) + ie::kLocatorsIndex, 0); }, Resign::kAll,
-     Outcome::kBad, "index entry 1 is inconsistent"},
+     Outcome::kEntryBad, "index entry 1 is inconsistent"},
     {"an entry with count 0", "[F-20]",
      [](std::string& b) {
        put_u64(entry_at(b, 2) + ie::kCount, 0);
@@ -235,35 +238,35 @@ const Case kCases[] = {
        set64(b, ih::kIdsOffset, b.size());
        b += section;
      },
-     Resign::kAll, Outcome::kBad, "index entry 2 is inconsistent"},
+     Resign::kAll, Outcome::kEntryBad, "index entry 2 is inconsistent"},
     {"the last entry's count past locator_count", "[F-20]",
-     [](std::string& b) { put_u64(entry_at(b, 2) + ie::kCount, 4); }, Resign::kAll, Outcome::kBad,
-     "index entry 2 is inconsistent"},
+     [](std::string& b) { put_u64(entry_at(b, 2) + ie::kCount, 4); }, Resign::kAll,
+     Outcome::kEntryBad, "index entry 2 is inconsistent"},
     {"an entry with type length 0", "[F-20]",
-     [](std::string& b) { entry_at(b, 0)[ie::kTypeLen] = 0; }, Resign::kAll, Outcome::kBad,
+     [](std::string& b) { entry_at(b, 0)[ie::kTypeLen] = 0; }, Resign::kAll, Outcome::kEntryBad,
      "index entry 0 is inconsistent"},
     {"an entry with id length 0", "[F-20]",
-     [](std::string& b) { put_u16(entry_at(b, 1) + ie::kIdLen, 0); }, Resign::kAll, Outcome::kBad,
-     "index entry 1 is inconsistent"},
+     [](std::string& b) { put_u16(entry_at(b, 1) + ie::kIdLen, 0); }, Resign::kAll,
+     Outcome::kEntryBad, "index entry 1 is inconsistent"},
     {"an entry's name past names_len", "[F-20]",
      [](std::string& b) {
        put_u32(entry_at(b, 2) + ie::kNameOffset,
                static_cast<uint32_t>(field64(b, ih::kNamesLen) - 6 + 1));
      },
-     Resign::kAll, Outcome::kBad, "index entry 2 is inconsistent"},
+     Resign::kAll, Outcome::kEntryBad, "index entry 2 is inconsistent"},
     {"an entry's reserved byte non-zero", "[F-20]",
-     [](std::string& b) { entry_at(b, 1)[ie::kReserved] = 1; }, Resign::kAll, Outcome::kBad,
+     [](std::string& b) { entry_at(b, 1)[ie::kReserved] = 1; }, Resign::kAll, Outcome::kEntryBad,
      "index entry 1 is inconsistent"},
     {"a stream type containing '-'", "[F-20]", [](std::string& b) { b[names_offset(b) + 1] = '-'; },
-     Resign::kAll, Outcome::kBad, "index entry 0 has a stream type containing '-'"},
+     Resign::kAll, Outcome::kEntryBad, "index entry 0 has a stream type containing '-'"},
     {"a name used by an earlier entry", "[F-20]",
      [](std::string& b) {
        put_u32(entry_at(b, 2) + ie::kNameOffset, get_u32(entry_at(b, 1) + ie::kNameOffset));
      },
-     Resign::kAll, Outcome::kBad, "lists stream Order-1 twice"},
+     Resign::kAll, Outcome::kEntryBad, "lists stream Order-1 twice"},
     {"counts that do not sum to locator_count", "[F-20]",
-     [](std::string& b) { put_u64(entry_at(b, 2) + ie::kCount, 2); }, Resign::kAll, Outcome::kBad,
-     "do not account for every locator"},
+     [](std::string& b) { put_u64(entry_at(b, 2) + ie::kCount, 2); }, Resign::kAll,
+     Outcome::kEntryBad, "do not account for every locator"},
     // Locators: one checksum per stream, checked at a copying load or by verify_entry.
     {"a locator byte changed", "[F-20]",
      [](std::string& b) { b[field64(b, ih::kLocatorsOffset) + 8 * 2 + 1] ^= 1; }, Resign::kNone,
@@ -271,15 +274,17 @@ const Case kCases[] = {
     {"a locator checksum bit flipped, blob re-signed", "[F-20]",
      [](std::string& b) {
        entry_at(b, 0)[ie::kLocatorsChecksum] ^= 2;
-       set64(b, ih::kChecksum, StreamIndex::blob_checksum(bytes(b), b.size(), kSeed));
+       const uint8_t* d = entry_at(b, 0);
+       set64(b, ih::kSize + ie::kEntryChecksum,  // entry 0's own checksum
+             StreamIndex::entry_checksum(d, bytes(b) + names_offset(b), 5, kSeed));
      },
      Resign::kNone, Outcome::kLocatorsBad, "locators of stream Cart-x fail their checksum"},
     // Valid once re-signed: rules readers do not have.
-    {"the directory out of sort order", "[F-19]", swap_order_streams, Resign::kAll, Outcome::kValid,
-     nullptr},
+    {"the directory out of sort order", "[F-19]", swap_order_streams, Resign::kAll,
+     Outcome::kEntryBad, "index directory is not in name order at entry 2"},
     {"a non-zero padding byte, re-signed", "[F-20]",
      [](std::string& b) { b[field64(b, ih::kLocatorsOffset) - 1] = 1; }, Resign::kAll,
-     Outcome::kValid, nullptr},
+     Outcome::kBad, "non-zero padding before its locators"},
 };
 
 TEST_SUITE("stream-index") {
@@ -353,7 +358,8 @@ TEST_SUITE("stream-index") {
       REQUIRE(e != nullptr);
       CHECK(e->type_len == 4);
       if (mode == Load::kCopy) {
-        CHECK(e->persisted == nullptr);
+        // Points into the index's own copy, checked at load.
+        CHECK((e->persisted < bytes(blob) || e->persisted >= bytes(blob) + blob.size()));
         CHECK(e->verified->load());
       } else {
         // Points into the blob; verified lazily.
@@ -372,15 +378,15 @@ TEST_SUITE("stream-index") {
     StreamIndex index;
     add_stream(index, "Order", "42", {0x1080, 0x110b});
     const std::string b = build(index, 2, 0x1190);
-    REQUIRE(b.size() == 168);
+    REQUIRE(b.size() == 176);
     CHECK(std::memcmp(b.data(), format::kIndexMagic, 8) == 0);
     CHECK(field64(b, ih::kCoversPosition) == 2);
     CHECK(field64(b, ih::kLogEndOffset) == 0x1190);
     CHECK(field64(b, ih::kStreamCount) == 1);
     CHECK(field64(b, ih::kLocatorCount) == 2);
     CHECK(field64(b, ih::kNamesLen) == 7);
-    CHECK(field64(b, ih::kLocatorsOffset) == 112);
-    CHECK(field64(b, ih::kIdsOffset) == 128);
+    CHECK(field64(b, ih::kLocatorsOffset) == 120);
+    CHECK(field64(b, ih::kIdsOffset) == 136);
     const uint8_t* d = bytes(b) + ih::kSize;
     CHECK(get_u64(d + ie::kLocatorsIndex) == 0);
     CHECK(get_u64(d + ie::kCount) == 2);
@@ -388,27 +394,28 @@ TEST_SUITE("stream-index") {
     CHECK(d[ie::kTypeLen] == 5);
     CHECK(d[ie::kReserved] == 0);
     CHECK(get_u16(d + ie::kIdLen) == 2);
-    CHECK(b.substr(104, 7) == "Order42");
-    CHECK(b[111] == 0);
-    CHECK(field64(b, 112) == 0x1080);
-    CHECK(field64(b, 120) == 0x110b);
+    CHECK(b.substr(112, 7) == "Order42");
+    CHECK(b[119] == 0);
+    CHECK(field64(b, 120) == 0x1080);
+    CHECK(field64(b, 128) == 0x110b);
     // "Event-id table" [F-50]: one fence, one block checksum, one block of
     // two keys (sorted) and their locators.
     const uint32_t k1 = IdTable::key(IdTable::fingerprint(id_of(0x1080), kSeed));
     const uint32_t k2 = IdTable::key(IdTable::fingerprint(id_of(0x110b), kSeed));
     const bool swapped = k2 < k1;
-    CHECK(get_u32(bytes(b) + 128) == std::min(k1, k2));
-    CHECK(get_u32(bytes(b) + 132) == 0);
-    CHECK(get_u32(bytes(b) + 144) == std::min(k1, k2));
-    CHECK(get_u32(bytes(b) + 148) == std::max(k1, k2));
-    CHECK(field64(b, 152) == (swapped ? 0x110b : 0x1080));
-    CHECK(field64(b, 160) == (swapped ? 0x1080 : 0x110b));
-    CHECK(field64(b, 136) == checksum64(b.data() + 144, 24, kSeed));
-    // [F-1] "Checksums": blob[64:72] and entry[24:32].
+    CHECK(get_u32(bytes(b) + 136) == std::min(k1, k2));
+    CHECK(get_u32(bytes(b) + 140) == 0);
+    CHECK(get_u32(bytes(b) + 152) == std::min(k1, k2));
+    CHECK(get_u32(bytes(b) + 156) == std::max(k1, k2));
+    CHECK(field64(b, 160) == (swapped ? 0x110b : 0x1080));
+    CHECK(field64(b, 168) == (swapped ? 0x1080 : 0x110b));
+    CHECK(field64(b, 144) == checksum64(b.data() + 152, 24, kSeed));
+    // [F-1] "Checksums": blob[64:72], entry[24:32] and entry[32:40].
     CHECK(field64(b, ih::kChecksum) ==
-          (checksum64(b.data(), 64, kSeed) ^ checksum64(b.data() + 72, 112 - 72, kSeed) ^
-           checksum64(b.data() + 128, 16, kSeed)));
-    CHECK(get_u64(d + ie::kLocatorsChecksum) == checksum64(b.data() + 112, 16, kSeed));
+          (checksum64(b.data(), 64, kSeed) ^ checksum64(b.data() + 136, 16, kSeed)));
+    CHECK(get_u64(d + ie::kLocatorsChecksum) == checksum64(b.data() + 120, 16, kSeed));
+    CHECK(get_u64(d + ie::kEntryChecksum) ==
+          (checksum64(d, 32, kSeed) ^ checksum64(b.data() + 112, 7, kSeed)));
   }
 
   TEST_CASE("the directory is in memcmp order of type-id, names packed, locators in order") {
@@ -509,13 +516,20 @@ TEST_SUITE("stream-index") {
           CHECK(in_place.index.stream_count() == 0);
           CHECK(in_place.index.event_count() == 0);
           break;
+        case Outcome::kEntryBad:
+          CHECK(copied.error.find(c.reason) != std::string::npos);
+          CHECK(copied.index.stream_count() == 0);
+          REQUIRE(in_place.error == "");
+          CHECK(in_place.index.for_each([](const std::string&, const auto&) {}) == copied.error);
+          break;
         case Outcome::kLocatorsBad: {
           CHECK(copied.error.find(c.reason) != std::string::npos);
           CHECK(copied.index.stream_count() == 0);
           REQUIRE(in_place.error == "");
           int failed = 0;
-          for (const auto& [key, e] : in_place.index.entries())
+          CHECK(in_place.index.for_each([&](const std::string&, const auto& e) {
             failed += StreamIndex::verify_entry(e, kSeed).empty() ? 0 : 1;
+          }) == "");
           CHECK(failed == 1);
           break;
         }
@@ -524,8 +538,9 @@ TEST_SUITE("stream-index") {
           CHECK(in_place.error == "");
           CHECK(content_of(copied.index) == want);
           CHECK(content_of(in_place.index) == want);
-          for (const auto& [key, e] : in_place.index.entries())
+          CHECK(in_place.index.for_each([](const std::string&, const auto& e) {
             CHECK(StreamIndex::verify_entry(e, kSeed) == "");
+          }) == "");
           break;
       }
     }

@@ -35,12 +35,13 @@ using Snapshot = std::map<std::string, std::pair<uint8_t, std::vector<uint64_t>>
 // Every stream's locators (walking locator(v) for v = 1..version()).
 Snapshot snapshot(const StreamIndex& ix) {
   Snapshot out;
-  for (const auto& [key, e] : ix.entries()) {
+  const std::string damage = ix.for_each([&](const std::string& key, const auto& e) {
     std::vector<uint64_t> locs;
     locs.reserve(e.version());
     for (uint64_t v = 1; v <= e.version(); ++v) locs.push_back(e.locator(v));
     out.emplace(key, std::make_pair(e.type_len, std::move(locs)));
-  }
+  });
+  FUZZ_CHECK(damage.empty(), "a loaded copy's directory is damaged: " + damage);
   return out;
 }
 
@@ -61,7 +62,7 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
     FUZZ_CHECK(lazy.stream_count() == lazy_info.stream_count, "stream count differs from blob");
     FUZZ_CHECK(lazy.event_count() == lazy_info.locator_count, "event count differs from blob");
     uint64_t total = 0;
-    for (const auto& [key, e] : lazy.entries()) {
+    const std::string damage = lazy.for_each([&](const std::string& key, const auto& e) {
       FUZZ_CHECK(e.type_len >= 1 && key.size() > e.type_len && key[e.type_len] == '-',
                  "stream key does not split at its type length");
       FUZZ_CHECK(key.find('-') == e.type_len, "stream type contains '-'");
@@ -74,8 +75,10 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
       // verify_entry answers the same the second time (cached).
       FUZZ_CHECK(StreamIndex::verify_entry(e, seed).empty() == e.verified->load(),
                  "verify_entry is not stable");
-    }
-    FUZZ_CHECK(total == lazy_info.locator_count, "entries do not add up to the locator count");
+    });
+    all_verified &= damage.empty();
+    FUZZ_CHECK(!damage.empty() || total == lazy_info.locator_count,
+               "entries do not add up to the locator count");
   }
 
   StreamIndex copied;

@@ -476,14 +476,18 @@ void make_fixed(Output& out, const Paths& tmp) {
     // Every locator gets an event id (its bytes derived from the locator).
     auto put_blob = [&](const std::string& name, StreamIndex& ix, uint64_t covers,
                         uint64_t log_end) {
-      for (const auto& [key, e] : ix.entries())
+      std::vector<std::pair<uint64_t, uint64_t>> ids;  // (fingerprint, locator)
+      const std::string damage = ix.for_each([&](const std::string& key, const auto& e) {
         for (uint64_t v = 1; v <= e.version(); ++v) {
           Uuid id;
           const uint64_t loc = e.locator(v) ^ (v << 40);
           std::memcpy(id.bytes.data(), &loc, 8);
           std::memcpy(id.bytes.data() + 8, key.data(), std::min<size_t>(8, key.size()));
-          ix.ids().add(IdTable::fingerprint(id, seed), e.locator(v));
+          ids.emplace_back(IdTable::fingerprint(id, seed), e.locator(v));
         }
+      });
+      if (!damage.empty()) die("index: " + damage);
+      for (const auto& [fp, loc] : ids) ix.ids().add(fp, loc);
       std::string error;
       std::string blob = ix.build_blob(covers, log_end, seed, &error);
       if (!error.empty()) die("index blob: " + error);

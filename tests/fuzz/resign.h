@@ -64,8 +64,13 @@ inline void resign_index_blob(uint8_t* p, uint64_t n, uint64_t seed) {
     uint8_t* d = p + ih::kSize + i * ie::kSize;
     uint64_t first = get_u64(d + ie::kLocatorsIndex);
     uint64_t count = get_u64(d + ie::kCount);
-    if (first > locators || count > locators - first) continue;
-    put_u64(d + ie::kLocatorsChecksum, checksum64(p + loc_off + first * 8, count * 8, seed));
+    if (first <= locators && count <= locators - first)
+      put_u64(d + ie::kLocatorsChecksum, checksum64(p + loc_off + first * 8, count * 8, seed));
+    const uint64_t name_at = get_u32(d + ie::kNameOffset);
+    const uint64_t name_len = uint64_t{d[ie::kTypeLen]} + get_u16(d + ie::kIdLen);
+    if (name_at + name_len <= names_len)
+      put_u64(d + ie::kEntryChecksum,
+              StreamIndex::entry_checksum(d, p + names_off + name_at, name_len, seed));
   }
   if (uint64_t sum = StreamIndex::blob_checksum(p, n, seed); sum != 0)
     put_u64(p + ih::kChecksum, sum);
