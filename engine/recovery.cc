@@ -98,8 +98,11 @@ Status Store::Impl::open_locked() {
                       "upgrade eventsource to open it",
                       path_, header_.version, format::kFormatVersion));
     if (header_.version < format::kFormatVersion)
-      return not_supported(fmt::format("{}: format version {} is not readable by this library",
-                                       path_, header_.version));
+      return not_supported(fmt::format(
+          "{}: format version {} is older than this library's {} and is not read by it (no "
+          "migration exists: version {} was a development format); read it with the eventsource "
+          "that wrote it, export its events with that version's 'esdump export', and import them",
+          path_, header_.version, format::kFormatVersion, header_.version));
   }
   seed_ = header_.seed();
   seg_size_ = header_.segment_size;
