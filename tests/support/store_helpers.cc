@@ -70,13 +70,15 @@ ReadResult read_stream_events(const Store& store, const StreamId& stream, Stream
 }
 
 Uuid make_uuid(uint64_t hi, uint64_t lo) {
+  // The 6 version and variant bits go where they overwrite nothing: the
+  // result is distinct for distinct (hi < 2^60, lo < 2^62). (Event ids are
+  // unique in a store, so tests must not collide by accident.)
   Uuid u;
-  for (int i = 0; i < 8; ++i) {
-    u.bytes[i] = static_cast<uint8_t>(hi >> (56 - 8 * i));
-    u.bytes[8 + i] = static_cast<uint8_t>(lo >> (56 - 8 * i));
-  }
-  u.bytes[6] = static_cast<uint8_t>((u.bytes[6] & 0x0f) | 0x40);  // version 4
-  u.bytes[8] = static_cast<uint8_t>((u.bytes[8] & 0x3f) | 0x80);  // RFC 4122 variant
+  for (int i = 0; i < 6; ++i) u.bytes[i] = static_cast<uint8_t>(hi >> (40 - 8 * i));
+  u.bytes[6] = static_cast<uint8_t>(0x40 | ((hi >> 48) & 0x0f));  // version 4
+  u.bytes[7] = static_cast<uint8_t>(hi >> 52);
+  u.bytes[8] = static_cast<uint8_t>(0x80 | ((lo >> 56) & 0x3f));  // RFC 4122 variant
+  for (int i = 9; i < 16; ++i) u.bytes[i] = static_cast<uint8_t>(lo >> (48 - 8 * (i - 9)));
   return u;
 }
 

@@ -55,7 +55,8 @@ ReadResult read_stream_events(const Store& store, const StreamId& stream,
                               uint64_t max_count = kUnlimited,
                               ReadDirection direction = ReadDirection::kForward);
 
-// A deterministic, non-nil, version-4-shaped UUID derived from two numbers.
+// A deterministic, non-nil, version-4-shaped UUID derived from two numbers,
+// distinct for distinct (hi < 2^60, lo < 2^62).
 Uuid make_uuid(uint64_t hi, uint64_t lo);
 
 // An event with the given type and payload (everything else default).
