@@ -98,8 +98,11 @@ Status Store::Impl::open_locked() {
                       "upgrade eventsource to open it",
                       path_, header_.version, format::kFormatVersion));
     if (header_.version < format::kFormatVersion)
-      return not_supported(fmt::format("{}: format version {} is not readable by this library",
-                                       path_, header_.version));
+      return not_supported(fmt::format(
+          "{}: format version {} is not readable by this library, which reads version {} only "
+          "(export the events with the eventsource release that wrote the store, 'esdump "
+          "export', and import them into a new store)",
+          path_, header_.version, format::kFormatVersion));
   }
   seed_ = header_.seed();
   seg_size_ = header_.segment_size;

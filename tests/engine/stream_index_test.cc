@@ -339,14 +339,14 @@ TEST_SUITE("stream-index") {
   }
 
   TEST_CASE("the worked example's index blob has the spec's layout and checksums") {
-    // format-spec.md "Worked example": Order-42 with locators 0x1080, 0x110B.
+    // format-spec.md "Worked example": Order-42 with locators 0x1080, 0x10CF.
     StreamIndex index;
-    add_stream(index, "Order", "42", {0x1080, 0x110b});
-    const std::string b = index.build_blob(2, 0x1190, kSeed);
+    add_stream(index, "Order", "42", {0x1080, 0x10cf});
+    const std::string b = index.build_blob(2, 0x1118, kSeed);
     REQUIRE(b.size() == 120);
     CHECK(std::memcmp(b.data(), format::kIndexMagic, 8) == 0);
     CHECK(field64(b, ih::kCoversPosition) == 2);
-    CHECK(field64(b, ih::kLogEndOffset) == 0x1190);
+    CHECK(field64(b, ih::kLogEndOffset) == 0x1118);
     CHECK(field64(b, ih::kStreamCount) == 1);
     CHECK(field64(b, ih::kLocatorCount) == 2);
     CHECK(field64(b, ih::kNamesLen) == 7);
@@ -361,7 +361,7 @@ TEST_SUITE("stream-index") {
     CHECK(b.substr(96, 7) == "Order42");
     CHECK(b[103] == 0);
     CHECK(field64(b, 104) == 0x1080);
-    CHECK(field64(b, 112) == 0x110b);
+    CHECK(field64(b, 112) == 0x10cf);
     // [F-1] "Checksums": blob[56:64] and entry[24:32].
     CHECK(field64(b, ih::kChecksum) ==
           (checksum64(b.data(), 56, kSeed) ^ checksum64(b.data() + 64, 104 - 64, kSeed)));
