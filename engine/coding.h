@@ -54,24 +54,25 @@ inline uint8_t* put_varint(uint8_t* p, uint64_t v) {
   return p;
 }
 
-// Slow path of get_varint: two bytes or more, or an error.
+// Slow path of get_varint: three bytes or more, or an error.
 inline const char* get_varint_long(const uint8_t** p, const uint8_t* end, uint64_t* v) {
   const uint8_t* q = *p;
+  const size_t room = static_cast<size_t>(end - q);
+  const size_t n = room < kMaxVarintLen ? room : kMaxVarintLen;
   uint64_t r = 0;
-  for (size_t i = 0; i < kMaxVarintLen; ++i) {
-    if (q == end) return "runs past the end";
-    const uint8_t b = *q++;
-    if (i == kMaxVarintLen - 1 && b > 1) return "is longer than 10 bytes or exceeds 64 bits";
+  for (size_t i = 0; i < n; ++i) {
+    const uint8_t b = q[i];
     r |= static_cast<uint64_t>(b & 0x7f) << (7 * i);
     if (b < 0x80) {
       // A zero last byte after others adds nothing: an overlong encoding.
       if (b == 0 && i > 0) return "is not minimally encoded";
+      if (i == kMaxVarintLen - 1 && b > 1) return "is longer than 10 bytes or exceeds 64 bits";
       *v = r;
-      *p = q;
+      *p = q + i + 1;
       return nullptr;
     }
   }
-  return "is longer than 10 bytes or exceeds 64 bits";  // unreachable: i == 9 returns above
+  return room < kMaxVarintLen ? "runs past the end" : "is longer than 10 bytes or exceeds 64 bits";
 }
 
 // Decodes the varint at *p, reading only [*p, end). On success stores it in
@@ -80,9 +81,16 @@ inline const char* get_varint_long(const uint8_t** p, const uint8_t* end, uint64
 // bytes ..") and leaves *p and *v alone. Every value has exactly one
 // accepted encoding.
 inline const char* get_varint(const uint8_t** p, const uint8_t* end, uint64_t* v) {
-  if (*p < end && **p < 0x80) [[likely]] {
-    *v = **p;
-    ++*p;
+  const uint8_t* q = *p;
+  if (q < end && q[0] < 0x80) [[likely]] {
+    *v = q[0];
+    *p = q + 1;
+    return nullptr;
+  }
+  // Two bytes (lengths of 128 B .. 16 KiB): the second is the last and not 0.
+  if (end - q >= 2 && q[1] < 0x80 && q[1] != 0) {
+    *v = (q[0] & 0x7fu) | (uint64_t{q[1]} << 7);
+    *p = q + 2;
     return nullptr;
   }
   return get_varint_long(p, end, v);

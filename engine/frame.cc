@@ -110,18 +110,89 @@ uint64_t record_rest_len(const StreamId& stream, const EventData& e, size_t posi
          e.payload.size();
 }
 
+// Reads the fields of one record front to back, never past `end`. On a
+// failure it records what was wrong; decode_record formats the message once.
+struct RecordCursor {
+  enum class Bad : uint8_t { kVarint, kLengthPastEnd, kBytesPastEnd, kTooLong };
+  const uint8_t* q;
+  const uint8_t* end;
+  Bad bad = Bad::kVarint;
+  const char* field = "";
+  const char* why = "";
+  uint64_t n = 0, max = 0;
+
+  bool fail(Bad b, const char* f, uint64_t len = 0) {
+    bad = b;
+    field = f;
+    n = len;
+    return false;
+  }
+  bool varint(const char* f, uint64_t* v) {
+    if (const char* w = get_varint(&q, end, v)) [[unlikely]] {
+      why = w;
+      return fail(Bad::kVarint, f);
+    }
+    return true;
+  }
+  // Bytes announced by length `len`.
+  bool bytes(const char* f, uint64_t len, std::string_view* s) {
+    if (len > static_cast<size_t>(end - q)) [[unlikely]]
+      return fail(Bad::kBytesPastEnd, f, len);
+    *s = view(q, len);
+    q += len;
+    return true;
+  }
+  // u8 length, then the bytes.
+  bool short_string(const char* f, std::string_view* s) {
+    if (q == end) [[unlikely]]
+      return fail(Bad::kLengthPastEnd, f);
+    const uint8_t len = *q++;
+    return bytes(f, len, s);
+  }
+  // varint length (at most `limit`), then the bytes.
+  bool long_string(const char* f, const char* f_length, uint64_t limit, std::string_view* s) {
+    uint64_t len;
+    if (!varint(f_length, &len)) return false;
+    if (len > limit) [[unlikely]] {
+      max = limit;
+      return fail(Bad::kTooLong, f, len);
+    }
+    return bytes(f, len, s);
+  }
+  // By value, so the cursor's address never escapes the hot path.
+  [[gnu::cold]] static bool report(RecordCursor c, std::string* error) {
+    const char* field = c.field;
+    const uint64_t n = c.n;
+    switch (c.bad) {
+      case Bad::kVarint:
+        *error = fmt::format("record {} varint {}", field, c.why);
+        break;
+      case Bad::kLengthPastEnd:
+        *error = fmt::format("record {} length runs past its end", field);
+        break;
+      case Bad::kBytesPastEnd:
+        *error = fmt::format("record {} of {} bytes runs past its end", field, n);
+        break;
+      case Bad::kTooLong:
+        *error = fmt::format("record {} length {} exceeds {}", field, n, c.max);
+        break;
+    }
+    return false;
+  }
+};
+
 }  // namespace
 
 bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
                    uint32_t* record_len, std::string* error, RecordCheck check) {
   const uint8_t* q = p;
   uint64_t len;
-  if (const char* why = get_varint(&q, p + avail, &len)) {
+  if (const char* why = get_varint(&q, p + avail, &len)) [[unlikely]] {
     *error = fmt::format("record length varint {} ({} bytes left)", why, avail);
     return false;
   }
   const size_t head = static_cast<size_t>(q - p);
-  if (len < rec::kMinLen || len > avail - head || head + len > UINT32_MAX) {
+  if (len < rec::kMinLen || len > avail - head || head + len > UINT32_MAX) [[unlikely]] {
     *error =
         fmt::format("record length {} is impossible ({} bytes left after it)", len, avail - head);
     return false;
@@ -136,24 +207,25 @@ bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent*
   // From here on the bytes are checksummed (or the frame's checksum covered
   // them): structural rules a correct writer always keeps, so any failure is
   // corruption, reported by field.
-  auto fail = [error](std::string message) {
-    *error = "record " + std::move(message);
-    return false;
-  };
   q += rec::kChecksumSize;
   const uint8_t flags = *q++;
-  if ((flags & ~rec::kKnownFlags) != 0)
-    return fail(fmt::format("has unknown flags {:#04x}", flags));
+  if ((flags & ~rec::kKnownFlags) != 0) [[unlikely]] {
+    *error = fmt::format("record has unknown flags {:#04x}", flags);
+    return false;
+  }
+  RecordCursor c{q, end};
   uint64_t position, version;
-  if (const char* why = get_varint(&q, end, &position))
-    return fail("position varint " + std::string(why));
-  if (const char* why = get_varint(&q, end, &version))
-    return fail("version varint " + std::string(why));
+  if (!c.varint("position", &position) || !c.varint("version", &version))
+    return RecordCursor::report(c, error);
+  q = c.q;
   const bool has_correlation = (flags & rec::kHasCorrelationId) != 0;
   const bool has_causation = (flags & rec::kHasCausationId) != 0;
   const size_t fixed = rec::kTimestampSize + rec::kIdSize + (has_correlation ? rec::kIdSize : 0) +
                        (has_causation ? rec::kIdSize : 0);
-  if (static_cast<size_t>(end - q) < fixed) return fail("timestamp and ids run past its end");
+  if (static_cast<size_t>(end - q) < fixed) [[unlikely]] {
+    *error = "record timestamp and ids run past its end";
+    return false;
+  }
   out->position = GlobalPosition(position);
   out->version = StreamVersion(version);
   out->timestamp_us = static_cast<int64_t>(get_u64(q));
@@ -164,51 +236,43 @@ bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent*
   if (has_correlation) {
     std::memcpy(out->correlation_id.bytes.data(), q, rec::kIdSize);
     q += rec::kIdSize;
-    if (out->correlation_id.is_nil()) return fail("has the correlation flag but a nil id");
+    if (out->correlation_id.is_nil()) [[unlikely]] {
+      *error = "record has the correlation flag but a nil id";
+      return false;
+    }
   }
   out->causation_id = Uuid();
   if (has_causation) {
     std::memcpy(out->causation_id.bytes.data(), q, rec::kIdSize);
     q += rec::kIdSize;
-    if (out->causation_id.is_nil()) return fail("has the causation flag but a nil id");
+    if (out->causation_id.is_nil()) [[unlikely]] {
+      *error = "record has the causation flag but a nil id";
+      return false;
+    }
   }
-  // u8 length + bytes.
-  auto short_string = [&](const char* what, std::string_view* s) {
-    if (q == end) return fail(fmt::format("{} length runs past its end", what));
-    const size_t n = *q++;
-    if (n > static_cast<size_t>(end - q))
-      return fail(fmt::format("{} of {} bytes runs past its end", what, n));
-    *s = view(q, n);
-    q += n;
-    return true;
-  };
-  // varint length (at most `max`) + bytes.
-  auto long_string = [&](const char* what, uint64_t max, std::string_view* s) {
-    uint64_t n;
-    if (const char* why = get_varint(&q, end, &n))
-      return fail(fmt::format("{} length varint {}", what, why));
-    if (n > max) return fail(fmt::format("{} length {} exceeds {}", what, n, max));
-    if (n > static_cast<size_t>(end - q))
-      return fail(fmt::format("{} of {} bytes runs past its end", what, n));
-    *s = view(q, n);
-    q += n;
-    return true;
-  };
-  if (!short_string("stream type", &out->stream_type) ||
-      !long_string("stream id", rec::kMaxStreamIdLen, &out->stream_id) ||
-      !short_string("event type", &out->type))
-    return false;
-  out->tenant = view(q, 0);
+  c.q = q;
+  if (!c.short_string("stream type", &out->stream_type) ||
+      !c.long_string("stream id", "stream id length", rec::kMaxStreamIdLen, &out->stream_id) ||
+      !c.short_string("event type", &out->type))
+    return RecordCursor::report(c, error);
+  out->tenant = view(c.q, 0);
   if ((flags & rec::kHasTenant) != 0) {
-    if (!short_string("tenant", &out->tenant)) return false;
-    if (out->tenant.empty()) return fail("has the tenant flag but an empty tenant");
+    if (!c.short_string("tenant", &out->tenant)) return RecordCursor::report(c, error);
+    if (out->tenant.empty()) [[unlikely]] {
+      *error = "record has the tenant flag but an empty tenant";
+      return false;
+    }
   }
-  out->metadata = view(q, 0);
+  out->metadata = view(c.q, 0);
   if ((flags & rec::kHasMetadata) != 0) {
-    if (!long_string("metadata", rec::kMaxMetadataLen, &out->metadata)) return false;
-    if (out->metadata.empty()) return fail("has the metadata flag but empty metadata");
+    if (!c.long_string("metadata", "metadata length", rec::kMaxMetadataLen, &out->metadata))
+      return RecordCursor::report(c, error);
+    if (out->metadata.empty()) [[unlikely]] {
+      *error = "record has the metadata flag but empty metadata";
+      return false;
+    }
   }
-  out->payload = view(q, static_cast<size_t>(end - q));
+  out->payload = view(c.q, static_cast<size_t>(end - c.q));
   *record_len = static_cast<uint32_t>(head + len);
   return true;
 }
