@@ -54,7 +54,7 @@ inline uint8_t* put_varint(uint8_t* p, uint64_t v) {
   return p;
 }
 
-// Slow path of get_varint: three bytes or more, or an error.
+// Slow path of get_varint: four bytes or more, fewer than 3 bytes left, or an error.
 inline const char* get_varint_long(const uint8_t** p, const uint8_t* end, uint64_t* v) {
   const uint8_t* q = *p;
   const size_t room = static_cast<size_t>(end - q);
@@ -87,11 +87,20 @@ inline const char* get_varint(const uint8_t** p, const uint8_t* end, uint64_t* v
     *p = q + 1;
     return nullptr;
   }
-  // Two bytes (lengths of 128 B .. 16 KiB): the second is the last and not 0.
-  if (end - q >= 2 && q[1] < 0x80 && q[1] != 0) {
-    *v = (q[0] & 0x7fu) | (uint64_t{q[1]} << 7);
-    *p = q + 2;
-    return nullptr;
+  // Two bytes (lengths of 128 B .. 16 KiB) or three (positions below 2^21):
+  // the last one is not 0.
+  if (end - q >= 3) {
+    if (q[1] < 0x80) {
+      if (q[1] != 0) {
+        *v = (q[0] & 0x7fu) | (uint64_t{q[1]} << 7);
+        *p = q + 2;
+        return nullptr;
+      }
+    } else if (q[2] < 0x80 && q[2] != 0) {
+      *v = (q[0] & 0x7fu) | (uint64_t{q[1] & 0x7fu} << 7) | (uint64_t{q[2]} << 14);
+      *p = q + 3;
+      return nullptr;
+    }
   }
   return get_varint_long(p, end, v);
 }
