@@ -8,7 +8,8 @@
 
 namespace eventsource::format {
 
-// format-spec.md "Versioning": readers refuse files with a newer version.
+// format-spec.md "Versioning": readers refuse files of any other version
+// (2: variable-length records; 1 had a 96-byte fixed record header).
 inline constexpr uint32_t kFormatVersion = 2;
 
 // "File header": at offset 0 of the data file, kFileHeaderSize bytes reserved.
@@ -72,26 +73,30 @@ inline constexpr size_t kSize = 64;
 }  // namespace frame_header
 inline constexpr uint32_t kMaxEventsPerBatch = 32767;
 
-// "Records": consecutive inside a frame body, not padded.
+// "Records": consecutive inside a frame body, not padded. Fields in order,
+// each right after the previous one (varints per "Varints", coding.h):
+//   varint len (bytes after this field), u32 checksum (low 32 bits of XXH3-64,
+//   store seed, over the len - 4 bytes after it), u8 flags, varint position,
+//   varint version, i64 timestamp_us, 16-byte event id, [16-byte correlation
+//   id], [16-byte causation id], u8 + stream type, varint + stream id,
+//   u8 + event type, [u8 + tenant], [varint + metadata], payload (the rest).
+// [..] fields are present only with their flag bit.
 namespace record {
-inline constexpr size_t kRecordLen = 0;  // u32: whole record
-inline constexpr size_t kChecksum = 4;   // u32: low 32 bits of XXH3-64, store seed, over [8, len)
-inline constexpr size_t kPosition = 8;   // u64
-inline constexpr size_t kVersion = 16;   // u64
-inline constexpr size_t kTimestampUs = 24;    // i64
-inline constexpr size_t kEventId = 32;        // 16 bytes
-inline constexpr size_t kCorrelationId = 48;  // 16 bytes
-inline constexpr size_t kCausationId = 64;    // 16 bytes
-inline constexpr size_t kStreamTypeLen = 80;  // u8
-inline constexpr size_t kEventTypeLen = 81;   // u8
-inline constexpr size_t kTenantLen = 82;      // u8
-inline constexpr size_t kFlags = 83;          // u8, must be zero
-inline constexpr size_t kStreamIdLen = 84;    // u16
-inline constexpr size_t kMetadataLen = 86;    // u16
-inline constexpr size_t kPayloadLen = 88;     // u32
-inline constexpr size_t kReserved = 92;       // u32, must be zero
-inline constexpr size_t kSize =
-    96;  // then: stream type, stream id, event type, tenant, metadata, payload
+inline constexpr uint8_t kHasCorrelationId = 0x01;
+inline constexpr uint8_t kHasCausationId = 0x02;
+inline constexpr uint8_t kHasTenant = 0x04;
+inline constexpr uint8_t kHasMetadata = 0x08;
+inline constexpr uint8_t kKnownFlags = 0x0f;  // other bits must be zero
+inline constexpr size_t kChecksumSize = 4;
+inline constexpr size_t kTimestampSize = 8;
+inline constexpr size_t kIdSize = 16;
+inline constexpr uint64_t kMaxStreamIdLen = 65535;
+inline constexpr uint64_t kMaxMetadataLen = 65535;
+// Smallest len: checksum, flags, 1-byte position and version, timestamp,
+// event id, and the three 1-byte lengths of stream type, stream id, event type.
+inline constexpr uint64_t kMinLen = kChecksumSize + 1 + 1 + 1 + kTimestampSize + kIdSize + 3;
+inline constexpr uint64_t kMinSize = 1 + kMinLen;  // with its 1-byte len
+static_assert(kMinLen == 34 && kMinSize == 35);
 }  // namespace record
 
 // "Index segment": the persisted stream index, one blob after the segment header.
@@ -164,7 +169,6 @@ static_assert(file_header::kChecksum + 8 == file_header::kSize &&
 static_assert(segment_header::kChecksum + 8 == segment_header::kSize);
 static_assert(frame_header::kReserved1 + 4 == frame_header::kSize &&
               frame_header::kSize % kFrameAlign == 0);
-static_assert(record::kReserved + 4 == record::kSize);
 static_assert(index_header::kChecksum + 8 == index_header::kSize);
 static_assert(index_entry::kEntryChecksum + 8 == index_entry::kSize);
 static_assert(checkpoint::kReserved + 48 == checkpoint::kChecksum &&

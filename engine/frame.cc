@@ -5,6 +5,8 @@
 #include <fmt/format.h>
 #include <zstd.h>
 
+#include <cassert>
+
 #include "engine/coding.h"
 #include "engine/format.h"
 
@@ -73,7 +75,7 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
   }
   if (h->count == 0 || h->count > format::kMaxEventsPerBatch || h->first_position == 0 ||
       (!h->compressed() && h->raw_len != h->body_len) ||
-      h->raw_len < static_cast<uint64_t>(h->count) * rec::kSize ||
+      h->raw_len < static_cast<uint64_t>(h->count) * rec::kMinSize ||
       fh::kSize + static_cast<uint64_t>(h->raw_len) >
           segment_size - format::segment_header::kSize) {
     *error = fmt::format("frame header fields are inconsistent (count {}, body {}, raw {})",
@@ -83,53 +85,195 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
   return FrameState::kValid;
 }
 
+namespace {
+
+std::string_view view(const uint8_t* p, size_t n) {
+  return std::string_view(reinterpret_cast<const char*>(p), n);
+}
+
+// Flag bits a record of this event carries ([F-15]: exactly the present fields).
+uint8_t record_flags(const EventData& e) {
+  return (e.correlation_id.is_nil() ? 0 : rec::kHasCorrelationId) |
+         (e.causation_id.is_nil() ? 0 : rec::kHasCausationId) |
+         (e.tenant.empty() ? 0 : rec::kHasTenant) | (e.metadata.empty() ? 0 : rec::kHasMetadata);
+}
+
+// The record's len field: its bytes after the len varint.
+uint64_t record_rest_len(const StreamId& stream, const EventData& e, size_t position_size,
+                         size_t version_size) {
+  return rec::kChecksumSize + 1 + position_size + version_size + rec::kTimestampSize +
+         rec::kIdSize + (e.correlation_id.is_nil() ? 0 : rec::kIdSize) +
+         (e.causation_id.is_nil() ? 0 : rec::kIdSize) + 1 + stream.type.size() +
+         varint_size(stream.id.size()) + stream.id.size() + 1 + e.type.size() +
+         (e.tenant.empty() ? 0 : 1 + e.tenant.size()) +
+         (e.metadata.empty() ? 0 : varint_size(e.metadata.size()) + e.metadata.size()) +
+         e.payload.size();
+}
+
+// Reads the fields of one record front to back, never past `end`. On a
+// failure it records what was wrong; decode_record formats the message once.
+struct RecordCursor {
+  enum class Bad : uint8_t { kVarint, kLengthPastEnd, kBytesPastEnd, kTooLong };
+  const uint8_t* q;
+  const uint8_t* end;
+  Bad bad = Bad::kVarint;
+  const char* field = "";
+  const char* why = "";
+  uint64_t n = 0, max = 0;
+
+  bool fail(Bad b, const char* f, uint64_t len = 0) {
+    bad = b;
+    field = f;
+    n = len;
+    return false;
+  }
+  bool varint(const char* f, uint64_t* v) {
+    if (const char* w = get_varint(&q, end, v)) [[unlikely]] {
+      why = w;
+      return fail(Bad::kVarint, f);
+    }
+    return true;
+  }
+  // Bytes announced by length `len`.
+  bool bytes(const char* f, uint64_t len, std::string_view* s) {
+    if (len > static_cast<size_t>(end - q)) [[unlikely]]
+      return fail(Bad::kBytesPastEnd, f, len);
+    *s = view(q, len);
+    q += len;
+    return true;
+  }
+  // u8 length, then the bytes.
+  bool short_string(const char* f, std::string_view* s) {
+    if (q == end) [[unlikely]]
+      return fail(Bad::kLengthPastEnd, f);
+    const uint8_t len = *q++;
+    return bytes(f, len, s);
+  }
+  // varint length (at most `limit`), then the bytes.
+  bool long_string(const char* f, const char* f_length, uint64_t limit, std::string_view* s) {
+    uint64_t len;
+    if (!varint(f_length, &len)) return false;
+    if (len > limit) [[unlikely]] {
+      max = limit;
+      return fail(Bad::kTooLong, f, len);
+    }
+    return bytes(f, len, s);
+  }
+  // By value, so the cursor's address never escapes the hot path.
+  [[gnu::cold]] static bool report(RecordCursor c, std::string* error) {
+    const char* field = c.field;
+    const uint64_t n = c.n;
+    switch (c.bad) {
+      case Bad::kVarint:
+        *error = fmt::format("record {} varint {}", field, c.why);
+        break;
+      case Bad::kLengthPastEnd:
+        *error = fmt::format("record {} length runs past its end", field);
+        break;
+      case Bad::kBytesPastEnd:
+        *error = fmt::format("record {} of {} bytes runs past its end", field, n);
+        break;
+      case Bad::kTooLong:
+        *error = fmt::format("record {} length {} exceeds {}", field, n, c.max);
+        break;
+    }
+    return false;
+  }
+};
+
+}  // namespace
+
 bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
                    uint32_t* record_len, std::string* error, RecordCheck check) {
-  if (avail < rec::kSize) {
-    *error = fmt::format("record header needs {} bytes, {} left", rec::kSize, avail);
+  const uint8_t* q = p;
+  uint64_t len;
+  if (const char* why = get_varint(&q, p + avail, &len)) [[unlikely]] {
+    *error = fmt::format("record length varint {} ({} bytes left)", why, avail);
     return false;
   }
-  uint32_t len = get_u32(p + rec::kRecordLen);
-  if (len < rec::kSize || len > avail) {
-    *error = fmt::format("record length {} is impossible ({} bytes left)", len, avail);
+  const size_t head = static_cast<size_t>(q - p);
+  if (len < rec::kMinLen || len > avail - head || head + len > UINT32_MAX) [[unlikely]] {
+    *error =
+        fmt::format("record length {} is impossible ({} bytes left after it)", len, avail - head);
     return false;
   }
-  uint64_t parts = static_cast<uint64_t>(p[rec::kStreamTypeLen]) + get_u16(p + rec::kStreamIdLen) +
-                   p[rec::kEventTypeLen] + p[rec::kTenantLen] + get_u16(p + rec::kMetadataLen) +
-                   get_u32(p + rec::kPayloadLen);
-  if (rec::kSize + parts != len) {
-    *error = fmt::format("record field lengths add up to {} but record length is {}",
-                         rec::kSize + parts, len);
-    return false;
-  }
+  const uint8_t* const end = q + len;
   if (check == RecordCheck::kVerifyChecksum &&
-      static_cast<uint32_t>(checksum64(p + 8, len - 8, seed)) != get_u32(p + rec::kChecksum)) {
+      static_cast<uint32_t>(checksum64(q + rec::kChecksumSize, len - rec::kChecksumSize, seed)) !=
+          get_u32(q)) {
     *error = "record checksum mismatch";
     return false;
   }
-  if (p[rec::kFlags] != 0 || get_u32(p + rec::kReserved) != 0) {
-    *error = "record has non-zero reserved bytes";
+  // From here on the bytes are checksummed (or the frame's checksum covered
+  // them): structural rules a correct writer always keeps, so any failure is
+  // corruption, reported by field.
+  q += rec::kChecksumSize;
+  const uint8_t flags = *q++;
+  if ((flags & ~rec::kKnownFlags) != 0) [[unlikely]] {
+    *error = fmt::format("record has unknown flags {:#04x}", flags);
     return false;
   }
-  out->position = GlobalPosition(get_u64(p + rec::kPosition));
-  out->version = StreamVersion(get_u64(p + rec::kVersion));
-  out->timestamp_us = static_cast<int64_t>(get_u64(p + rec::kTimestampUs));
-  std::memcpy(out->id.bytes.data(), p + rec::kEventId, 16);
-  std::memcpy(out->correlation_id.bytes.data(), p + rec::kCorrelationId, 16);
-  std::memcpy(out->causation_id.bytes.data(), p + rec::kCausationId, 16);
-  const char* s = reinterpret_cast<const char*>(p + rec::kSize);
-  auto take = [&s](size_t n) {
-    std::string_view v(s, n);
-    s += n;
-    return v;
-  };
-  out->stream_type = take(p[rec::kStreamTypeLen]);
-  out->stream_id = take(get_u16(p + rec::kStreamIdLen));
-  out->type = take(p[rec::kEventTypeLen]);
-  out->tenant = take(p[rec::kTenantLen]);
-  out->metadata = take(get_u16(p + rec::kMetadataLen));
-  out->payload = take(get_u32(p + rec::kPayloadLen));
-  *record_len = len;
+  RecordCursor c{q, end};
+  uint64_t position, version;
+  if (!c.varint("position", &position) || !c.varint("version", &version))
+    return RecordCursor::report(c, error);
+  q = c.q;
+  const bool has_correlation = (flags & rec::kHasCorrelationId) != 0;
+  const bool has_causation = (flags & rec::kHasCausationId) != 0;
+  const size_t fixed = rec::kTimestampSize + rec::kIdSize + (has_correlation ? rec::kIdSize : 0) +
+                       (has_causation ? rec::kIdSize : 0);
+  if (static_cast<size_t>(end - q) < fixed) [[unlikely]] {
+    *error = "record timestamp and ids run past its end";
+    return false;
+  }
+  out->position = GlobalPosition(position);
+  out->version = StreamVersion(version);
+  out->timestamp_us = static_cast<int64_t>(get_u64(q));
+  q += rec::kTimestampSize;
+  std::memcpy(out->id.bytes.data(), q, rec::kIdSize);
+  q += rec::kIdSize;
+  out->correlation_id = Uuid();
+  if (has_correlation) {
+    std::memcpy(out->correlation_id.bytes.data(), q, rec::kIdSize);
+    q += rec::kIdSize;
+    if (out->correlation_id.is_nil()) [[unlikely]] {
+      *error = "record has the correlation flag but a nil id";
+      return false;
+    }
+  }
+  out->causation_id = Uuid();
+  if (has_causation) {
+    std::memcpy(out->causation_id.bytes.data(), q, rec::kIdSize);
+    q += rec::kIdSize;
+    if (out->causation_id.is_nil()) [[unlikely]] {
+      *error = "record has the causation flag but a nil id";
+      return false;
+    }
+  }
+  c.q = q;
+  if (!c.short_string("stream type", &out->stream_type) ||
+      !c.long_string("stream id", "stream id length", rec::kMaxStreamIdLen, &out->stream_id) ||
+      !c.short_string("event type", &out->type))
+    return RecordCursor::report(c, error);
+  out->tenant = view(c.q, 0);
+  if ((flags & rec::kHasTenant) != 0) {
+    if (!c.short_string("tenant", &out->tenant)) return RecordCursor::report(c, error);
+    if (out->tenant.empty()) [[unlikely]] {
+      *error = "record has the tenant flag but an empty tenant";
+      return false;
+    }
+  }
+  out->metadata = view(c.q, 0);
+  if ((flags & rec::kHasMetadata) != 0) {
+    if (!c.long_string("metadata", "metadata length", rec::kMaxMetadataLen, &out->metadata))
+      return RecordCursor::report(c, error);
+    if (out->metadata.empty()) [[unlikely]] {
+      *error = "record has the metadata flag but empty metadata";
+      return false;
+    }
+  }
+  out->payload = view(c.q, static_cast<size_t>(end - c.q));
+  *record_len = static_cast<uint32_t>(head + len);
   return true;
 }
 
@@ -184,8 +328,14 @@ bool frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf, co
 }
 
 uint64_t record_size(const StreamId& stream, const EventData& e) {
-  return rec::kSize + stream.type.size() + stream.id.size() + e.type.size() + e.tenant.size() +
-         e.metadata.size() + e.payload.size();
+  const uint64_t rest = record_rest_len(stream, e, kMaxVarintLen, kMaxVarintLen);
+  return varint_size(rest) + rest;
+}
+
+uint64_t record_size(const StreamId& stream, const EventData& e, uint64_t position,
+                     uint64_t version) {
+  const uint64_t rest = record_rest_len(stream, e, varint_size(position), varint_size(version));
+  return varint_size(rest) + rest;
 }
 
 void FrameEncoder::reset() {
@@ -196,32 +346,48 @@ void FrameEncoder::reset() {
 
 void FrameEncoder::add(const RecordFields& r, uint64_t seed) {
   const EventData& e = *r.event;
-  size_t start = body_.size();
+  const StreamId& stream = *r.stream;
+  const size_t start = body_.size();
   offsets_.push_back(static_cast<uint32_t>(start));
-  uint64_t len = record_size(*r.stream, e);
+  const uint64_t rest = record_rest_len(stream, e, varint_size(r.position), varint_size(r.version));
+  const uint64_t len = varint_size(rest) + rest;
   body_.resize(start + len);
-  uint8_t* p = reinterpret_cast<uint8_t*>(body_.data()) + start;
-  std::memset(p, 0, rec::kSize);
-  put_u32(p + rec::kRecordLen, static_cast<uint32_t>(len));
-  put_u64(p + rec::kPosition, r.position);
-  put_u64(p + rec::kVersion, r.version);
-  put_u64(p + rec::kTimestampUs, static_cast<uint64_t>(r.timestamp_us));
-  std::memcpy(p + rec::kEventId, r.id.bytes.data(), 16);
-  std::memcpy(p + rec::kCorrelationId, e.correlation_id.bytes.data(), 16);
-  std::memcpy(p + rec::kCausationId, e.causation_id.bytes.data(), 16);
-  p[rec::kStreamTypeLen] = static_cast<uint8_t>(r.stream->type.size());
-  p[rec::kEventTypeLen] = static_cast<uint8_t>(e.type.size());
-  p[rec::kTenantLen] = static_cast<uint8_t>(e.tenant.size());
-  put_u16(p + rec::kStreamIdLen, static_cast<uint16_t>(r.stream->id.size()));
-  put_u16(p + rec::kMetadataLen, static_cast<uint16_t>(e.metadata.size()));
-  put_u32(p + rec::kPayloadLen, static_cast<uint32_t>(e.payload.size()));
-  uint8_t* s = p + rec::kSize;
-  for (const std::string* part :
-       {&r.stream->type, &r.stream->id, &e.type, &e.tenant, &e.metadata, &e.payload}) {
-    std::memcpy(s, part->data(), part->size());
-    s += part->size();
+  uint8_t* const p = reinterpret_cast<uint8_t*>(body_.data()) + start;
+  uint8_t* q = put_varint(p, rest);
+  uint8_t* const checksum = q;
+  q += rec::kChecksumSize;
+  const uint8_t flags = record_flags(e);
+  *q++ = flags;
+  q = put_varint(q, r.position);
+  q = put_varint(q, r.version);
+  put_u64(q, static_cast<uint64_t>(r.timestamp_us));
+  q += rec::kTimestampSize;
+  auto bytes = [&q](const void* data, size_t n) {
+    std::memcpy(q, data, n);
+    q += n;
+  };
+  bytes(r.id.bytes.data(), rec::kIdSize);
+  if (flags & rec::kHasCorrelationId) bytes(e.correlation_id.bytes.data(), rec::kIdSize);
+  if (flags & rec::kHasCausationId) bytes(e.causation_id.bytes.data(), rec::kIdSize);
+  *q++ = static_cast<uint8_t>(stream.type.size());
+  bytes(stream.type.data(), stream.type.size());
+  q = put_varint(q, stream.id.size());
+  bytes(stream.id.data(), stream.id.size());
+  *q++ = static_cast<uint8_t>(e.type.size());
+  bytes(e.type.data(), e.type.size());
+  if (flags & rec::kHasTenant) {
+    *q++ = static_cast<uint8_t>(e.tenant.size());
+    bytes(e.tenant.data(), e.tenant.size());
   }
-  put_u32(p + rec::kChecksum, static_cast<uint32_t>(checksum64(p + 8, len - 8, seed)));
+  if (flags & rec::kHasMetadata) {
+    q = put_varint(q, e.metadata.size());
+    bytes(e.metadata.data(), e.metadata.size());
+  }
+  bytes(e.payload.data(), e.payload.size());
+  // Invariant: the fields fill exactly the size computed up front.
+  assert(q == p + len && "record fields and record_rest_len disagree");
+  put_u32(checksum, static_cast<uint32_t>(checksum64(checksum + rec::kChecksumSize,
+                                                     rest - rec::kChecksumSize, seed)));
 }
 
 uint64_t FrameEncoder::uncompressed_frame_len() const {

@@ -47,9 +47,11 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
 // for records of a frame whose checksum (covering them) was just verified.
 enum class RecordCheck : uint8_t { kVerifyChecksum, kFrameVerified };
 
-// Decodes the record at `p` (`avail` bytes left in the body). Verifies
-// lengths, reserved bytes and (unless kFrameVerified) the record checksum.
-// Views point into `p`.
+// Decodes the record at `p` (`avail` bytes left in the body) by [F-15]:
+// verifies its length, (unless kFrameVerified) its checksum, then flags,
+// varints and every field length against the record's end. Never reads
+// outside [p, p + avail). On success *record_len is the record's whole size
+// (len varint included) and the views point into `p`.
 bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
                    uint32_t* record_len, std::string* error,
                    RecordCheck check = RecordCheck::kVerifyChecksum);
@@ -106,8 +108,12 @@ class FrameEncoder {
   bool compressed_ = false;
 };
 
-// Encoded size of one record (for validation before encoding).
+// Encoded size of one record, at most: counts its position and version as
+// 10-byte varints (for validation before they are known, [F-14]).
 uint64_t record_size(const StreamId& stream, const EventData& e);
+// Exact encoded size of one record with this position and version.
+uint64_t record_size(const StreamId& stream, const EventData& e, uint64_t position,
+                     uint64_t version);
 
 // Returns the body of a valid frame, decompressed into *buf if needed.
 bool frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf, const uint8_t** body,

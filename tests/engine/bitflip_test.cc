@@ -52,6 +52,7 @@
 #include "eventsource/store.h"
 #include "tests/support/child.h"
 #include "tests/support/files.h"
+#include "tests/support/record_layout.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
@@ -198,7 +199,13 @@ struct FrameLoc {
   uint64_t first_position = 0;
   uint32_t count = 0;
   uint32_t body_len = 0;
-  std::vector<std::pair<uint64_t, uint32_t>> records;  // absolute offset, length (uncompressed)
+  // Uncompressed: each record's absolute offset, length, and where its strings start.
+  struct Record {
+    uint64_t offset;
+    uint32_t len;
+    uint32_t strings;  // bytes before the stream type's
+  };
+  std::vector<Record> records;
 };
 
 struct SegLoc {
@@ -257,10 +264,12 @@ Layout parse_layout(std::string_view img) {
         if (!f.compressed) {
           uint64_t r = off + fh::kSize;
           for (uint32_t i = 0; i < f.count; ++i) {
-            const uint32_t len = le32(img, r + rec::kRecordLen);
-            REQUIRE(len >= rec::kSize);
-            f.records.emplace_back(r, len);
-            r += len;
+            const RecordLayout rl =
+                record_layout(reinterpret_cast<const uint8_t*>(img.data()) + r, img.size() - r);
+            REQUIRE(rl.end >= rec::kMinSize);
+            f.records.push_back(
+                {r, static_cast<uint32_t>(rl.end), static_cast<uint32_t>(rl.stream_type + 1)});
+            r += rl.end;
           }
           REQUIRE(r == off + fh::kSize + f.body_len);
         }
@@ -391,7 +400,7 @@ enum Region : int {
   kEventSegHeader,  // the 64-byte header of an event segment
   kIndexSegHeader,  // the 64-byte header of the index segment
   kFrameHeader,     // the 64-byte header of a frame
-  kRecordHeader,    // the 96-byte header of a record in an uncompressed frame
+  kRecordHeader,    // a record's fields before its strings, in an uncompressed frame
   kRecordData,      // the strings of a record in an uncompressed frame
   kCompressedBody,  // the zstd body of a compressed frame
   kFramePadding,    // 0..7 zero bytes after a frame's body
@@ -429,8 +438,8 @@ Region classify_frame_byte(const FrameLoc& f, uint64_t at) {
   if (rel < fh::kSize) return kFrameHeader;
   if (rel >= fh::kSize + f.body_len) return kFramePadding;
   if (f.compressed) return kCompressedBody;
-  for (const auto& [off, len] : f.records) {
-    if (at >= off && at < off + len) return at - off < rec::kSize ? kRecordHeader : kRecordData;
+  for (const auto& [off, len, strings] : f.records) {
+    if (at >= off && at < off + len) return at - off < strings ? kRecordHeader : kRecordData;
   }
   FAIL("byte " << at << " of frame at " << f.offset << " is in no record");
   return kRecordData;
@@ -1222,9 +1231,9 @@ TEST_SUITE("durable-damage") {
       // A record's payload in the first segment (covered by the checkpoint's
       // index, so only a full scan, without the checkpoint, reads it).
       const FrameLoc* f = middle_frame(first, 0, [](const FrameLoc& fr) { return !fr.compressed; });
-      const auto& [roff, rlen] = f->records[f->records.size() / 2];
+      const auto& [roff, rlen, strings] = f->records[f->records.size() / 2];
       Spot s{"record in the first segment",
-             roff + rec::kSize + (rlen - rec::kSize) / 2,
+             roff + strings + (rlen - strings) / 2,
              5,
              first.slot,
              f->offset,

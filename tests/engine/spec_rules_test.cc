@@ -18,6 +18,7 @@
 #include "eventsource/store.h"
 #include "tests/fuzz/resign.h"
 #include "tests/support/files.h"
+#include "tests/support/record_layout.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
@@ -117,7 +118,7 @@ class SpecStore {
     uint64_t off = frame + fh::kSize;
     for (uint32_t i = 0; i < count; ++i) {
       out.push_back(off);
-      off += get_u32(at(off) + rec::kRecordLen);
+      off += record_layout(at(off), data.size() - off).end;
     }
     return out;
   }
@@ -328,8 +329,9 @@ TEST_SUITE("spec-rules") {
     const uint64_t frame = st.first_frame();  // Jump-1's
     const std::vector<uint64_t> records = st.record_offsets(frame);
     REQUIRE(records.size() == 3);
-    REQUIRE(get_u64(st.at(records[1]) + rec::kVersion) == 2);
-    put_u64(st.at(records[1]) + rec::kVersion, 7);
+    const RecordLayout l = record_layout(st.at(records[1]), records[2] - records[1]);
+    REQUIRE(*st.at(records[1] + l.version) == 2);  // a 1-byte varint
+    *st.at(records[1] + l.version) = 7;
     st.resign_frame(frame);
     st.save();
 
@@ -355,9 +357,10 @@ TEST_SUITE("spec-rules") {
     SpecStore st({{{"Ab", "1"}, 1}, {{"Other", "1"}, 2}});
     const uint64_t frame = st.first_frame();  // Ab-1's
     const uint64_t record = st.record_offsets(frame).at(0);
-    REQUIRE(*st.at(record + rec::kStreamTypeLen) == 2);
-    REQUIRE(*st.at(record + rec::kSize + 1) == 'b');
-    *st.at(record + rec::kSize + 1) = '-';  // "Ab" -> "A-": version 1 of "A--1"
+    const size_t type = record_layout(st.at(record), st.data.size() - record).stream_type;
+    REQUIRE(*st.at(record + type) == 2);
+    REQUIRE(*st.at(record + type + 2) == 'b');
+    *st.at(record + type + 2) = '-';  // "Ab" -> "A-": version 1 of "A--1"
     st.resign_frame(frame);
     st.save();
     st.drop_index_from_checkpoint();
@@ -365,6 +368,28 @@ TEST_SUITE("spec-rules") {
     CHECK(has_problem_at(verify_or_fail(st.path), 0, static_cast<int64_t>(frame)));
     EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadOnly), Code::kCorruption);
     EVENTSOURCE_CHECK_CODE(open_status(st.path, OpenMode::kReadWrite), Code::kCorruption);
+  }
+
+  TEST_CASE("[F-34] a store of another format version is refused with kNotSupported, untouched") {
+    // Version 1 (96-byte record headers) and a future version 3 alike.
+    SpecStore st({{{"Order", "1"}, 2}});
+    for (uint32_t version : {1u, format::kFormatVersion + 1}) {
+      CAPTURE(version);
+      put_u32(st.at(format::file_header::kVersion), version);
+      put_u64(st.at(format::file_header::kChecksum),
+              checksum64(st.at(0), format::file_header::kChecksum, 0));
+      st.save();
+      for (OpenMode mode : {OpenMode::kReadOnly, OpenMode::kReadWrite}) {
+        const Status s = open_status(st.path, mode);
+        CAPTURE(s.to_string());
+        EVENTSOURCE_CHECK_CODE(s, Code::kNotSupported);
+        CHECK(s.message().find(st.path) != std::string::npos);
+        CHECK(s.message().find("format version " + std::to_string(version)) != std::string::npos);
+      }
+      Result<VerifyReport> r = Store::verify(st.path);
+      EVENTSOURCE_CHECK_CODE(r.status(), Code::kNotSupported);
+      CHECK(read_file(st.path) == st.data);
+    }
   }
 }
 

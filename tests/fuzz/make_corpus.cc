@@ -497,9 +497,9 @@ void make_fixed(Output& out, const Paths& tmp) {
     put_blob("example-empty", empty, 0, 0);
     StreamIndex one;
     StreamIndex::Entry& e = one.get_or_add("Order-42", 5);
-    e.delta = {0x1080, 0x110B};
+    e.delta = {0x1080, 0x10CF};
     one.note_added(2);
-    put_blob("example-one-stream", one, 2, 0x1190);
+    put_blob("example-one-stream", one, 2, 0x1118);
     StreamIndex many;
     uint64_t n = 0;
     for (const std::string& key : {std::string("Cart-c-1"), std::string("Cart-c-2"),

@@ -14,16 +14,20 @@
 
 namespace eventsource::fuzz {
 
-// Record checksums of an uncompressed frame body of `n` bytes.
+// Record checksums of an uncompressed frame body of `n` bytes: walks the
+// records by their len varints while each is canonical and fits.
 inline void resign_records(uint8_t* body, uint64_t n, uint64_t seed) {
   namespace rec = format::record;
   uint64_t off = 0;
-  while (n - off >= rec::kSize) {
-    uint8_t* r = body + off;
-    uint32_t len = get_u32(r + rec::kRecordLen);
-    if (len < rec::kSize || len > n - off) return;
-    put_u32(r + rec::kChecksum, static_cast<uint32_t>(checksum64(r + 8, len - 8, seed)));
-    off += len;
+  while (off < n) {
+    const uint8_t* q = body + off;
+    uint64_t len;
+    if (get_varint(&q, body + n, &len) != nullptr) return;
+    uint8_t* r = body + (q - body);
+    if (len < rec::kChecksumSize || len > n - static_cast<uint64_t>(r - body)) return;
+    put_u32(r, static_cast<uint32_t>(
+                   checksum64(r + rec::kChecksumSize, len - rec::kChecksumSize, seed)));
+    off = static_cast<uint64_t>(r - body) + len;
   }
 }
 
