@@ -125,7 +125,7 @@ TEST_SUITE("checkpoint-file") {
     REQUIRE(b.size() == ck::kSize);
     const uint8_t* p = reinterpret_cast<const uint8_t*>(b.data());
     CHECK(b.substr(0, 8) == "ESCKPT01");
-    CHECK(get_u32(p + ck::kVersion) == 1);
+    CHECK(get_u32(p + ck::kVersion) == format::kFormatVersion);
     CHECK(get_u32(p + ck::kLength) == 128);
     CHECK(std::memcmp(p + ck::kStoreId, kStore.bytes.data(), 16) == 0);
     CHECK(get_u64(p + ck::kDurablePosition) == 42);
@@ -219,7 +219,7 @@ TEST_SUITE("checkpoint-file") {
     // [F-22] [F-34]
     TempDir dir("es-ckpt");
     const std::string path = dir.file("s");
-    for (uint32_t version : {0u, 2u, ~0u}) {
+    for (uint32_t version : {0u, 1u, format::kFormatVersion + 1, ~0u}) {
       std::string b = encoded(checkpoint(1));
       put_u32(reinterpret_cast<uint8_t*>(b.data()) + ck::kVersion, version);
       resign(b);
