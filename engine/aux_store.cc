@@ -226,7 +226,14 @@ Status Store::Impl::aux_compact_locked() {
     for (const auto& [name, p] : aux_state_.projections) live.emplace_back(p.offset, p.record_len);
   }
   std::sort(live.begin(), live.end());
-  const std::vector<EventSeg> old = aux_segs_;
+  // Every aux segment of the file goes, the chain's and any orphan (one
+  // allocated by a roll whose mapping then failed, never written to).
+  std::vector<EventSeg> old;
+  for (uint64_t slot = 0; slot < slots_.size(); ++slot)
+    if (slots_[slot].kind == SegmentKind::kAux)
+      old.push_back(EventSeg{slot, slots_[slot].epoch, slots_[slot].first_position});
+  std::sort(old.begin(), old.end(),
+            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
   // Any failure from here on poisons the store: reopening recovers a chain
   // that holds the same logical state (old records, then whole copies).
   auto fail = [&](Status s) { return poison(std::move(s)); };
@@ -236,7 +243,9 @@ Status Store::Impl::aux_compact_locked() {
   std::string body;
   uint32_t count = 0;
   uint64_t first = aux_next_seq_;
-  auto flush_frame = [&]() -> Status {
+  // (Runs under write_mu_, held by this function; the analysis cannot see
+  // into the lambda.)
+  auto flush_frame = [&]() EVENTSOURCE_NO_THREAD_SAFETY_ANALYSIS -> Status {
     if (count == 0) return Status();
     const uint64_t frame_len = align_up(fh::kSize + body.size(), format::kFrameAlign);
     if (aux_tail_offset_ + frame_len > slot_offset(aux_segs_.back().slot) + seg_size_)
@@ -293,7 +302,10 @@ Status Store::Impl::aux_compact_locked() {
     if (!s.ok()) return fail(std::move(s));
     slots_[seg.slot] = SlotInfo{};
   }
-  aux_segs_.erase(aux_segs_.begin(), aux_segs_.begin() + static_cast<ptrdiff_t>(old.size()));
+  // The chain is now the copies: the segments allocated since `old`.
+  std::erase_if(aux_segs_, [&](const EventSeg& seg) {
+    return std::any_of(old.begin(), old.end(), [&](const EventSeg& o) { return o == seg; });
+  });
   // Rebuild the state from the copies (their locators changed).
   AuxScan scan = scan_aux_chain(aux_view(aux_segs_));
   if (scan.bad)

@@ -1,4 +1,4 @@
-// Aux records (format-spec.md "Aux segments", [F-37]..[F-44]): snapshots,
+// Aux records (format-spec.md "Aux segments", [F-60]..[F-67]): snapshots,
 // dead letters and projection states are stored, found without a scan,
 // survive reopen (removals too), respect their limits, are seen by read-only
 // handles as of open/refresh, are compacted, and damage to them is reported
@@ -419,25 +419,35 @@ TEST_SUITE("aux") {
 // a one-event append in each durability mode (run: --test-suite=aux-bench).
 TEST_SUITE("aux-bench") {
   TEST_CASE("save_projection_state costs about an append") {
-    for (Durability d : {Durability::kNone, Durability::kGroup, Durability::kEach}) {
-      TempDir dir;
-      StoreOptions o = small_store_options();
-      o.durability = d;
-      auto s = open_or_fail(dir.file("b.evs"), o);
-      const int n = d == Durability::kNone ? 20000 : 300;
-      EventData e = make_event("Counted", std::string(40, 'p'));
-      auto t0 = std::chrono::steady_clock::now();
-      for (int i = 0; i < n; ++i)
-        REQUIRE(s->append(kOrder, ExpectedVersion::any(), std::span(&e, 1)).ok());
-      auto t1 = std::chrono::steady_clock::now();
-      for (int i = 0; i < n; ++i)
-        REQUIRE(s->save_projection_state("proj", GlobalPosition(i + 1), std::string(40, 's')).ok());
-      auto t2 = std::chrono::steady_clock::now();
-      const double append_us = std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
-      const double save_us = std::chrono::duration<double, std::micro>(t2 - t1).count() / n;
-      std::printf("durability %d: append %.2f us, save_projection_state %.2f us, ratio %.2f\n",
-                  static_cast<int>(d), append_us, save_us, save_us / append_us);
-    }
+    for (uint64_t seg : {uint64_t{1} << 20, uint64_t{64} << 20})
+      for (Durability d : {Durability::kNone, Durability::kGroup, Durability::kEach}) {
+        TempDir dir;
+        StoreOptions o = small_store_options();
+        o.segment_size = seg;
+        o.durability = d;
+        auto s = open_or_fail(dir.file("b.evs"), o);
+        const int n = d == Durability::kNone ? 20000 : 300;
+        EventData e = make_event("Counted", std::string(40, 'p'));
+        auto t0 = std::chrono::steady_clock::now();
+        for (int i = 0; i < n; ++i)
+          REQUIRE(s->append(kOrder, ExpectedVersion::any(), std::span(&e, 1)).ok());
+        auto t1 = std::chrono::steady_clock::now();
+        for (int i = 0; i < n; ++i)
+          REQUIRE(
+              s->save_projection_state("proj", GlobalPosition(i + 1), std::string(40, 's')).ok());
+        auto t2 = std::chrono::steady_clock::now();
+        const double append_us = std::chrono::duration<double, std::micro>(t1 - t0).count() / n;
+        const double save_us = std::chrono::duration<double, std::micro>(t2 - t1).count() / n;
+        std::printf(
+            "segments %3llu MiB, durability %s: append %.2f us, save_projection_state %.2f us, "
+            "ratio %.2f (aux compactions %llu)\n",
+            static_cast<unsigned long long>(seg >> 20),
+            d == Durability::kNone    ? "none "
+            : d == Durability::kGroup ? "group"
+                                      : "each ",
+            append_us, save_us, save_us / append_us,
+            static_cast<unsigned long long>(s->stats().aux_compactions));
+      }
   }
 }
 
