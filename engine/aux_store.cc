@@ -77,10 +77,6 @@ Status Store::Impl::open_aux() {
   aux_next_seq_ = std::max(scan.next_seq, floor_seq);
   aux_frame_bytes_ = scan.frame_bytes;
   aux_tail_offset_ = segs.empty() ? 0 : scan.tail_offset;
-  if (scan.bad) {  // read-only: the walk stopped at the tail
-    const EventSeg seg = segs[scan.bad->seg_index];
-    (void)seg;
-  }
   // Appends grow the tail segment's allocation again from the tail on [F-8].
   aux_alloc_end_ = aux_tail_offset_;
   aux_written_.store(aux_next_seq_ - 1);
