@@ -34,7 +34,7 @@ inline constexpr uint64_t kMaxSegmentSize = 1ull << 30;
 
 // "Segment header": at the start of every segment slot.
 inline constexpr uint32_t kSegmentMagic = 0x31474553;  // "SEG1" little-endian
-enum class SegmentKind : uint16_t { kFree = 0, kEvents = 1, kIndex = 2 };
+enum class SegmentKind : uint16_t { kFree = 0, kEvents = 1, kIndex = 2, kAux = 3 };
 namespace segment_header {
 inline constexpr size_t kMagic = 0;      // u32
 inline constexpr size_t kKind = 4;       // u16
@@ -42,7 +42,7 @@ inline constexpr size_t kReserved0 = 6;  // u16, must be zero
 inline constexpr size_t kSlot = 8;       // u64: own slot number
 inline constexpr size_t kEpoch = 16;     // u64: allocation sequence, unique, increasing
 inline constexpr size_t kFirstPosition =
-    24;  // u64: events: first position in it; index: covered position
+    24;  // u64: events: first position in it; index: covered position; aux: first aux sequence
 inline constexpr size_t kSlotCount = 32;   // u64: slots this segment spans (events: 1)
 inline constexpr size_t kPayloadLen = 40;  // u64: index: blob bytes after the header; events: 0
 inline constexpr size_t kCreatedUs = 48;   // i64
@@ -51,7 +51,9 @@ inline constexpr size_t kSize = 64;
 }  // namespace segment_header
 
 // "Frames": 8-byte aligned, never span segments.
-enum class FrameType : uint8_t { kNeverWritten = 0, kEvents = 1 };
+// Aux frames (format-spec.md "Aux segments") carry aux sequences where event
+// frames carry positions: first_position, count, durable_position.
+enum class FrameType : uint8_t { kNeverWritten = 0, kEvents = 1, kAux = 2 };
 inline constexpr uint8_t kFrameFlagZstd = 0x01;
 inline constexpr uint64_t kFrameAlign = 8;
 namespace frame_header {
@@ -98,6 +100,28 @@ inline constexpr uint64_t kMinLen = kChecksumSize + 1 + 1 + 1 + kTimestampSize +
 inline constexpr uint64_t kMinSize = 1 + kMinLen;  // with its 1-byte len
 static_assert(kMinLen == 34 && kMinSize == 35);
 }  // namespace record
+
+// "Aux records": consecutive inside an aux frame body, not padded; then
+// kind-specific fields (varints and length-prefixed byte strings).
+namespace aux_record {
+inline constexpr size_t kRecordLen = 0;  // u32: whole record
+inline constexpr size_t kChecksum = 4;   // u32: low 32 bits of XXH3-64, store seed, over [8, len)
+inline constexpr size_t kKind = 8;       // u8: AuxKind
+inline constexpr size_t kReserved = 9;   // 3 bytes, must be zero
+inline constexpr size_t kSize = 12;      // fixed part
+}  // namespace aux_record
+enum class AuxKind : uint8_t {
+  kSnapshotPut = 1,
+  kSnapshotPrune = 2,
+  kDeadLetterAdd = 3,
+  kDeadLetterRemove = 4,
+  kDeadLetterPurge = 5,
+  kProjectionState = 6,
+};
+inline constexpr uint8_t kMaxAuxKind = 6;
+inline constexpr size_t kMaxAuxName = 255;               // projection names, stream type
+inline constexpr size_t kMaxAuxError = 64 << 10;         // dead-letter error text
+inline constexpr size_t kMaxProjectionState = 64 << 10;  // projection state blob
 
 // "Index segment": the persisted stream index, one blob after the segment header.
 inline constexpr uint8_t kIndexMagic[8] = {'E', 'S', 'I', 'N', 'D', 'E', 'X', '2'};
@@ -169,6 +193,7 @@ static_assert(file_header::kChecksum + 8 == file_header::kSize &&
 static_assert(segment_header::kChecksum + 8 == segment_header::kSize);
 static_assert(frame_header::kReserved1 + 4 == frame_header::kSize &&
               frame_header::kSize % kFrameAlign == 0);
+static_assert(aux_record::kReserved + 3 == aux_record::kSize);
 static_assert(index_header::kChecksum + 8 == index_header::kSize);
 static_assert(index_entry::kEntryChecksum + 8 == index_entry::kSize);
 static_assert(checkpoint::kReserved + 48 == checkpoint::kChecksum &&

@@ -18,7 +18,8 @@ namespace rec = format::record;
 bool FrameHeader::compressed() const { return (flags & format::kFrameFlagZstd) != 0; }
 
 FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
-                       uint64_t seed, FrameHeader* h, std::string* error, uint64_t segment_size) {
+                       uint64_t seed, FrameHeader* h, std::string* error, uint64_t segment_size,
+                       format::FrameType type) {
   if (avail < fh::kSize) {
     // Not even room for a header: the end of the segment.
     if (all_zero(p, avail)) return FrameState::kNeverWritten;
@@ -37,8 +38,9 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
   h->count = get_u32(p + fh::kCount);
   h->body_len = get_u32(p + fh::kBodyLen);
   h->raw_len = get_u32(p + fh::kRawLen);
-  if (h->type != static_cast<uint8_t>(format::FrameType::kEvents)) {
-    *error = fmt::format("unknown frame type {}", h->type);
+  if (h->type != static_cast<uint8_t>(type)) {
+    *error = fmt::format("unknown frame type {} (type {} belongs here)", h->type,
+                         static_cast<int>(type));
     return FrameState::kBad;
   }
   if (h->frame_len < fh::kSize || h->frame_len % format::kFrameAlign != 0 || h->frame_len > avail) {
@@ -68,14 +70,16 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
     return FrameState::kBad;
   }
   // Checksummed from here on: structural rules a correct writer always keeps.
-  if ((h->flags & ~format::kFrameFlagZstd) != 0 || get_u16(p + fh::kReserved0) != 0 ||
+  const bool aux = type == format::FrameType::kAux;
+  if ((h->flags & ~(aux ? 0 : format::kFrameFlagZstd)) != 0 || get_u16(p + fh::kReserved0) != 0 ||
       get_u32(p + fh::kReserved1) != 0) {
     *error = "frame has unknown flags or non-zero reserved bytes";
     return FrameState::kBad;
   }
   if (h->count == 0 || h->count > format::kMaxEventsPerBatch || h->first_position == 0 ||
       (!h->compressed() && h->raw_len != h->body_len) ||
-      h->raw_len < static_cast<uint64_t>(h->count) * rec::kMinSize ||
+      h->raw_len <
+          static_cast<uint64_t>(h->count) * (aux ? format::aux_record::kSize : rec::kMinSize) ||
       fh::kSize + static_cast<uint64_t>(h->raw_len) >
           segment_size - format::segment_header::kSize) {
     *error = fmt::format("frame header fields are inconsistent (count {}, body {}, raw {})",

@@ -39,9 +39,13 @@ enum class FrameState : uint8_t {
 // Never reads outside [p, p + avail).
 // `segment_size` bounds the decompressed body (a frame's records always fit
 // in one segment), so a crafted raw_len cannot make a reader allocate more.
+// `type` is the frame type the segment holds: event segments hold kEvents
+// frames, aux segments kAux frames (never compressed, records of at least
+// format::aux_record::kSize bytes).
 FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
                        uint64_t seed, FrameHeader* out, std::string* error,
-                       uint64_t segment_size = format::kMaxSegmentSize);
+                       uint64_t segment_size = format::kMaxSegmentSize,
+                       format::FrameType type = format::FrameType::kEvents);
 
 // Whether decode_record checks the record's own checksum. kFrameVerified is
 // for records of a frame whose checksum (covering them) was just verified.

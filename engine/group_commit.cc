@@ -30,9 +30,18 @@ void Store::Impl::publish_committed(uint64_t position) {
 }
 
 Status Store::Impl::wait_durable(uint64_t position, Durability mode) {
+  EVENTSOURCE_RETURN_IF_ERROR(sync_until(position, 0, mode));
+  // Durable (by this sync, another appender's, or a segment roll's): visible.
+  publish_committed(position);
+  return Status();
+}
+
+Status Store::Impl::sync_until(uint64_t position, uint64_t aux_seq, Durability mode) {
   {
     MutexLock lock(&sync_mu_);
-    while (synced_.load() < position) {
+    // Aux writes (aux_store.cc) ride the same syncs: one fdatasync covers
+    // both kinds of writes made before it started.
+    while (synced_.load() < position || aux_synced_.load() < aux_seq) {
       if (poisoned_) return closed(fmt::format("{}: not durable: {}", path_, poison_message()));
       if (syncing_) {
         sync_cv_.wait(lock);
@@ -45,6 +54,7 @@ Status Store::Impl::wait_durable(uint64_t position, Durability mode) {
       if (mode == Durability::kGroup && opt_.group_commit_window_us > 0 && in_flight_.load() > 1)
         std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_window_us));
       const uint64_t target = written_.load();
+      const uint64_t aux_target = aux_written_.load();
       int r = os_->fdatasync(fd_);
       lock.lock();
       syncing_ = false;
@@ -60,11 +70,10 @@ Status Store::Impl::wait_durable(uint64_t position, Durability mode) {
         return failed;
       }
       store_max(synced_, target);
+      store_max(aux_synced_, aux_target);
       sync_cv_.notify_all();
     }
   }
-  // Durable (by this sync, another appender's, or a segment roll's): visible.
-  publish_committed(position);
   return Status();
 }
 

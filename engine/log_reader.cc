@@ -140,7 +140,7 @@ FrameState check_frame_at(const LogView& view, const EventSeg& seg, uint64_t off
   }
   if (offset >= base + avail) return FrameState::kNeverWritten;
   return check_frame(map + (offset - base), base + avail - offset, offset, seg.epoch, view.seed, h,
-                     why, view.segment_size);
+                     why, view.segment_size, view.frame_type);
 }
 
 std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,

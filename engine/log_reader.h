@@ -44,6 +44,9 @@ class LogView {
 
   uint64_t segment_size = 0;
   uint64_t seed = 0;
+  // The frame type its segments hold: the event log, or the aux chain
+  // (whose "positions" are aux sequences, format-spec.md "Aux segments").
+  format::FrameType frame_type = format::FrameType::kEvents;
   uint64_t slot_offset(uint64_t slot) const;
 };
 

@@ -237,6 +237,12 @@ Result<GlobalPosition> Store::Impl::refresh() {
   if (!read_only_) return GlobalPosition(committed_.load());
   MutexLock lock(&write_mu_);
   EVENTSOURCE_RETURN_IF_ERROR(read_slots());
+  {
+    // The aux state as the writer has it now (aux_store.cc). Damage seen
+    // mid-compaction of a live writer is not final: keep the old state.
+    Status aux = open_aux();
+    if (!aux.ok() && aux.code() != Code::kCorruption) return aux;
+  }
   const std::shared_ptr<const SegTable> segs = seg_table();
   if (segs->empty()) return GlobalPosition(committed_.load());
   size_t si = 0;

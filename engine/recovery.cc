@@ -172,6 +172,8 @@ Status Store::Impl::open_locked() {
     EVENTSOURCE_RETURN_IF_ERROR(sync_data("after recovery"));
   }
   synced_.store(next_position_ - 1);
+  // Snapshots, dead letters, projection states (aux_store.cc).
+  EVENTSOURCE_RETURN_IF_ERROR(open_aux());
   if (!read_only_) {
     // Index segments the checkpoint does not name are leftovers (replaced,
     // or written by a checkpoint that crashed before its rename): free them.

@@ -80,13 +80,14 @@ SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_
   out->payload_len = get_u64(p + sh::kPayloadLen);
   out->created_us = static_cast<int64_t>(get_u64(p + sh::kCreatedUs));
   if (kind != static_cast<uint16_t>(format::SegmentKind::kEvents) &&
-      kind != static_cast<uint16_t>(format::SegmentKind::kIndex)) {
+      kind != static_cast<uint16_t>(format::SegmentKind::kIndex) &&
+      kind != static_cast<uint16_t>(format::SegmentKind::kAux)) {
     *error = fmt::format("segment kind {} is unknown", kind);
     return SegmentHeaderState::kBad;
   }
   if (out->slot != slot || get_u16(p + sh::kReserved0) != 0 || out->epoch == 0 ||
       out->slot_count == 0 ||
-      (out->kind == format::SegmentKind::kEvents &&
+      ((out->kind == format::SegmentKind::kEvents || out->kind == format::SegmentKind::kAux) &&
        (out->slot_count != 1 || out->first_position == 0))) {
     *error = fmt::format("segment header fields are inconsistent (slot {} in slot {}, epoch {})",
                          out->slot, slot, out->epoch);

@@ -183,7 +183,18 @@ StoreStats Store::Impl::stats() const {
       if (slots_[s].kind != SegmentKind::kFree) ++used;
     }
     st.free_segments = static_cast<uint32_t>(slots_.size() - used);
+    st.aux_segments = static_cast<uint32_t>(aux_segs_.size());
+    st.aux_bytes = aux_frame_bytes_;
+    st.aux_compactions = aux_compactions_;
     if (ckpt_) st.file_bytes += format::checkpoint::kSize;
+  }
+  {
+    MutexLock lock(&aux_mu_);
+    st.snapshots = aux_state_.snapshot_count;
+    st.snapshot_streams = aux_state_.snapshots.size();
+    st.dead_letters = aux_state_.dead_letters.size();
+    st.projection_states = aux_state_.projections.size();
+    st.aux_live_bytes = aux_state_.live_bytes;
   }
   {
     // Log totals: the frames up to the committed position are walked once;

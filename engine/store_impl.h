@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "engine/aux_log.h"
 #include "engine/checkpoint_file.h"
 #include "engine/frame.h"
 #include "engine/log_reader.h"
@@ -179,6 +180,10 @@ class Store::Impl {
   Status ensure_allocated(uint64_t end) EVENTSOURCE_REQUIRES(write_mu_);
   Status free_index_segment(uint64_t slot) EVENTSOURCE_REQUIRES(write_mu_);
   Status wait_durable(uint64_t position, Durability mode) EVENTSOURCE_EXCLUDES(sync_mu_);
+  // Waits (group commit) until an fdatasync covers event `position` and aux
+  // sequence `aux_seq` (0: nothing of that kind). Does not publish.
+  Status sync_until(uint64_t position, uint64_t aux_seq, Durability mode)
+      EVENTSOURCE_EXCLUDES(sync_mu_);
   // Writes a checkpoint and keeps its outcome for stats() (failures in a
   // row set when the next automatic one may be tried).
   Status checkpoint_locked() EVENTSOURCE_REQUIRES(write_mu_);
@@ -216,7 +221,7 @@ class Store::Impl {
 
   // --- state ---
   // Lock order: write_mu_, then sync_mu_, then pending_mu_, then index_mu_,
-  // then seg_mu_; stats_mu_, poison_mu_ and close_mu_ are leaves.
+  // then seg_mu_; stats_mu_, poison_mu_, close_mu_ and aux_mu_ are leaves.
 
   // Set by open() and constant until release(): no lock.
   std::string path_;
@@ -320,6 +325,49 @@ class Store::Impl {
   };
   mutable Mutex stats_mu_;
   mutable LogTotals totals_ EVENTSOURCE_GUARDED_BY(stats_mu_);
+
+  // --- the aux chain: snapshots, dead letters, projection states
+  // (aux_store.cc; format-spec.md "Aux segments") ---
+  // Open and refresh: collects, maps and walks the aux chain, cuts a torn
+  // tail (read-write), and replaces the aux state.
+  Status open_aux() EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(aux_mu_);
+  AuxChainView aux_view(std::vector<EventSeg> segs) const;
+  Status aux_cut(const AuxChainView& view, const BadFrame& bad, bool save_side_file)
+      EVENTSOURCE_REQUIRES(write_mu_);
+  Status aux_roll(uint64_t first_seq) EVENTSOURCE_REQUIRES(write_mu_);
+  Status aux_ensure_allocated(uint64_t end) EVENTSOURCE_REQUIRES(write_mu_);
+  // Writes one record as one aux frame; publishes it at once for kNone.
+  Status aux_write_locked(const AuxRecord& r, Durability mode, uint64_t* seq)
+      EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(aux_mu_);
+  // Makes every written aux record durable and visible (one fdatasync if
+  // any is pending), so the aux state is the writer's view.
+  Status aux_flush_locked() EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(aux_mu_);
+  Status aux_maybe_compact_locked() EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(aux_mu_);
+  Status aux_compact_locked() EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(aux_mu_);
+  void publish_aux(uint64_t seq) EVENTSOURCE_EXCLUDES(aux_mu_);
+  // Common prologue of the aux writes: kClosed/kReadOnly.
+  Status aux_writable() const;
+  // The bytes of the live record at `offset` (`len` bytes), checksum verified.
+  Status read_aux_record(uint64_t offset, uint32_t len, AuxRecord* r) const;
+
+  std::vector<EventSeg> aux_segs_ EVENTSOURCE_GUARDED_BY(write_mu_);  // in epoch order
+  uint64_t aux_next_seq_ EVENTSOURCE_GUARDED_BY(write_mu_) = 1;
+  uint64_t aux_tail_offset_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;  // 0: no aux segment
+  uint64_t aux_alloc_end_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  uint64_t aux_frame_bytes_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;  // frames in the chain
+  uint64_t aux_compactions_ EVENTSOURCE_GUARDED_BY(write_mu_) = 0;
+  std::atomic<uint64_t> aux_written_{0};  // last aux sequence written
+  std::atomic<uint64_t> aux_synced_{0};   // last aux sequence made durable
+  // The committed aux state (what reads see) and the records written but
+  // waiting for their sync, in sequence order. A leaf lock.
+  struct AuxPending {
+    uint64_t seq;
+    uint64_t offset;  // file offset of the record
+    std::string record;
+  };
+  mutable Mutex aux_mu_;
+  AuxState aux_state_ EVENTSOURCE_GUARDED_BY(aux_mu_);
+  std::deque<AuxPending> aux_pending_ EVENTSOURCE_GUARDED_BY(aux_mu_);
 
   std::atomic<bool> poisoned_{false};
   mutable Mutex poison_mu_;

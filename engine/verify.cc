@@ -9,6 +9,7 @@
 #include <map>
 #include <unordered_map>
 
+#include "engine/aux_log.h"
 #include "engine/coding.h"
 #include "engine/format.h"
 #include "engine/store_impl.h"
@@ -107,6 +108,9 @@ class Verifier {
   }
   void check_checkpoint_and_index();
   void check_index();
+  // The aux chain (snapshots, dead letters, projection states): every frame
+  // and record, by the rules open applies (format-spec.md "Aux segments").
+  void check_aux_chain();
   void confirm_slot_problems(const std::map<uint64_t, std::string>& bad, uint64_t size);
   bool segment_appeared_before(const BadFrame& gap) const;
 
@@ -190,6 +194,7 @@ Result<VerifyReport> Verifier::run() {
               fmt::format("segments {} and {} share epoch {}", segs_[i - 1].slot, segs_[i].slot,
                           segs_[i].epoch));
   scan_segments();
+  check_aux_chain();
   check_checkpoint_and_index();
   EVENTSOURCE_ASSIGN_OR_RETURN(const int64_t size_now, file_size());
   confirm_slot_problems(scan.bad, static_cast<uint64_t>(size_now));
@@ -615,7 +620,7 @@ void Verifier::check_index() {
       id_keys.emplace(loc, IdTable::key(IdTable::fingerprint(ev.id, seed_)));
     }
   });
-  // The event-id table [F-50]: exactly one entry per indexed event, each
+  // The event-id table [F-38]: exactly one entry per indexed event, each
   // with the key of that event's id. (Checked when every locator was good.)
   if (!locators_ok) return;
   uint64_t entry = 0;
@@ -639,6 +644,36 @@ void Verifier::check_index() {
     bad = fmt::format("the event-id table misses {} indexed events", id_keys.size());
   if (!bad.empty())
     problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), "index: " + bad);
+}
+
+void Verifier::check_aux_chain() {
+  std::vector<EventSeg> segs;
+  for (uint64_t slot = 0; slot < slots_.size(); ++slot)
+    if (slots_[slot].kind == SegmentKind::kAux)
+      segs.push_back(EventSeg{slot, slots_[slot].epoch, slots_[slot].first_position});
+  if (segs.empty()) return;
+  std::sort(segs.begin(), segs.end(),
+            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+  AuxChainView view(segs, seg_size_, seed_, [this](uint64_t slot, uint64_t* avail) {
+    const uint64_t off = slot_offset(slot);
+    *avail = off >= size_ ? 0 : std::min(seg_size_, size_ - off);
+    return map_ + off;
+  });
+  const AuxScan scan = scan_aux_chain(view);
+  report_.bytes_checked += scan.frame_bytes;
+  if (!scan.bad) return;
+  const EventSeg& seg = segs[scan.bad->seg_index];
+  if (scan.bad_is_damage) {
+    problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(scan.bad->offset),
+            fmt::format("aux chain: {} (a later aux frame says sequence {} was durable: this is "
+                        "damage, not a torn write)",
+                        scan.bad->why, scan.bad->expected_position));
+  } else if (!report_.torn_tail) {
+    // A torn aux tail: open cuts it (read-write) or ignores it; not damage.
+    report_.torn_tail =
+        VerifyProblem{path_, static_cast<int64_t>(seg.slot), static_cast<int64_t>(scan.bad->offset),
+                      "aux chain: " + scan.bad->why};
+  }
 }
 
 FileLog::FileLog(const Verifier& v) : v_(v) {

@@ -24,6 +24,7 @@
 #include "tools/args.h"
 #include "tools/event_text.h"
 #include "tools/json_event.h"
+#include "tools/rfc3339.h"
 
 namespace eventsource::tools {
 namespace {
@@ -167,6 +168,13 @@ int run_info(const ParsedArgs& args) {
     j["checkpoint_failures"] = st.checkpoint_failures;
     j["checkpoint_failures_in_row"] = st.checkpoint_failures_in_row;
     j["last_checkpoint_error"] = st.last_checkpoint_error;
+    j["snapshots"] = st.snapshots;
+    j["snapshot_streams"] = st.snapshot_streams;
+    j["dead_letters"] = st.dead_letters;
+    j["projection_states"] = st.projection_states;
+    j["aux_segments"] = st.aux_segments;
+    j["aux_bytes"] = st.aux_bytes;
+    j["aux_live_bytes"] = st.aux_live_bytes;
     out_line(dump_json(j));
     return finish_output(kExitOk);
   }
@@ -197,6 +205,12 @@ int run_info(const ParsedArgs& args) {
           ? fmt::format("none ({} events are scanned on open)", unindexed)
           : fmt::format("through position {} ({} events past it are scanned on open)",
                         st.index_persisted_position, unindexed));
+  row("snapshots", fmt::format("{} (of {})", st.snapshots, plural(st.snapshot_streams, "stream")));
+  row("dead letters", fmt::format("{}", st.dead_letters));
+  row("projections", fmt::format("{} saved states", st.projection_states));
+  row("aux records",
+      fmt::format("{} in {} ({} live)", human_bytes(st.aux_bytes),
+                  plural(st.aux_segments, "aux segment"), human_bytes(st.aux_live_bytes)));
   // The writer's own handle counts failed checkpoints; seen from another
   // process, a failing writer shows as a persisted index that lags.
   if (st.checkpoint_failures > 0)
@@ -753,6 +767,170 @@ int run_repair(const ParsedArgs& args) {
   return finish_output(kExitOk);
 }
 
+// --------------------------------------------------------------- snapshots --
+
+constexpr OptionSpec kSnapshotsOptions[] = {{"json", OptionKind::kFlag},
+                                            {"stream", OptionKind::kValue}};
+
+std::string time_text(int64_t us) {
+  std::optional<std::string> t = format_rfc3339_us(us);
+  return t ? *t : fmt::format("{}us", us);
+}
+
+int run_snapshots(const ParsedArgs& args) {
+  constexpr std::string_view kCmd = "snapshots";
+  const std::string& path = args.positionals[0];
+  std::optional<StreamId> only;
+  if (const std::string* s = args.get("stream")) {
+    Result<StreamId> id = StreamId::parse(*s);
+    if (!id.ok()) return usage_error(kCmd, "bad --stream '" + *s + "': " + id.status().message());
+    only = *id;
+  }
+  int code = kExitOk;
+  std::unique_ptr<Store> store = open_read_only(kCmd, path, &code);
+  if (!store) return code;
+  Result<std::vector<std::pair<StreamId, Snapshot>>> list = store->list_snapshots();
+  if (!list.ok()) return read_failed(kCmd, *store, list.status());
+  for (const auto& [id, latest] : *list) {
+    if (only && id != *only) continue;
+    Result<std::vector<StreamVersion>> versions = store->snapshot_versions(id);
+    if (!versions.ok()) return read_failed(kCmd, *store, versions.status());
+    Result<std::optional<Snapshot>> snap = store->latest_snapshot(id);
+    if (!snap.ok()) return read_failed(kCmd, *store, snap.status());
+    const uint64_t size = *snap ? (*snap)->bytes.size() : 0;
+    if (args.has("json")) {
+      Json j = Json::object();
+      put_text(j, "stream", id.type + "-" + id.id);
+      j["version"] = latest.version.value;
+      j["schema_version"] = latest.schema_version;
+      j["time"] = time_text(latest.timestamp_us);
+      j["bytes"] = size;
+      Json vs = Json::array();
+      for (StreamVersion v : *versions) vs.push_back(v.value);
+      j["versions"] = vs;
+      out_line(dump_json(j));
+      continue;
+    }
+    std::string all;
+    for (StreamVersion v : *versions) all += (all.empty() ? "" : ",") + std::to_string(v.value);
+    out_line(fmt::format("{}  version {}  schema {}  {}  {}  (versions {})",
+                         printable(id.type + "-" + id.id), latest.version.value,
+                         latest.schema_version, plural(size, "byte"),
+                         time_text(latest.timestamp_us), all));
+  }
+  close_quietly(*store, kCmd);
+  return finish_output(kExitOk);
+}
+
+// --------------------------------------------------------------------- dlq --
+
+constexpr OptionSpec kDlqOptions[] = {{"json", OptionKind::kFlag},
+                                      {"projection", OptionKind::kValue}};
+
+Json letter_json(const DeadLetter& d, bool with_error) {
+  Json j = Json::object();
+  j["id"] = d.id;
+  put_text(j, "projection", d.projection);
+  j["position"] = d.position.value;
+  j["attempts"] = d.attempts;
+  j["first_failure"] = time_text(d.first_failure_us);
+  j["last_failure"] = time_text(d.last_failure_us);
+  if (with_error) put_text(j, "error", d.error);
+  return j;
+}
+
+int run_dlq(const ParsedArgs& args) {
+  constexpr std::string_view kCmd = "dlq";
+  const std::string& path = args.positionals[0];
+  const std::string action = args.positionals.size() > 1 ? args.positionals[1] : "list";
+  const std::string* projection = args.get("projection");
+  const bool json = args.has("json");
+  if (action == "list" || action == "show") {
+    if (action == "list" && args.positionals.size() > 2)
+      return usage_error(kCmd, "list takes no argument");
+    uint64_t id = 0;
+    if (action == "show") {
+      if (args.positionals.size() != 3) return usage_error(kCmd, "show needs an ID");
+      Result<uint64_t> v = parse_u64(args.positionals[2], "ID");
+      if (!v.ok()) return usage_error(kCmd, v.status().message());
+      id = *v;
+    }
+    int code = kExitOk;
+    std::unique_ptr<Store> store = open_read_only(kCmd, path, &code);
+    if (!store) return code;
+    if (action == "show") {
+      Result<DeadLetter> d = store->dead_letter(id);
+      if (!d.ok()) {
+        err("esdump {}: {}", kCmd, d.status().to_string());
+        return d.status().code() == Code::kNotFound ? kExitDamage
+                                                    : read_failed(kCmd, *store, d.status());
+      }
+      if (json) {
+        out_line(dump_json(letter_json(*d, true)));
+      } else {
+        out_line(fmt::format("id            {}", d->id));
+        out_line(fmt::format("projection    {}", printable(d->projection)));
+        out_line(fmt::format("position      {}", d->position.value));
+        out_line(fmt::format("attempts      {}", d->attempts));
+        out_line(fmt::format("first failure {}", time_text(d->first_failure_us)));
+        out_line(fmt::format("last failure  {}", time_text(d->last_failure_us)));
+        out_line(fmt::format("error         {}", printable(d->error)));
+      }
+      close_quietly(*store, kCmd);
+      return finish_output(kExitOk);
+    }
+    Result<std::vector<DeadLetter>> list =
+        store->dead_letters(projection ? std::string_view(*projection) : std::string_view());
+    if (!list.ok()) return read_failed(kCmd, *store, list.status());
+    for (const DeadLetter& d : *list) {
+      if (json) {
+        out_line(dump_json(letter_json(d, true)));
+      } else {
+        out_line(fmt::format("#{} {} position {} attempts {} last {}: {}", d.id,
+                             printable(d.projection), d.position.value, d.attempts,
+                             time_text(d.last_failure_us), printable(d.error, 120)));
+      }
+    }
+    close_quietly(*store, kCmd);
+    return finish_output(kExitOk);
+  }
+  if (action != "purge")
+    return usage_error(kCmd, "unknown action '" + printable(action) + "' (list, show ID, purge)");
+  if (args.positionals.size() > 2) return usage_error(kCmd, "purge takes no argument");
+  // Purging writes: it needs the writer lock (a read-write open).
+  StoreOptions options;
+  options.mode = OpenMode::kReadWrite;
+  options.create = CreateMode::kMustExist;
+  options.durability = Durability::kEach;
+  Result<std::unique_ptr<Store>> opened = Store::open(path, options);
+  if (!opened.ok()) {
+    err("esdump {}: cannot open {} for writing: {}", kCmd, path, opened.status().to_string());
+    return opened.status().code() == Code::kCorruption ? kExitDamage : kExitError;
+  }
+  std::unique_ptr<Store> store = std::move(opened).value();
+  Result<uint64_t> n =
+      store->purge_dead_letters(projection ? std::string_view(*projection) : std::string_view());
+  if (!n.ok()) {
+    err("esdump {}: purging {} failed: {}", kCmd, path, n.status().to_string());
+    return kExitError;
+  }
+  Status closed = store->close();
+  if (!closed.ok()) {
+    err("esdump {}: closing {}: {}", kCmd, path, closed.to_string());
+    return kExitError;
+  }
+  if (json) {
+    Json j = Json::object();
+    j["purged"] = *n;
+    if (projection) put_text(j, "projection", *projection);
+    out_line(dump_json(j));
+  } else {
+    out_line(fmt::format("purged {}{}", plural(*n, "dead letter"),
+                         projection ? " of " + printable(*projection) : std::string()));
+  }
+  return finish_output(kExitOk);
+}
+
 // --------------------------------------------------------------- the table --
 
 constexpr Command kCommands[] = {
@@ -853,6 +1031,30 @@ latest batch of its stream.
   --segment-size BYTES  segment size of a new store, e.g. 64M (default 64M)
 )",
      kImportOptions, 1, 2, run_import},
+    {"snapshots", "list snapshots (latest per stream, and the versions kept)",
+     R"(usage: esdump snapshots STORE [--stream S] [--json]
+
+One line per stream with a snapshot, in name order:
+  Order-42  version 17  schema 2  311 bytes  <time>  (versions 10,17)
+
+  --stream S  only stream S
+  --json      JSON lines: {"stream","version","schema_version","time","bytes","versions"}
+)",
+     kSnapshotsOptions, 1, 1, run_snapshots},
+    {"dlq", "list, show or purge dead letters of projections",
+     R"(usage: esdump dlq STORE [list|show ID|purge] [--projection P] [--json]
+
+  list      (default) one line per dead letter, by id:
+            #ID PROJECTION position N attempts N last <time>: <error>
+  show ID   every field of one dead letter (exit 1 if there is none)
+  purge     removes all dead letters (of --projection P only, if given);
+            opens the store read-write, so no writer may have it open
+
+  --projection P  only dead letters of projection P (list, purge)
+  --json          JSON lines: {"id","projection","position","attempts",
+                  "first_failure","last_failure","error"}; purge: {"purged"}
+)",
+     kDlqOptions, 1, 3, run_dlq},
     {"verify",
      "check every checksum; exit 1 when damage is found",
      R"(usage: esdump verify STORE

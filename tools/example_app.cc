@@ -21,6 +21,7 @@ using Json = nlohmann::ordered_json;
 using eventsource::AppendResult;
 using eventsource::EventData;
 using eventsource::ExpectedVersion;
+using eventsource::GlobalPosition;
 using eventsource::Result;
 using eventsource::Status;
 using eventsource::StreamId;
@@ -233,6 +234,30 @@ int run(const std::string& path) {
     fmt::print(stderr, "es_example: reading {} back gave {} events of {}: {}\n",
                first.stream.name(), read, first.version, s.to_string());
     return 1;
+  }
+
+  // 7. A snapshot of that order, a projection's checkpoint, and a dead letter
+  // the projection gave up on (the records the event-sourcing layer keeps).
+  {
+    Status snap = store->put_snapshot(first.stream, StreamVersion(first.version), 1,
+                                      fmt::format("{{\"lines\":{}}}", first.version));
+    Status proj = store->save_projection_state("order-totals", store->committed_position(),
+                                               "{\"orders\":20}");
+    eventsource::DeadLetter letter;
+    letter.projection = "mailer";
+    letter.position = GlobalPosition(3);
+    letter.error = "smtp: connection refused";
+    letter.attempts = 5;
+    letter.first_failure_us = 1700000000000000;
+    letter.last_failure_us = 1700000060000000;
+    Result<uint64_t> dl = store->add_dead_letter(letter);
+    if (!snap.ok() || !proj.ok() || !dl.ok()) {
+      fmt::print(stderr, "es_example: aux records failed: {} {} {}\n", snap.to_string(),
+                 proj.to_string(), dl.status().to_string());
+      return 1;
+    }
+    fmt::print("\nsnapshot of {}@{}, projection order-totals at {}, dead letter {}\n",
+               first.stream.name(), first.version, store->committed_position().value, *dl);
   }
 
   eventsource::StoreStats stats = store->stats();

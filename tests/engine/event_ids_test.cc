@@ -1,4 +1,4 @@
-// Event ids (format-spec.md [F-25], [F-50]): find_event / event_exists
+// Event ids (format-spec.md [F-25], [F-38]): find_event / event_exists
 // through the store-wide id table (in memory, persisted, after reopen, on a
 // read-only handle), the id table's own layout and damage, and the append
 // rule for every shape of a batch whose ids are already stored: retry,

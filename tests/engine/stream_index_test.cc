@@ -398,7 +398,7 @@ TEST_SUITE("stream-index") {
     CHECK(b[119] == 0);
     CHECK(field64(b, 120) == 0x1080);
     CHECK(field64(b, 128) == 0x10cf);
-    // "Event-id table" [F-50]: one fence, one block checksum, one block of
+    // "Event-id table" [F-38]: one fence, one block checksum, one block of
     // two keys (sorted) and their locators.
     const uint32_t k1 = IdTable::key(IdTable::fingerprint(id_of(0x1080), kSeed));
     const uint32_t k2 = IdTable::key(IdTable::fingerprint(id_of(0x10cf), kSeed));

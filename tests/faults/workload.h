@@ -15,9 +15,20 @@
 
 namespace eventsource::testing {
 
+// One aux write of the workload (format-spec.md "Aux segments"): after some
+// batches it saves projection state "w" = the batch number, puts a snapshot
+// of S-0 at version = the batch number, adds a dead letter with position =
+// the batch number, or removes the first dead letter.
+struct AuxOp {
+  enum Kind : uint8_t { kSave, kSnapshot, kAddDeadLetter, kRemoveDeadLetter } kind;
+  int batch;
+  bool acked;
+};
+
 struct WorkloadResult {
   int attempted = 0;        // batches attempted (0..attempted-1)
   std::vector<bool> acked;  // per attempted batch
+  std::vector<AuxOp> aux;   // aux writes attempted, in order
   bool open_failed = false;
   std::string first_error;  // first non-ok status seen (for messages)
 };
@@ -28,7 +39,11 @@ struct WorkloadConfig {
   size_t payload_bytes = 1500;
   Durability durability = Durability::kGroup;
   int checkpoint_after = 60;  // explicit checkpoint after this batch
+  bool aux = true;            // interleave aux writes (see AuxOp)
 };
+
+// The snapshot bytes the workload puts at version `v`.
+std::string aux_snapshot_bytes(int v);
 
 // Runs the workload on `path` through `os`. Never throws; stops early only if
 // open fails.

@@ -38,8 +38,11 @@ void check_segment(const uint8_t* p, uint64_t slot, uint64_t seed) {
     return;
   }
   FUZZ_CHECK(h.slot == slot && h.epoch != 0 && h.slot_count != 0, "valid header breaks [F-5]");
-  FUZZ_CHECK(h.kind == format::SegmentKind::kEvents || h.kind == format::SegmentKind::kIndex,
+  FUZZ_CHECK(h.kind == format::SegmentKind::kEvents || h.kind == format::SegmentKind::kIndex ||
+                 h.kind == format::SegmentKind::kAux,
              "valid header of unknown kind");
+  FUZZ_CHECK(h.kind == format::SegmentKind::kIndex || (h.slot_count == 1 && h.first_position != 0),
+             "valid event or aux header breaks [F-5]");
   uint8_t again[sh::kSize];
   encode_segment_header(h, seed, again);
   FUZZ_CHECK(std::memcmp(again, p, sh::kSize) == 0, "segment header does not round-trip");

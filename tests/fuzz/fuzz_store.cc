@@ -137,7 +137,39 @@ void read_everything(const Store& store, const char* what) {
                                                  id.name() + " returned ok with the wrong events");
   }
   StoreStats st = store.stats();
-  eventsource::fuzz::sink(st.events + st.streams + st.log_bytes + st.compressed_frames);
+  eventsource::fuzz::sink(st.events + st.streams + st.log_bytes + st.compressed_frames +
+                          st.snapshots + st.dead_letters + st.projection_states + st.aux_bytes);
+  // Aux records: every lookup (errors are fine, crashes and lies are not).
+  uint64_t h = 0;
+  if (auto snaps = store.list_snapshots(); snaps.ok()) {
+    FUZZ_CHECK(snaps->size() == st.snapshot_streams,
+               std::string(what) + ": list_snapshots disagrees with stats");
+    for (const auto& [id, latest] : *snaps) {
+      auto got = store.latest_snapshot(id);
+      if (got.ok() && got.value()) {
+        FUZZ_CHECK(got.value()->version == latest.version,
+                   std::string(what) + ": latest_snapshot disagrees with list_snapshots");
+        h += got.value()->bytes.size();
+      }
+      if (auto vs = store.snapshot_versions(id); vs.ok()) h += vs->size();
+    }
+  }
+  if (auto dls = store.dead_letters(); dls.ok()) {
+    for (const DeadLetter& d : *dls) {
+      auto one = store.dead_letter(d.id);
+      FUZZ_CHECK(one.ok() && one->error == d.error,
+                 std::string(what) + ": dead_letter(id) disagrees with dead_letters()");
+      h += d.error.size() + d.projection.size();
+    }
+  }
+  if (auto names = store.projection_names(); names.ok())
+    for (const std::string& n : *names) {
+      auto p = store.projection_state(n);
+      FUZZ_CHECK(p.ok() && p.value().has_value(),
+                 std::string(what) + ": a listed projection has no state");
+      h += p.value()->state.size();
+    }
+  eventsource::fuzz::sink(h);
 }
 
 bool verify_clean(const std::string& path) {
@@ -186,6 +218,17 @@ void read_write_session(const std::string& path, bool was_clean) {
   const StreamId stream{"Fuzz", "1"};
   Result<AppendResult> appended = store.append(stream, ExpectedVersion::any(), {&e, 1});
   if (appended.ok()) read_everything(store, "read-write open after an append");
+  // Aux writes on the recovered store.
+  bool aux_ok = store.put_snapshot(stream, StreamVersion(1), 7, "snapshot").ok();
+  DeadLetter d;
+  d.projection = "fuzz";
+  d.error = "fuzzed";
+  Result<uint64_t> id = store.add_dead_letter(d);
+  aux_ok &= id.ok() && store.remove_dead_letter(*id).ok();
+  aux_ok &= store.save_projection_state("fuzz", GlobalPosition(42), "st").ok();
+  if (auto purged = store.purge_dead_letters("nobody"); purged.ok())
+    eventsource::fuzz::sink(*purged);
+  read_everything(store, "read-write open after aux writes");
   const uint64_t committed = store.committed_position().value;
   Status closed = store.close();
   if (!closed.ok() || !appended.ok()) return;
@@ -201,6 +244,13 @@ void read_write_session(const std::string& path, bool was_clean) {
                  std::to_string((*again)->committed_position().value) + ", it was " +
                  std::to_string(committed) + " at close");
   read_everything(**again, "reopen after a read-write session");
+  if (aux_ok) {
+    auto p = (*again)->projection_state("fuzz");
+    FUZZ_CHECK(p.ok() && p.value() && p.value()->position == GlobalPosition(42),
+               "a projection state saved before a clean close is not there after reopen");
+    auto dl = (*again)->dead_letters("fuzz");
+    FUZZ_CHECK(dl.ok() && dl->empty(), "a removed dead letter is back after reopen");
+  }
   (*again)->close().ignore_error();
   if (was_clean)
     FUZZ_CHECK(verify_clean(path),

@@ -88,12 +88,15 @@ class Output {
   size_t files_ = 0;
 };
 
+// Distinct for distinct (hi < 2^56, lo < 2^56): the version and variant
+// bytes overwrite none of their bits (event ids are unique in a store).
 Uuid make_uuid(uint64_t hi, uint64_t lo) {
   Uuid u;
-  put_u64(u.bytes.data(), hi);
-  put_u64(u.bytes.data() + 8, lo);
-  u.bytes[6] = static_cast<uint8_t>((u.bytes[6] & 0x0f) | 0x40);
-  u.bytes[8] = static_cast<uint8_t>((u.bytes[8] & 0x3f) | 0x80);
+  for (int i = 0; i < 6; ++i) u.bytes[i] = static_cast<uint8_t>(hi >> (8 * i));
+  u.bytes[6] = 0x40;  // version 4
+  u.bytes[7] = static_cast<uint8_t>(hi >> 48);
+  u.bytes[8] = 0x80;  // RFC 4122 variant
+  for (int i = 0; i < 7; ++i) u.bytes[9 + i] = static_cast<uint8_t>(lo >> (8 * i));
   return u;
 }
 
@@ -305,6 +308,53 @@ void make_stores(Output& out, const Paths& tmp) {
     append(*s, "Order", "o-1", events(8, 400, "OrderNote", "acme"));
     check(s->close(), "close");
     emit_store(out, "compressed", read_file(path), read_file(path + ".ckpt"), true);
+  }
+  {  // Aux records (format-spec.md "Aux segments"): snapshots, dead letters
+     // (one removed, one purged), projection states; closed, and as a crash
+     // left it with its last aux frame torn.
+    std::string path = tmp.path("aux");
+    auto s = open_store(path, options());
+    append(*s, "Order", "o-1", events(3, 60, "OrderPlaced", "acme"));
+    const StreamId order{"Order", "o-1"};
+    check(s->put_snapshot(order, StreamVersion(2), 1, "{\"lines\":2}"), "put_snapshot");
+    check(s->put_snapshot(order, StreamVersion(3), 2, "{\"lines\":3}"), "put_snapshot");
+    check(s->prune_snapshots(order, StreamVersion(3)).status(), "prune_snapshots");
+    DeadLetter d;
+    d.projection = "mailer";
+    d.position = GlobalPosition(2);
+    d.error = "smtp refused";
+    d.attempts = 3;
+    Result<uint64_t> a = s->add_dead_letter(d);
+    check(a.status(), "add_dead_letter");
+    d.projection = "billing";
+    check(s->add_dead_letter(d).status(), "add_dead_letter");
+    check(s->add_dead_letter(d).status(), "add_dead_letter");
+    check(s->remove_dead_letter(*a), "remove_dead_letter");
+    check(s->purge_dead_letters("billing").status(), "purge_dead_letters");
+    d.projection = "audit";
+    check(s->add_dead_letter(d).status(), "add_dead_letter");
+    for (uint64_t p = 1; p <= 3; ++p)
+      check(s->save_projection_state("totals", GlobalPosition(p), "{\"n\":1}"), "save");
+    std::string crashed = read_file(path);
+    check(s->close(), "close");
+    emit_store(out, "aux-closed", read_file(path), read_file(path + ".ckpt"));
+    // The last aux frame half written (a torn tail of the aux chain).
+    Parsed p = parse_store(crashed);
+    for (const Parsed::Slot& sl : p.slots) {
+      if (sl.h.kind != format::SegmentKind::kAux) continue;
+      const uint64_t base = format::kFileHeaderSize + sl.slot * p.header.segment_size;
+      uint64_t off = base + sh::kSize, last = 0;
+      while (get_u32(reinterpret_cast<const uint8_t*>(crashed.data()) + off + 8) != 0) {
+        last = off;
+        off += get_u32(reinterpret_cast<const uint8_t*>(crashed.data()) + off + 8);
+      }
+      if (last != 0)
+        for (uint64_t i = last + 40; i < off; ++i) crashed[i] = 0;
+      // Keep the corpus small: the file ends after the aux frames (a copy
+      // cut short; read-write opens extend it, read-only ones ignore it).
+      if (base + p.header.segment_size == crashed.size()) crashed.resize(align_up(off + 64, 4096));
+    }
+    out.put("store", "aux-torn-tail", crashed);
   }
   {  // Two event segments, then the index segment written by close.
     std::string path = tmp.path("multi");

@@ -69,6 +69,51 @@ info = json.load(open("out"))
 assert info["events"] > 20 and info["streams"] == 20, info
 assert info["last_position"] == info["events"], info' || fail "info --json"
 
+echo "== aux records: info counts, snapshots, dlq"
+run 0 "$esdump" info demo.evs && {
+  expect out '^snapshots +1 \(of 1 stream\)' "info counts snapshots"
+  expect out '^dead letters +1$' "info counts dead letters"
+  expect out '^projections +1 saved states' "info counts projection states"
+  expect out '^aux records +.* in 1 aux segment ' "info counts aux segments"
+}
+run 0 "$esdump" info demo.evs --json && python3 -c '
+import json
+info = json.load(open("out"))
+assert info["snapshots"] == 1 and info["dead_letters"] == 1, info
+assert info["projection_states"] == 1 and info["aux_segments"] == 1, info
+assert info["aux_bytes"] > 0 and info["format_version"] == 2, info' || fail "info --json aux counts"
+run 0 "$esdump" snapshots demo.evs && {
+  [ "$(wc -l <out)" = 1 ] || fail "snapshots: want 1 line, got $(wc -l <out)"
+  expect out '^Order-order-0001 +version [0-9]+ +schema 1 +[0-9]+ bytes .*\(versions [0-9]+\)$' "snapshots line"
+}
+run 0 "$esdump" snapshots demo.evs --stream Order-nope && [ ! -s out ] || fail "snapshots --stream filters"
+run 0 "$esdump" snapshots demo.evs --json && {
+  [ "$(json_lines out)" = 1 ] || fail "snapshots --json is not one JSON line"
+  expect out '"schema_version":1' "snapshots --json schema"
+}
+run 2 "$esdump" snapshots demo.evs --stream bad
+run 0 "$esdump" dlq demo.evs && expect out '^#[0-9]+ mailer position 3 attempts 5 last .*: smtp: connection refused$' "dlq list line"
+dl_id=$(sed -n 's/^#\([0-9]*\) .*/\1/p' out | head -n 1)
+run 0 "$esdump" dlq demo.evs list --json && {
+  [ "$(json_lines out)" = 1 ] || fail "dlq list --json"
+  expect out '"projection":"mailer"' "dlq --json projection"
+}
+run 0 "$esdump" dlq demo.evs list --projection other && [ ! -s out ] || fail "dlq --projection filters"
+run 0 "$esdump" dlq demo.evs show "$dl_id" && {
+  expect out '^error +smtp: connection refused$' "dlq show error"
+  expect out '^attempts +5$' "dlq show attempts"
+}
+run 0 "$esdump" dlq demo.evs show "$dl_id" --json && expect out '"error":"smtp: connection refused"' "dlq show --json"
+run 1 "$esdump" dlq demo.evs show 999999 && expect err '999999' "dlq show of a missing id names it"
+run 2 "$esdump" dlq demo.evs frobnicate
+cp demo.evs dlq.evs
+cp demo.evs.ckpt dlq.evs.ckpt 2>/dev/null
+run 0 "$esdump" dlq dlq.evs purge --projection other && expect out '^purged 0 dead letters of other$' "purge of another projection"
+run 0 "$esdump" dlq dlq.evs purge --json && expect out '"purged":1' "purge --json"
+run 0 "$esdump" dlq dlq.evs && [ ! -s out ] || fail "purged dead letters are gone"
+run 0 "$esdump" info dlq.evs && expect out '^dead letters +0$' "info after purge"
+run 0 "$esdump" verify dlq.evs
+
 echo "== streams"
 run 0 "$esdump" streams demo.evs && {
   [ "$(wc -l <out)" = 20 ] || fail "streams: want 20 lines, got $(wc -l <out)"
@@ -266,7 +311,7 @@ run 1 "$esdump" verify torn.evs && {
 
 echo "== garbage files never crash"
 head -c 100000 /dev/urandom >garbage.evs
-for cmd in info streams events export verify; do
+for cmd in info streams events export verify snapshots dlq; do
   got=0
   "$esdump" "$cmd" garbage.evs >/dev/null 2>err || got=$?
   [ "$got" = 1 ] || [ "$got" = 2 ] || fail "esdump $cmd on garbage exited $got: $(head -c 300 err)"

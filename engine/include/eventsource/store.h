@@ -9,6 +9,8 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
 #include "eventsource/options.h"
@@ -102,6 +104,44 @@ struct StoreStats {
   uint64_t checkpoint_failures = 0;
   uint64_t checkpoint_failures_in_row = 0;
   std::string last_checkpoint_error;  // "" when the last checkpoint succeeded
+  // Aux records (snapshots, dead letters, projection states): live counts
+  // as of this handle's committed view, and the aux segments holding them.
+  uint64_t snapshots = 0;         // live snapshots, all streams
+  uint64_t snapshot_streams = 0;  // streams with at least one snapshot
+  uint64_t dead_letters = 0;
+  uint64_t projection_states = 0;
+  uint32_t aux_segments = 0;
+  uint64_t aux_bytes = 0;        // bytes of aux frames in the aux chain
+  uint64_t aux_live_bytes = 0;   // of which records still live (the rest compaction reclaims)
+  uint64_t aux_compactions = 0;  // compactions of the aux chain since open
+};
+
+// A stream's snapshot: state of an aggregate at `version`, opaque to the
+// engine. `schema_version` lets a code change invalidate old snapshots.
+struct Snapshot {
+  StreamVersion version;
+  uint32_t schema_version = 0;
+  int64_t timestamp_us = 0;  // when it was put (microseconds since the Unix epoch)
+  std::string bytes;
+};
+
+// An event a projection gave up on: where, why, how often, when.
+struct DeadLetter {
+  uint64_t id = 0;         // assigned by add_dead_letter (ignored on input); unique, never reused
+  std::string projection;  // 1..255 bytes
+  GlobalPosition position;
+  std::string error;  // 0..64 KiB
+  uint32_t attempts = 0;
+  int64_t first_failure_us = 0;
+  int64_t last_failure_us = 0;
+};
+
+// A projection's checkpoint: the position it has handled, and an optional
+// small opaque state (0..64 KiB).
+struct ProjectionState {
+  GlobalPosition position;
+  std::string state;
+  int64_t updated_us = 0;
 };
 
 // One problem found by verify().
@@ -272,6 +312,56 @@ class Store {
   // file (`path` + ".cut-<unix time>"), then rewrites the checkpoint. Needs
   // the writer lock. Use when open() reports corruption before the durable end.
   static Result<RepairReport> repair(const std::string& path, const RepairOptions& options = {});
+
+  // --- Aux records: snapshots, dead letters, projection states ---
+  // Each write below is one aux frame with the durability of `options`
+  // (like an append: kNone returns after the write, kGroup/kEach after a
+  // group-committed fdatasync that covers it) and is visible to reads of
+  // this handle once it returns ok. Read-only handles see the aux state as
+  // of open/refresh(). Lookups never scan: they use in-memory maps built at
+  // open. Write errors: kReadOnly, kClosed (closed, or poisoned by a failed
+  // fdatasync), kInvalidArgument (limits), kIoError naming file and offset.
+
+  // Stores a snapshot of `stream` at `version` (>= 1). A second put at the
+  // same version replaces the first. Errors as above; kInvalidArgument when
+  // the stream name is invalid or the bytes do not fit in one segment.
+  Status put_snapshot(const StreamId& stream, StreamVersion version, uint32_t schema_version,
+                      std::string_view bytes, const AppendOptions& options = {});
+  // The snapshot with the highest version of `stream`, or nullopt. kCorruption
+  // (segment, offset) if its bytes no longer pass their checksum.
+  Result<std::optional<Snapshot>> latest_snapshot(const StreamId& stream) const;
+  // Versions of `stream`'s live snapshots, ascending.
+  Result<std::vector<StreamVersion>> snapshot_versions(const StreamId& stream) const;
+  // Every stream with a snapshot and its latest snapshot's version,
+  // schema version and size (bytes left empty), in name order.
+  Result<std::vector<std::pair<StreamId, Snapshot>>> list_snapshots() const;
+  // Removes `stream`'s snapshots older than `keep_from`; returns how many.
+  // Their space is reclaimed when the aux chain is next compacted.
+  Result<uint64_t> prune_snapshots(const StreamId& stream, StreamVersion keep_from,
+                                   const AppendOptions& options = {});
+
+  // Records a dead letter (letter.id is ignored) and returns its id.
+  Result<uint64_t> add_dead_letter(const DeadLetter& letter, const AppendOptions& options = {});
+  // Dead letters, by id; only `projection`'s when it is not empty.
+  Result<std::vector<DeadLetter>> dead_letters(std::string_view projection = {}) const;
+  // One dead letter; kNotFound if there is none with that id.
+  Result<DeadLetter> dead_letter(uint64_t id) const;
+  // Removes one dead letter; kNotFound if absent. Stays removed after a crash
+  // once acknowledged.
+  Status remove_dead_letter(uint64_t id, const AppendOptions& options = {});
+  // Removes all dead letters (of `projection` when not empty); returns how many.
+  Result<uint64_t> purge_dead_letters(std::string_view projection = {},
+                                      const AppendOptions& options = {});
+
+  // Saves `name`'s position (and state). Costs what an append in the same
+  // durability mode costs: one frame, and for kGroup/kEach a share of a
+  // group-committed fdatasync. name: 1..255 bytes.
+  Status save_projection_state(std::string_view name, GlobalPosition position,
+                               std::string_view state = {}, const AppendOptions& options = {});
+  // The latest saved state of `name`, or nullopt.
+  Result<std::optional<ProjectionState>> projection_state(std::string_view name) const;
+  // Names with a saved state, in byte order.
+  Result<std::vector<std::string>> projection_names() const;
 
   class Impl;
 

@@ -1,0 +1,90 @@
+// Aux records under concurrency (run under TSan by .ci/run): appenders,
+// snapshot puts, projection-state saves and dead letters from several
+// threads, with readers of the same handle and a read-only handle that
+// refreshes, while the aux chain is compacted.
+#include <doctest/doctest.h>
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "eventsource/store.h"
+#include "tests/support/store_helpers.h"
+#include "tests/support/temp_dir.h"
+
+namespace eventsource::testing {
+namespace {
+
+TEST_CASE("aux writes from several threads beside appends, readers and a refreshing reader") {
+  TempDir dir;
+  const std::string path = dir.file("aux.evs");
+  StoreOptions o = small_store_options();
+  o.durability = Durability::kGroup;
+  auto store = open_or_fail(path, o);
+  StoreOptions ro = small_store_options();
+  ro.mode = OpenMode::kReadOnly;
+  auto reader = open_or_fail(path, ro);
+  constexpr int kWriters = 4, kOps = 120;
+  std::atomic<bool> done{false};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kWriters; ++t) {
+    threads.emplace_back([&, t] {
+      const StreamId id{"W", std::to_string(t)};
+      const std::string blob(3000, static_cast<char>('a' + t));
+      for (int i = 1; i <= kOps; ++i) {
+        EventData e = make_event("E", "payload");
+        CHECK(store->append(id, ExpectedVersion::any(), std::span(&e, 1)).ok());
+        CHECK(store->put_snapshot(id, StreamVersion(i), 1, blob).ok());
+        CHECK(store->prune_snapshots(id, StreamVersion(i)).ok());
+        CHECK(store->save_projection_state("p" + std::to_string(t), GlobalPosition(i), blob).ok());
+        if (i % 10 == 0) {
+          DeadLetter d;
+          d.projection = "p" + std::to_string(t);
+          d.error = "e";
+          auto added = store->add_dead_letter(d);
+          CHECK(added.ok());
+          if (added.ok()) CHECK(store->remove_dead_letter(*added).ok());
+        }
+      }
+    });
+  }
+  std::thread same_handle([&] {
+    while (!done.load()) {
+      for (int t = 0; t < kWriters; ++t) {
+        auto s = store->latest_snapshot(StreamId{"W", std::to_string(t)});
+        CHECK(s.ok());
+        auto p = store->projection_state("p" + std::to_string(t));
+        CHECK(p.ok());
+      }
+      CHECK(store->dead_letters().ok());
+      (void)store->stats();
+    }
+  });
+  std::thread other_handle([&] {
+    while (!done.load()) {
+      (void)reader->refresh();
+      (void)reader->latest_snapshot(StreamId{"W", "0"});
+      (void)reader->projection_names();
+      (void)reader->dead_letters();
+    }
+  });
+  for (auto& th : threads) th.join();
+  done.store(true);
+  same_handle.join();
+  other_handle.join();
+  for (int t = 0; t < kWriters; ++t)
+    CHECK(store->projection_state("p" + std::to_string(t)).value()->position ==
+          GlobalPosition(kOps));
+  CHECK(store->dead_letters().value().empty());
+  CHECK(store->stats().aux_compactions >= 1u);
+  EVENTSOURCE_REQUIRE_OK(reader->close());
+  EVENTSOURCE_REQUIRE_OK(store->close());
+  auto again = open_or_fail(path, o);
+  for (int t = 0; t < kWriters; ++t)
+    CHECK(again->snapshot_versions(StreamId{"W", std::to_string(t)}).value() ==
+          std::vector<StreamVersion>{StreamVersion(kOps)});
+}
+
+}  // namespace
+}  // namespace eventsource::testing
