@@ -236,6 +236,16 @@ Status Store::Impl::read_slots() {
                                       where(slot, slot_offset(slot)), why, path_),
                           static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)));
       case SegmentHeaderState::kValid:
+        if (h.slot_count > nslots - slot && read_only_ && h.kind != SegmentKind::kEvents) {
+          // A live writer extends the file, then writes the header of the
+          // multi-slot segment it allocated there: this handle measured the
+          // file before. It reads no index or aux segment after open, so the
+          // slots past its measure are simply not known yet.
+          for (uint64_t k = slot; k < nslots; ++k)
+            slots_[k] = SlotInfo{h.kind, h.epoch, 0, k == slot ? nslots - slot : 0, 0};
+          slot = nslots - 1;
+          break;
+        }
         if (h.slot_count > nslots - slot) {
           return corruption(fmt::format("{}: segment spans {} slots, past the end of the file",
                                         where(slot, slot_offset(slot)), h.slot_count),

@@ -6,6 +6,7 @@
 // readable, and verify reports it.
 #include <doctest/doctest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -14,6 +15,7 @@
 #include "engine/format.h"
 #include "eventsource/store.h"
 #include "tests/support/files.h"
+#include "tests/support/forwarding_os.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
@@ -108,6 +110,39 @@ TEST_SUITE("lazy-index") {
     ro.mode = OpenMode::kReadOnly;
     auto reader = open_or_fail(path, ro);
     CHECK(reader->stream_version(kC) == StreamVersion(3));
+  }
+}
+
+TEST_SUITE("lazy-index") {
+  TEST_CASE("a read-only refresh that measured the file before the writer extended it") {
+    // The writer's checkpoint extends the file by a 2-slot index segment,
+    // then writes its header; a reader that measured the file in between
+    // saw a header spanning past "the end" and reported corruption (found
+    // by reader-kill once index blobs outgrew one 1 MiB slot).
+    struct StaleSizeOs : ForwardingOs {
+      std::atomic<int64_t> hide{0};
+      int64_t file_size(int fd) override { return ForwardingOs::file_size(fd) - hide.load(); }
+    };
+    TempDir dir("es-lazy");
+    const std::string path = dir.file("s.evs");
+    auto writer = open_or_fail(path, small_store_options());
+    for (int b = 0; b < 600; ++b) append(*writer, StreamId{"S", std::to_string(b % 50)}, 100);
+    auto os = std::make_shared<StaleSizeOs>();
+    StoreOptions ro = small_store_options();
+    ro.mode = OpenMode::kReadOnly;
+    ro.os = os;
+    auto reader = open_or_fail(path, ro);
+    const uint64_t before = file_size(path);
+    EVENTSOURCE_REQUIRE_OK(writer->checkpoint());
+    REQUIRE(file_size(path) >= before + 2 * kMiB);  // the index spans 2 slots at the end
+    os->hide = static_cast<int64_t>(kMiB);          // the reader's measure misses its last slot
+    append(*writer, kA, 1);
+    auto r = reader->refresh();
+    EVENTSOURCE_REQUIRE_OK(r);
+    CHECK(r->value == 60001);
+    os->hide = 0;
+    EVENTSOURCE_REQUIRE_OK(reader->refresh());
+    CHECK(read_all_events(*reader).events.size() == 60001);
   }
 }
 
