@@ -91,7 +91,6 @@ uint64_t IdTable::write_section(uint8_t* p, uint64_t seed, std::string* error) c
     if (s.first != 0) fresh.emplace_back(key(s.first), s.second);
   std::sort(fresh.begin(), fresh.end());
   const uint64_t n = size();
-  const uint64_t nb = block_count(n);
   uint8_t* fences = p;
   uint8_t* data = p + head_bytes(n);
   uint64_t j = 0;  // entries written

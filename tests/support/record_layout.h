@@ -44,7 +44,7 @@ inline RecordLayout record_layout(const uint8_t* r, size_t avail) {
   REQUIRE(l.end <= avail);
   auto at = [&] { return static_cast<size_t>(q - r); };
   auto varint = [&] {
-    uint64_t v;
+    uint64_t v = 0;
     REQUIRE(get_varint(&q, far, &v) == nullptr);
     return v;
   };
