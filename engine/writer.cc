@@ -212,9 +212,10 @@ Status Store::Impl::find_stored_ids(std::span<const EventData> events,
   {
     MutexLock pending(&pending_mu_);
     ReaderLock ix(&index_mu_);
-    for (const auto& [fp, i] : want) {
+    for (const auto& w : want) {
+      const size_t i = w.second;  // (clang 14 cannot capture a structured binding)
       std::string why =
-          index_.ids().find(fp, [&](uint64_t loc) { candidates.emplace_back(i, loc); });
+          index_.ids().find(w.first, [&](uint64_t loc) { candidates.emplace_back(i, loc); });
       if (!why.empty())
         return corruption(fmt::format("{}: index segment {}: {} (run 'esdump verify {}')", path_,
                                       index_slot_, why, path_),
