@@ -134,7 +134,7 @@ inline constexpr size_t kLocatorCount = 32;    // u64
 inline constexpr size_t kNamesLen = 40;        // u64
 inline constexpr size_t kLocatorsOffset = 48;  // u64: from blob start, 8-aligned
 inline constexpr size_t kIdsOffset = 56;       // u64: the event-id section, 8-aligned
-inline constexpr size_t kChecksum = 64;  // u64: over [0,64) + id fences/sums
+inline constexpr size_t kChecksum = 64;        // u64: over [0,64) + id fences/sums
 inline constexpr size_t kSize = 72;
 }  // namespace index_header
 namespace index_entry {
