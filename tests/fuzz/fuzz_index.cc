@@ -1,5 +1,6 @@
 // Fuzz target: StreamIndex::load_blob (copy and no-copy), verify_entry and a
-// locator() walk over every entry, build_blob round trip.
+// locator() walk over every entry, the id table's lazy block checks, build_blob
+// round trip.
 //
 // Input: the bytes of an index blob (what an index segment holds after its
 // header), checked with seed kSeed (fuzz_util.h). Each input is tried as is
@@ -8,7 +9,7 @@
 // cut from real stores, which have other seeds) reach the checks behind the
 // checksums.
 // Invariants: a failed load leaves the index empty; a copying load succeeds
-// exactly when the no-copy load does and every entry then verifies, with the
+// exactly when the no-copy load does and every entry and id block then verifies, with the
 // same streams and locators; an index loaded from a blob rebuilds (build_blob)
 // into a blob that loads into the same index.
 #include <cstddef>
@@ -79,6 +80,11 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
     all_verified &= damage.empty();
     FUZZ_CHECK(!damage.empty() || total == lazy_info.locator_count,
                "entries do not add up to the locator count");
+    // The id table's blocks are checked on first use; the copying load
+    // checks them all now.
+    const std::string ids_why = lazy.ids().verify_all();
+    FUZZ_CHECK(ids_why == lazy.ids().verify_all(), "id table verification is not stable");
+    all_verified &= ids_why.empty();
   }
 
   StreamIndex copied;

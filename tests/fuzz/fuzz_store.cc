@@ -29,7 +29,6 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
-#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
@@ -50,7 +49,6 @@ constexpr char kTrailerCkptResign[8] = {'E', 'S', 'F', 'Z', 'C', 'K', 'S', '1'};
 constexpr char kTrailerResign[8] = {'E', 'S', 'F', 'Z', 'R', 'S', 'G', '1'};
 constexpr size_t kTrailer = 8;
 constexpr size_t kCkptSize = format::checkpoint::kSize;
-constexpr uint64_t kUnlimited = std::numeric_limits<uint64_t>::max();
 constexpr uint64_t kMaxSegmentForReadWrite = 4u << 20;
 
 std::string status_text(const Status& s) { return s.to_string(); }
