@@ -18,6 +18,10 @@ namespace ar = format::aux_record;
 using format::AuxKind;
 using format::SegmentKind;
 
+// How many times a read-only handle reads the slot headers again when the
+// aux chain it walks changes under it (a writer compacting without pause).
+constexpr int kAuxRereads = 100;
+
 AuxChainView Store::Impl::aux_view(std::vector<EventSeg> segs) const {
   return AuxChainView(std::move(segs), seg_size_, seed_,
                       [this](uint64_t slot, uint64_t* avail) -> const uint8_t* {
@@ -27,16 +31,33 @@ AuxChainView Store::Impl::aux_view(std::vector<EventSeg> segs) const {
 }
 
 Status Store::Impl::open_aux() {
+  // The aux segments the slot headers name, mapped, in epoch order.
   std::vector<EventSeg> segs;
-  for (uint64_t slot = 0; slot < slots_.size(); ++slot) {
-    const SlotInfo& s = slots_[slot];
-    if (s.kind != SegmentKind::kAux) continue;
-    segs.push_back(EventSeg{slot, s.epoch, s.first_position});
-    EVENTSOURCE_RETURN_IF_ERROR(map_slot(slot));
-  }
-  std::sort(segs.begin(), segs.end(),
-            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+  auto read_chain = [&]() EVENTSOURCE_NO_THREAD_SAFETY_ANALYSIS -> Status {
+    segs.clear();
+    for (uint64_t slot = 0; slot < slots_.size(); ++slot) {
+      const SlotInfo& s = slots_[slot];
+      if (s.kind != SegmentKind::kAux) continue;
+      segs.push_back(EventSeg{slot, s.epoch, s.first_position});
+      EVENTSOURCE_RETURN_IF_ERROR(map_slot(slot));
+    }
+    std::sort(segs.begin(), segs.end(),
+              [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+    return Status();
+  };
+  EVENTSOURCE_RETURN_IF_ERROR(read_chain());
   AuxScan scan = scan_aux_chain(aux_view(segs));
+  // A read-only handle beside a writer that compacts the aux chain: the
+  // writer writes the live records into new segments, then zeroes and frees
+  // the old ones, so a walk over the chain the headers named can meet zeros.
+  // Read the headers again; a chain that changed is walked anew.
+  for (int attempt = 0; read_only_ && scan.bad && attempt < kAuxRereads; ++attempt) {
+    const std::vector<EventSeg> before = segs;
+    EVENTSOURCE_RETURN_IF_ERROR(read_slots());
+    EVENTSOURCE_RETURN_IF_ERROR(read_chain());
+    if (segs == before) break;
+    scan = scan_aux_chain(aux_view(segs));
+  }
   uint64_t floor_seq = 1;
   for (int round = 0; scan.bad && round < 2; ++round) {
     const BadFrame bad = *scan.bad;
@@ -58,12 +79,7 @@ Status Store::Impl::open_aux() {
       EVENTSOURCE_RETURN_IF_ERROR(aux_cut(aux_view(segs), bad, /*save_side_file=*/false));
     }
     floor_seq = bad.expected_position;
-    segs.clear();
-    for (uint64_t slot = 0; slot < slots_.size(); ++slot)
-      if (slots_[slot].kind == SegmentKind::kAux)
-        segs.push_back(EventSeg{slot, slots_[slot].epoch, slots_[slot].first_position});
-    std::sort(segs.begin(), segs.end(),
-              [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+    EVENTSOURCE_RETURN_IF_ERROR(read_chain());
     scan = scan_aux_chain(aux_view(segs));
   }
   if (scan.bad && !read_only_) {
@@ -416,23 +432,35 @@ Status Store::put_snapshot(const StreamId& stream, StreamVersion version, uint32
 Result<std::optional<Snapshot>> Store::latest_snapshot(const StreamId& stream) const {
   Impl::OpGuard guard(*impl_);
   if (!guard.ok()) return impl_->closed_status();
-  MutexLock lock(&impl_->aux_mu_);
-  auto it = impl_->aux_state_.snapshots.find(stream.name());
-  if (it == impl_->aux_state_.snapshots.end() || it->second.empty())
-    return std::optional<Snapshot>();
-  const auto& [version, loc] = *it->second.rbegin();
-  AuxRecord r;
-  EVENTSOURCE_RETURN_IF_ERROR(impl_->read_aux_record(loc.offset, loc.record_len, &r));
-  if (r.kind != AuxKind::kSnapshotPut || r.stream_type != stream.type || r.stream_id != stream.id ||
-      r.version != version)
-    return corruption(fmt::format("{}: the snapshot record of {} version {} holds another record "
-                                  "(run 'esdump verify {}')",
-                                  impl_->where(impl_->slot_of(loc.offset), loc.offset),
-                                  stream.name(), version, impl_->path_),
-                      static_cast<int64_t>(impl_->slot_of(loc.offset)),
-                      static_cast<int64_t>(loc.offset));
-  return std::optional<Snapshot>(
-      Snapshot{StreamVersion(version), r.schema_version, r.time_us, std::string(r.data)});
+  for (int attempt = 0;; ++attempt) {
+    Status bad;
+    {
+      MutexLock lock(&impl_->aux_mu_);
+      auto it = impl_->aux_state_.snapshots.find(stream.name());
+      if (it == impl_->aux_state_.snapshots.end() || it->second.empty())
+        return std::optional<Snapshot>();
+      const auto& [version, loc] = *it->second.rbegin();
+      AuxRecord r;
+      bad = impl_->read_aux_record(loc.offset, loc.record_len, &r);
+      if (bad.ok() && (r.kind != AuxKind::kSnapshotPut || r.stream_type != stream.type ||
+                       r.stream_id != stream.id || r.version != version))
+        bad = corruption(fmt::format("{}: the snapshot record of {} version {} holds another "
+                                     "record (run 'esdump verify {}')",
+                                     impl_->where(impl_->slot_of(loc.offset), loc.offset),
+                                     stream.name(), version, impl_->path_),
+                         static_cast<int64_t>(impl_->slot_of(loc.offset)),
+                         static_cast<int64_t>(loc.offset));
+      if (bad.ok())
+        return std::optional<Snapshot>(
+            Snapshot{StreamVersion(version), r.schema_version, r.time_us, std::string(r.data)});
+    }
+    if (!impl_->read_only_ || attempt == 1) return bad;
+    // A read-only handle whose writer compacted the aux chain since this
+    // handle read it: the record moved. Read the chain again, look again.
+    MutexLock lock(&impl_->write_mu_);
+    Status again = impl_->open_aux();
+    if (!again.ok() && again.code() != Code::kCorruption) return again;
+  }
 }
 
 Result<std::vector<StreamVersion>> Store::snapshot_versions(const StreamId& stream) const {

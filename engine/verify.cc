@@ -61,6 +61,7 @@ class Verifier {
       : path_(std::move(path)), os_(std::move(os)), progress_(progress) {}
   ~Verifier() {
     if (map_ != nullptr) os_->unmap(map_, size_);
+    if (aux_map_ != nullptr) os_->unmap(aux_map_, aux_map_size_);
     if (fd_ >= 0) os_->close(fd_);
   }
 
@@ -86,7 +87,8 @@ class Verifier {
   Result<int64_t> file_size();
   Status read_checkpoint_and_index();
   Result<bool> read_index(const Checkpoint& cp);
-  SlotScan scan_slots(uint64_t nslots, uint64_t file_slots) const;
+  // Reads the headers of slots [0, nslots) from `base` (map_ by default).
+  SlotScan scan_slots(uint64_t nslots, uint64_t file_slots, const uint8_t* base = nullptr) const;
   void scan_segments();
   // Why open would refuse to cut the log at `bad` [F-31]: damage, never a
   // torn tail. "": a torn tail, which open cuts.
@@ -111,6 +113,9 @@ class Verifier {
   // The aux chain (snapshots, dead letters, projection states): every frame
   // and record, by the rules open applies (format-spec.md "Aux segments").
   void check_aux_chain();
+  // The aux segments of the file as it is now (a fresh mapping, aux_map_),
+  // in epoch order; false if the file cannot be mapped again.
+  bool current_aux_segments(std::vector<EventSeg>* segs);
   void confirm_slot_problems(const std::map<uint64_t, std::string>& bad, uint64_t size);
   bool segment_appeared_before(const BadFrame& gap) const;
 
@@ -120,6 +125,9 @@ class Verifier {
   int fd_ = -1;
   const uint8_t* map_ = nullptr;
   uint64_t size_ = 0;
+  // A later mapping of the whole file, for a second look at the aux chain.
+  const uint8_t* aux_map_ = nullptr;
+  uint64_t aux_map_size_ = 0;
   uint64_t seg_size_ = 0;
   uint64_t seed_ = 0;
   FileHeader header_;
@@ -267,11 +275,13 @@ Result<bool> Verifier::read_index(const Checkpoint& cp) {
   return true;
 }
 
-Verifier::SlotScan Verifier::scan_slots(uint64_t nslots, uint64_t file_slots) const {
+Verifier::SlotScan Verifier::scan_slots(uint64_t nslots, uint64_t file_slots,
+                                        const uint8_t* base) const {
+  if (base == nullptr) base = map_;
   SlotScan scan;
   scan.slots.resize(nslots);
   for (uint64_t slot = 0; slot < nslots; ++slot) {
-    const uint8_t* p = map_ + slot_offset(slot);
+    const uint8_t* p = base + slot_offset(slot);
     SegmentHeader h;
     std::string w;
     switch (parse_segment_header(p, slot, seed_, &h, &w)) {
@@ -646,33 +656,69 @@ void Verifier::check_index() {
     problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), "index: " + bad);
 }
 
-void Verifier::check_aux_chain() {
+std::vector<EventSeg> aux_segments(const std::vector<SlotInfo>& slots) {
   std::vector<EventSeg> segs;
-  for (uint64_t slot = 0; slot < slots_.size(); ++slot)
-    if (slots_[slot].kind == SegmentKind::kAux)
-      segs.push_back(EventSeg{slot, slots_[slot].epoch, slots_[slot].first_position});
-  if (segs.empty()) return;
+  for (uint64_t slot = 0; slot < slots.size(); ++slot)
+    if (slots[slot].kind == SegmentKind::kAux)
+      segs.push_back(EventSeg{slot, slots[slot].epoch, slots[slot].first_position});
   std::sort(segs.begin(), segs.end(),
             [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
-  AuxChainView view(segs, seg_size_, seed_, [this](uint64_t slot, uint64_t* avail) {
-    const uint64_t off = slot_offset(slot);
-    *avail = off >= size_ ? 0 : std::min(seg_size_, size_ - off);
-    return map_ + off;
-  });
-  const AuxScan scan = scan_aux_chain(view);
-  report_.bytes_checked += scan.frame_bytes;
-  if (!scan.bad) return;
-  const EventSeg& seg = segs[scan.bad->seg_index];
-  if (scan.bad_is_damage) {
-    problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(scan.bad->offset),
-            fmt::format("aux chain: {} (a later aux frame says sequence {} was durable: this is "
-                        "damage, not a torn write)",
-                        scan.bad->why, scan.bad->expected_position));
-  } else if (!report_.torn_tail) {
-    // A torn aux tail: open cuts it (read-write) or ignores it; not damage.
-    report_.torn_tail =
-        VerifyProblem{path_, static_cast<int64_t>(seg.slot), static_cast<int64_t>(scan.bad->offset),
-                      "aux chain: " + scan.bad->why};
+  return segs;
+}
+
+bool Verifier::current_aux_segments(std::vector<EventSeg>* segs) {
+  const Result<int64_t> size = file_size();
+  if (!size.ok() || static_cast<uint64_t>(*size) < format::kFileHeaderSize) return false;
+  if (aux_map_ != nullptr) os_->unmap(aux_map_, aux_map_size_);
+  aux_map_size_ = static_cast<uint64_t>(*size);
+  int err = 0;
+  aux_map_ = static_cast<const uint8_t*>(os_->map_read(fd_, 0, aux_map_size_, &err));
+  if (aux_map_ == nullptr) return false;
+  const uint64_t nslots = (aux_map_size_ - format::kFileHeaderSize) / seg_size_;
+  *segs = aux_segments(scan_slots(nslots, nslots, aux_map_).slots);
+  return true;
+}
+
+void Verifier::check_aux_chain() {
+  std::vector<EventSeg> segs = aux_segments(slots_);
+  const uint8_t* base = map_;
+  uint64_t size = size_;
+  for (int attempt = 1;; ++attempt) {
+    if (segs.empty()) return;
+    AuxChainView view(segs, seg_size_, seed_, [&](uint64_t slot, uint64_t* avail) {
+      const uint64_t off = slot_offset(slot);
+      *avail = off >= size ? 0 : std::min(seg_size_, size - off);
+      return base + off;
+    });
+    const AuxScan scan = scan_aux_chain(view);
+    if (scan.bad && attempt < kCheckpointAttempts) {
+      // A live writer compacting the aux chain writes the live records into
+      // new segments, then zeroes and frees the old ones: a walk over the
+      // chain read before meets zeros. Looked at again, such a chain is
+      // another one; walk that. Damage stays where it is.
+      std::vector<EventSeg> now;
+      if (current_aux_segments(&now) && now != segs) {
+        segs = std::move(now);
+        base = aux_map_;
+        size = aux_map_size_;
+        continue;
+      }
+    }
+    report_.bytes_checked += scan.frame_bytes;
+    if (!scan.bad) return;
+    const EventSeg& seg = segs[scan.bad->seg_index];
+    if (scan.bad_is_damage) {
+      problem(static_cast<int64_t>(seg.slot), static_cast<int64_t>(scan.bad->offset),
+              fmt::format("aux chain: {} (a later aux frame says sequence {} was durable: this is "
+                          "damage, not a torn write)",
+                          scan.bad->why, scan.bad->expected_position));
+    } else if (!report_.torn_tail) {
+      // A torn aux tail: open cuts it (read-write) or ignores it; not damage.
+      report_.torn_tail = VerifyProblem{path_, static_cast<int64_t>(seg.slot),
+                                        static_cast<int64_t>(scan.bad->offset),
+                                        "aux chain: " + scan.bad->why};
+    }
+    return;
   }
 }
 
