@@ -162,7 +162,8 @@ class Store::Impl {
     StreamVersion version;
     GlobalPosition position;
   };
-  Status find_stored_ids(std::span<const EventData> events,
+  // `fps`: IdTable::fingerprint of each event's id (nil ids are skipped).
+  Status find_stored_ids(std::span<const EventData> events, std::span<const uint64_t> fps,
                          std::vector<std::optional<StoredEvent>>* found)
       EVENTSOURCE_REQUIRES(write_mu_) EVENTSOURCE_EXCLUDES(pending_mu_, index_mu_);
   // The retry / duplicate / conflict rule for a batch some of whose ids are

@@ -197,12 +197,13 @@ Result<uint64_t> Store::Impl::writer_version(const std::string& key) {
 }
 
 Status Store::Impl::find_stored_ids(std::span<const EventData> events,
+                                    std::span<const uint64_t> fps,
                                     std::vector<std::optional<StoredEvent>>* found) {
   // The batch's ids by fingerprint, so that each stored candidate (committed
   // in the id table, or in a pending batch) costs one probe.
   std::vector<std::pair<uint64_t, size_t>> want;
   for (size_t i = 0; i < events.size(); ++i)
-    if (!events[i].id.is_nil()) want.emplace_back(IdTable::fingerprint(events[i].id, seed_), i);
+    if (!events[i].id.is_nil()) want.emplace_back(fps[i], i);
   std::sort(want.begin(), want.end());
   std::vector<std::pair<size_t, uint64_t>> candidates;  // (event, locator)
   auto offer = [&](uint64_t fp, uint64_t loc) {
@@ -267,8 +268,7 @@ Result<AppendResult> Store::Impl::judge_stored_ids(
         static_cast<int64_t>(current));
   AppendResult result;
   result.version = StreamVersion(current);
-  result.first_position = found.front()->position;
-  result.last_position = found.back()->position;
+  result.first_position = result.last_position = found.front()->position;
   for (const auto& f : found) {
     result.first_position = std::min(result.first_position, f->position);
     result.last_position = std::max(result.last_position, f->position);
@@ -331,6 +331,15 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     ~Leave() { n.fetch_sub(1); }
   } leave{in_flight_};
 
+  // Each event's id (a random one for nil) and its fingerprint, hashed
+  // before the write lock: the duplicate check and the id table use them.
+  std::vector<Uuid> ids(n);
+  std::vector<uint64_t> fps(n);
+  for (size_t i = 0; i < n; ++i) {
+    ids[i] = events[i].id.is_nil() ? Uuid::random() : events[i].id;
+    fps[i] = IdTable::fingerprint(ids[i], seed_);
+  }
+
   AppendResult result;
   bool checkpoint_due = false;
   {
@@ -341,7 +350,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     EVENTSOURCE_ASSIGN_OR_RETURN(const uint64_t current, writer_version(key));
     // Ids stored before: a retry, a duplicate or a conflict (format-spec.md [F-25]).
     std::vector<std::optional<StoredEvent>> found;
-    if (any_id) EVENTSOURCE_RETURN_IF_ERROR(find_stored_ids(events, &found));
+    if (any_id) EVENTSOURCE_RETURN_IF_ERROR(find_stored_ids(events, fps, &found));
     if (std::any_of(found.begin(), found.end(), [](const auto& f) { return f.has_value(); })) {
       EVENTSOURCE_ASSIGN_OR_RETURN(result, judge_stored_ids(stream, expected, current, found));
       lock.unlock();
@@ -357,15 +366,13 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     const uint64_t first = next_position_;
     const int64_t now = now_us();
     PendingBatch batch{first + n - 1, key, static_cast<uint8_t>(stream.type.size()), {}, {}};
-    batch.fps.reserve(n);
+    batch.fps = std::move(fps);
     encoder_.reset();
     for (size_t i = 0; i < n; ++i) {
       const EventData& e = events[i];
-      const Uuid id = e.id.is_nil() ? Uuid::random() : e.id;
-      batch.fps.push_back(IdTable::fingerprint(id, seed_));
-      encoder_.add(
-          {&stream, &e, id, e.timestamp_us == 0 ? now : e.timestamp_us, first + i, current + 1 + i},
-          seed_);
+      encoder_.add({&stream, &e, ids[i], e.timestamp_us == 0 ? now : e.timestamp_us, first + i,
+                    current + 1 + i},
+                   seed_);
     }
     if (tail_offset_ == 0 ||
         tail_offset_ + encoder_.uncompressed_frame_len() > slot_offset(tail_slot_) + seg_size_)
