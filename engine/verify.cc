@@ -714,9 +714,9 @@ void Verifier::check_aux_chain() {
                           scan.bad->why, scan.bad->expected_position));
     } else if (!report_.torn_tail) {
       // A torn aux tail: open cuts it (read-write) or ignores it; not damage.
-      report_.torn_tail = VerifyProblem{path_, static_cast<int64_t>(seg.slot),
-                                        static_cast<int64_t>(scan.bad->offset),
-                                        "aux chain: " + scan.bad->why};
+      report_.torn_tail =
+          VerifyProblem{path_, static_cast<int64_t>(seg.slot),
+                        static_cast<int64_t>(scan.bad->offset), "aux chain: " + scan.bad->why};
     }
     return;
   }
