@@ -1,5 +1,6 @@
-// A per-test scratch directory under $TMPDIR (or /tmp) that is removed with
-// everything in it when the test is done, so stores never leak between tests.
+// A per-test scratch directory under $ES_FAST_TMPDIR (a tmpfs, when it has
+// room), else $TMPDIR, else /tmp, removed with everything in it when the test
+// is done, so stores never leak between tests.
 #pragma once
 
 #include <string>
@@ -11,7 +12,7 @@ namespace eventsource::testing {
 class TempDir {
  public:
   // `tag` becomes part of the directory name, to tell leftovers apart.
-  // `under`: the parent directory ("" = $TMPDIR, else /tmp).
+  // `under`: the parent directory ("" = as above).
   explicit TempDir(const std::string& tag = "es-test", const std::string& under = "");
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
