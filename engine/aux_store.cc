@@ -22,6 +22,16 @@ using format::SegmentKind;
 // aux chain it walks changes under it (a writer compacting without pause).
 constexpr int kAuxRereads = 100;
 
+std::vector<EventSeg> aux_segments(const std::vector<SlotInfo>& slots) {
+  std::vector<EventSeg> segs;
+  for (uint64_t slot = 0; slot < slots.size(); ++slot)
+    if (slots[slot].kind == SegmentKind::kAux)
+      segs.push_back(EventSeg{slot, slots[slot].epoch, slots[slot].first_position});
+  std::sort(segs.begin(), segs.end(),
+            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+  return segs;
+}
+
 AuxChainView Store::Impl::aux_view(std::vector<EventSeg> segs) const {
   return AuxChainView(std::move(segs), seg_size_, seed_,
                       [this](uint64_t slot, uint64_t* avail) -> const uint8_t* {
@@ -34,15 +44,8 @@ Status Store::Impl::open_aux() {
   // The aux segments the slot headers name, mapped, in epoch order.
   std::vector<EventSeg> segs;
   auto read_chain = [&]() EVENTSOURCE_NO_THREAD_SAFETY_ANALYSIS -> Status {
-    segs.clear();
-    for (uint64_t slot = 0; slot < slots_.size(); ++slot) {
-      const SlotInfo& s = slots_[slot];
-      if (s.kind != SegmentKind::kAux) continue;
-      segs.push_back(EventSeg{slot, s.epoch, s.first_position});
-      EVENTSOURCE_RETURN_IF_ERROR(map_slot(slot));
-    }
-    std::sort(segs.begin(), segs.end(),
-              [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+    segs = aux_segments(slots_);
+    for (const EventSeg& seg : segs) EVENTSOURCE_RETURN_IF_ERROR(map_slot(seg.slot));
     return Status();
   };
   EVENTSOURCE_RETURN_IF_ERROR(read_chain());
@@ -240,12 +243,7 @@ Status Store::Impl::aux_compact_locked() {
   std::sort(live.begin(), live.end());
   // Every aux segment of the file goes, the chain's and any orphan (one
   // allocated by a roll whose mapping then failed, never written to).
-  std::vector<EventSeg> old;
-  for (uint64_t slot = 0; slot < slots_.size(); ++slot)
-    if (slots_[slot].kind == SegmentKind::kAux)
-      old.push_back(EventSeg{slot, slots_[slot].epoch, slots_[slot].first_position});
-  std::sort(old.begin(), old.end(),
-            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
+  const std::vector<EventSeg> old = aux_segments(slots_);
   // Any failure from here on poisons the store: reopening recovers a chain
   // that holds the same logical state (old records, then whole copies).
   auto fail = [&](Status s) { return poison(std::move(s)); };

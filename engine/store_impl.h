@@ -54,6 +54,9 @@ struct SlotInfo {
   uint64_t payload_len = 0;
 };
 
+// The aux segments among `slots`, in epoch order: the aux chain [F-38].
+std::vector<EventSeg> aux_segments(const std::vector<SlotInfo>& slots);
+
 // The writer's or a reader's log as a LogView: the event segments published
 // when it was made, through the live mappings.
 class MappedLog final : public LogView {

@@ -656,16 +656,6 @@ void Verifier::check_index() {
     problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), "index: " + bad);
 }
 
-std::vector<EventSeg> aux_segments(const std::vector<SlotInfo>& slots) {
-  std::vector<EventSeg> segs;
-  for (uint64_t slot = 0; slot < slots.size(); ++slot)
-    if (slots[slot].kind == SegmentKind::kAux)
-      segs.push_back(EventSeg{slot, slots[slot].epoch, slots[slot].first_position});
-  std::sort(segs.begin(), segs.end(),
-            [](const EventSeg& a, const EventSeg& b) { return a.epoch < b.epoch; });
-  return segs;
-}
-
 bool Verifier::current_aux_segments(std::vector<EventSeg>* segs) {
   const Result<int64_t> size = file_size();
   if (!size.ok() || static_cast<uint64_t>(*size) < format::kFileHeaderSize) return false;
