@@ -311,9 +311,11 @@ void Verifier::confirm_slot_problems(const std::map<uint64_t, std::string>& bad,
   // and zeroes the ones it frees: a pass over the headers can meet them
   // halfway. Damage is still there when looked at again; a write in progress
   // is not.
-  // A partial slot at the end whose header is zero is an allocation under
-  // way (or interrupted, [F-8]: the file is extended to the bytes a segment
-  // will use, then to its whole slots, and then its header is written).
+  // A partial slot at the end whose header is zero is an allocation an
+  // earlier writer of this format was making when it stopped ([F-8]: it
+  // extended the file to the bytes a segment would use, then to its whole
+  // slots, and then wrote its header; writers now extend by whole slots
+  // first, so the file never ends mid-slot).
   const uint64_t partial = slot_offset(slots_.size());
   if (size == size_ && size_ > partial &&
       !all_zero(map_ + partial, std::min<uint64_t>(size_ - partial, sh::kSize + fh::kSize)))

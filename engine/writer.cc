@@ -87,14 +87,12 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
     // Reused slots may hold stale bytes: zero them.
     EVENTSOURCE_RETURN_IF_ERROR(zero_range(slot_offset(slot), span));
   }
-  int r = os_->fallocate(fd_, 0, slot_offset(slot), need);
-  if (r < 0)
-    return io_error(fmt::format("{}: cannot allocate {} bytes for a new segment at offset {}: {} "
-                                "(free disk space; events already stored stay readable)",
-                                path_, need, hex(slot_offset(slot)), errno_text(-r)),
-                    -r);
   if (slot + count > slots_.size()) {
-    // The file always ends on a slot boundary.
+    // The file always ends on a slot boundary, even for a moment: extend it
+    // by whole slots before allocating any bytes, so that verify and
+    // read-only handles, which check the size, never see it end mid-slot.
+    // A crash after this leaves trailing all-zero slots, which open treats
+    // as free.
     int64_t size = os_->file_size(fd_);
     if (size >= 0 && static_cast<uint64_t>(size) < slot_offset(slot + count))
       size = os_->ftruncate(fd_, slot_offset(slot + count));
@@ -104,6 +102,12 @@ Result<uint64_t> Store::Impl::allocate_slots(SegmentKind kind, uint64_t count,
                       static_cast<int>(-size));
     slots_.resize(slot + count);
   }
+  int r = os_->fallocate(fd_, 0, slot_offset(slot), need);
+  if (r < 0)
+    return io_error(fmt::format("{}: cannot allocate {} bytes for a new segment at offset {}: {} "
+                                "(free disk space; events already stored stay readable)",
+                                path_, need, hex(slot_offset(slot)), errno_text(-r)),
+                    -r);
   SegmentHeader h;
   h.kind = kind;
   h.slot = slot;

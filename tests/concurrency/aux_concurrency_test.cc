@@ -118,19 +118,10 @@ TEST_CASE("verify and a read-only handle beside a writer compacting the aux chai
     while (!done.load()) {
       auto report = Store::verify(path);
       REQUIRE(report.ok());
-      // Known open defect (issue 9, closing note of 2026-12-02): about one
-      // run in twenty, verify also reports "file size N is not the header
-      // plus whole segments" while this writer allocates aux segments. It is
-      // counted apart so that this case keeps guarding the aux chain.
       std::string what;
-      for (const VerifyProblem& q : report->problems) {
-        if (q.what.rfind("file size ", 0) == 0) {
-          MESSAGE("known false alarm (issue 9): " << q.what);
-          continue;
-        }
+      for (const VerifyProblem& q : report->problems)
         what += "segment " + std::to_string(q.segment) + " offset " + std::to_string(q.offset) +
                 ": " + q.what + "; ";
-      }
       INFO("verify: " << what);
       CHECK(what.empty());
     }
