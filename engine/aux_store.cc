@@ -185,6 +185,7 @@ Status Store::Impl::aux_write_locked(const AuxRecord& r, Durability mode, uint64
   aux_frame_bytes_ += frame.size();
   aux_next_seq_ = seq + 1;
   aux_written_.store(seq);
+  writes_.fetch_add(1);
   if (mode == Durability::kNone) publish_aux(seq);
   *seq_out = seq;
   return Status();

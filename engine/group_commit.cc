@@ -2,6 +2,8 @@
 // failed sync is never retried and poisons the store until it is reopened.
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <thread>
 
@@ -36,6 +38,25 @@ Status Store::Impl::wait_durable(uint64_t position, Durability mode) {
   return Status();
 }
 
+void Store::Impl::gather_riders(uint64_t covered_writes, uint64_t expected, int64_t last_sync_ns) {
+  // On few cores, appenders woken by the last sync come back one at a time:
+  // the first to write would lead a sync that carries only itself, and the
+  // rest would wait a whole sync for the next one. So the leader lets the
+  // appenders still in flight write first, as many as the last sync carried
+  // (a closed loop of N threads converges on N), for at most half a sync:
+  // one that waits in vain costs an appender less than a sync it misses, and
+  // a group that shrinks lowers the next wait.
+  if (expected <= 1 || in_flight_.load() <= 1) return;
+  const auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::nanoseconds(std::min<int64_t>(last_sync_ns / 2, kMaxGatherNs));
+  for (;;) {
+    const uint64_t unsynced = writes_.load() - covered_writes;
+    if (unsynced >= expected || unsynced >= static_cast<uint64_t>(in_flight_.load())) return;
+    if (std::chrono::steady_clock::now() >= deadline) return;
+    std::this_thread::yield();
+  }
+}
+
 Status Store::Impl::sync_until(uint64_t position, uint64_t aux_seq, Durability mode) {
   {
     MutexLock lock(&sync_mu_);
@@ -50,14 +71,26 @@ Status Store::Impl::sync_until(uint64_t position, uint64_t aux_seq, Durability m
       // This thread leads the next sync; it covers everything written before
       // `target` is read, so appenders that wrote meanwhile ride along.
       syncing_ = true;
+      const uint64_t covered_writes = synced_writes_;
+      const uint64_t expected = last_group_;
+      const int64_t last_sync_ns = last_sync_ns_;
       lock.unlock();
       if (mode == Durability::kGroup && opt_.group_commit_window_us > 0 && in_flight_.load() > 1)
         std::this_thread::sleep_for(std::chrono::microseconds(opt_.group_commit_window_us));
+      else
+        gather_riders(covered_writes, expected, last_sync_ns);
+      // writes_ first: each write it counts has stored its position before.
+      const uint64_t writes = writes_.load();
       const uint64_t target = written_.load();
       const uint64_t aux_target = aux_written_.load();
+      const auto started = std::chrono::steady_clock::now();
       int r = os_->fdatasync(fd_);
+      const auto took = std::chrono::steady_clock::now() - started;
       lock.lock();
       syncing_ = false;
+      last_group_ = writes - covered_writes;
+      synced_writes_ = writes;
+      last_sync_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(took).count();
       if (r < 0) {
         // Never retried: the kernel may have dropped the dirty pages.
         Status failed = io_error(fmt::format("{}: fdatasync failed: {}; the append is not "

@@ -186,6 +186,9 @@ class Store::Impl {
   Status wait_durable(uint64_t position, Durability mode) EVENTSOURCE_EXCLUDES(sync_mu_);
   // Waits (group commit) until an fdatasync covers event `position` and aux
   // sequence `aux_seq` (0: nothing of that kind). Does not publish.
+  // The sync leader's short wait for appenders still writing (group_commit.cc).
+  void gather_riders(uint64_t covered_writes, uint64_t expected, int64_t last_sync_ns)
+      EVENTSOURCE_EXCLUDES(sync_mu_);
   Status sync_until(uint64_t position, uint64_t aux_seq, Durability mode)
       EVENTSOURCE_EXCLUDES(sync_mu_);
   // Writes a checkpoint and keeps its outcome for stats() (failures in a
@@ -282,6 +285,12 @@ class Store::Impl {
   std::atomic<uint64_t> written_{0};  // last position written to the file
   std::atomic<uint64_t> synced_{0};   // last position made durable
   std::atomic<int> in_flight_{0};     // appends in progress (group-commit window)
+  std::atomic<uint64_t> writes_{0};   // batches and aux records written, ever
+  // What the last sync carried, for the next leader (gather_riders).
+  uint64_t synced_writes_ EVENTSOURCE_GUARDED_BY(sync_mu_) = 0;  // writes_ it covered
+  uint64_t last_group_ EVENTSOURCE_GUARDED_BY(sync_mu_) = 0;     // writes it carried
+  int64_t last_sync_ns_ EVENTSOURCE_GUARDED_BY(sync_mu_) = 0;    // how long it took
+  static constexpr int64_t kMaxGatherNs = 1'000'000;
 
   // Batches written but not yet committed (their sync is pending), in
   // position order. Readers never see them: publish_committed() moves them

@@ -401,6 +401,7 @@ Result<AppendResult> Store::Impl::append(const StreamId& stream, ExpectedVersion
     tail_offset_ += frame.size();
     next_position_ += n;
     written_.store(next_position_ - 1);
+    writes_.fetch_add(1);
     bytes_since_checkpoint_ += frame.size();
     result.version = StreamVersion(current + n);
     result.first_position = GlobalPosition(first);

@@ -21,8 +21,10 @@ enum class Durability : uint8_t {
   // sync leader first waits StoreOptions::group_commit_window_us for them to
   // join (a lone appender never waits).
   kGroup = 1,
-  // Durable on return, like kGroup, but the sync starts at once (no gathering
-  // window); concurrent appenders still ride a sync already under way.
+  // Durable on return, like kGroup, without the fixed window: the sync leader
+  // waits only for appends already in flight to write their batches, at most
+  // as many as the last sync carried and for at most half as long as it took
+  // (a lone appender never waits). Concurrent appenders share syncs.
   kEach = 2,
 };
 
@@ -47,7 +49,7 @@ struct StoreOptions {
   Durability durability = Durability::kGroup;
 
   // Wait of a group-commit leader for more appenders (kGroup only, and only
-  // while other appends are in flight). 0 disables it. Cost: up to this much
+  // while other appends are in flight). 0 makes kGroup gather as kEach does. Cost: up to this much
   // extra latency per durable append under concurrency; gain: fewer syncs.
   uint32_t group_commit_window_us = 100;
 
