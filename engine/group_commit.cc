@@ -24,7 +24,7 @@ void Store::Impl::publish_committed(uint64_t position) {
     PendingBatch& b = pending_.front();
     StreamIndex::Entry& e = index_.get_or_add(b.key, b.type_len);
     e.delta.insert(e.delta.end(), b.locators.begin(), b.locators.end());
-    for (size_t i = 0; i < b.locators.size(); ++i) index_.ids().add(b.fps[i], b.locators[i]);
+    index_.ids().add_batch(b.fps.data(), b.locators.data(), b.locators.size());
     index_.note_added(b.locators.size());
     pending_.pop_front();
   }

@@ -26,19 +26,28 @@ uint64_t IdTable::fingerprint(const Uuid& id, uint64_t seed) {
   return fp == 0 ? 1 : fp;
 }
 
-void IdTable::add(uint64_t fp, uint64_t locator) {
-  if ((delta_count_ + 1) * 2 > slots_.size()) grow();
+void IdTable::add(uint64_t fp, uint64_t locator) { add_batch(&fp, &locator, 1); }
+
+void IdTable::add_batch(const uint64_t* fps, const uint64_t* locators, size_t n) {
+  if ((delta_count_ + n) * 2 > slots_.size()) grow((delta_count_ + n) * 2);
   const size_t mask = slots_.size() - 1;
-  size_t i = fp & mask;
-  while (slots_[i].first != 0) i = (i + 1) & mask;
-  slots_[i] = {fp, locator};
-  ++delta_count_;
+  constexpr size_t kAhead = 8;
+  for (size_t k = 0; k < std::min(n, kAhead); ++k) __builtin_prefetch(&slots_[fps[k] & mask], 1);
+  for (size_t k = 0; k < n; ++k) {
+    if (k + kAhead < n) __builtin_prefetch(&slots_[fps[k + kAhead] & mask], 1);
+    size_t i = fps[k] & mask;
+    while (slots_[i].first != 0) i = (i + 1) & mask;
+    slots_[i] = {fps[k], locators[k]};
+  }
+  delta_count_ += n;
 }
 
-void IdTable::grow() {
+void IdTable::grow(size_t min_slots) {
   std::vector<std::pair<uint64_t, uint64_t>> old;
   old.swap(slots_);
-  slots_.assign(std::max<size_t>(64, old.size() * 2), {0, 0});
+  size_t size = std::max<size_t>(64, old.size() * 2);
+  while (size < min_slots) size *= 2;
+  slots_.assign(size, {0, 0});
   const size_t mask = slots_.size() - 1;
   for (const auto& s : old) {
     if (s.first == 0) continue;

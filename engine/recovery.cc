@@ -402,10 +402,12 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
     uint64_t version;  // indexed version + this frame's records so far
   };
   thread_local std::string buf;
-  thread_local std::vector<Stream> streams;  // distinct streams of the frame (usually one)
-  thread_local std::vector<std::pair<size_t, uint64_t>> locators;  // (stream, locator)
-  thread_local std::vector<uint64_t> fps;                          // of each record's id
+  thread_local std::vector<Stream> streams;     // distinct streams of the frame (usually one)
+  thread_local std::vector<size_t> stream_of;   // index into streams, per record
+  thread_local std::vector<uint64_t> locators;  // per record
+  thread_local std::vector<uint64_t> fps;       // of each record's id
   streams.clear();
+  stream_of.clear();
   locators.clear();
   fps.clear();
   std::string err;
@@ -443,10 +445,10 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
           return false;
         }
         ++st.version;
-        locators.emplace_back(
-            k, format::encode_locator(h.compressed()
-                                          ? format::Locator{offset, true, i}
-                                          : format::Locator{offset + fh::kSize + body_off}));
+        stream_of.push_back(k);
+        locators.push_back(format::encode_locator(
+            h.compressed() ? format::Locator{offset, true, i}
+                           : format::Locator{offset + fh::kSize + body_off}));
         fps.push_back(IdTable::fingerprint(ev.id, seed_));
         return true;
       },
@@ -465,8 +467,8 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   std::vector<StreamIndex::Entry*> entries;
   entries.reserve(streams.size());
   for (const Stream& st : streams) entries.push_back(&index_.get_or_add(st.key, st.type_len));
-  for (const auto& [k, loc] : locators) entries[k]->delta.push_back(loc);
-  for (size_t i = 0; i < locators.size(); ++i) index_.ids().add(fps[i], locators[i].second);
+  for (size_t i = 0; i < locators.size(); ++i) entries[stream_of[i]]->delta.push_back(locators[i]);
+  index_.ids().add_batch(fps.data(), locators.data(), locators.size());
   index_.note_added(h.count);
   return Status();
 }

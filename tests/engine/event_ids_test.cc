@@ -341,6 +341,34 @@ TEST_SUITE("event-ids") {
     }
   }
 
+  TEST_CASE("IdTable: batches that grow the table, collide and repeat fingerprints are all found") {
+    IdTable t;
+    std::vector<uint64_t> fps, locs;
+    // Batches of 1, 100 and 5000 (the last grows the table several times
+    // over in one step); every fourth fingerprint lands in one slot chain,
+    // and each batch repeats its first fingerprint.
+    uint64_t next = 1;
+    for (size_t n : {size_t{1}, size_t{100}, size_t{5000}, size_t{37}}) {
+      std::vector<uint64_t> bf, bl;
+      for (size_t i = 0; i < n; ++i) {
+        const uint64_t fp = i % 4 == 0 ? (next << 32 | 5) : (next << 32 | next);
+        bf.push_back(i + 1 == n && n > 1 ? bf.front() : fp);
+        bl.push_back(next * 8);
+        ++next;
+      }
+      t.add_batch(bf.data(), bl.data(), n);
+      fps.insert(fps.end(), bf.begin(), bf.end());
+      locs.insert(locs.end(), bl.begin(), bl.end());
+    }
+    CHECK(t.size() == fps.size());
+    for (size_t i = 0; i < fps.size(); ++i) {
+      CAPTURE(i);
+      bool found = false;
+      CHECK(t.find(fps[i], [&](uint64_t loc) { found |= loc == locs[i]; }) == "");
+      CHECK(found);
+    }
+  }
+
   TEST_CASE("IdTable: a damaged block fails the lookups that reach it, and the copy load") {
     constexpr uint64_t kSeed = 0x0808080808080808ull;
     IdTable t;
