@@ -190,15 +190,32 @@ Status Store::Impl::read_slots() {
   if (size < 0)
     return io_error(fmt::format("{}: fstat failed: {}", path_, errno_text(static_cast<int>(-size))),
                     static_cast<int>(-size));
-  uint64_t nslots = size < static_cast<int64_t>(format::kFileHeaderSize)
-                        ? 0
-                        : (static_cast<uint64_t>(size) - format::kFileHeaderSize) / seg_size_;
+  const uint64_t body = size < static_cast<int64_t>(format::kFileHeaderSize)
+                            ? 0
+                            : static_cast<uint64_t>(size) - format::kFileHeaderSize;
+  uint64_t nslots = body / seg_size_;
+  // A file cut short inside its last slot: a read-write open has padded it
+  // (open()); a read-only handle reads that slot as padded (map_slot).
+  short_slot_ = kNoSlot;
+  if (read_only_ && body % seg_size_ != 0) {
+    short_slot_ = nslots++;
+    short_len_ = body % seg_size_;
+  }
   if (nslots > map_cap_)
     return corruption(fmt::format("{}: file holds {} segments, more than the {} a store may have",
                                   path_, nslots, map_cap_),
                       -1, size);
   size_t known = slots_.size();
   slots_.resize(nslots);
+  if (copied_slot_ != kNoSlot && (copied_slot_ != short_slot_ || copied_len_ != short_len_)) {
+    // The file grew since this handle copied its short last slot (a writer
+    // padded it): read that slot again. The old copy stays for readers.
+    const uint64_t slot = copied_slot_;
+    copied_slot_ = kNoSlot;
+    if (slot < nslots && slots_[slot].kind != SegmentKind::kFree)
+      EVENTSOURCE_RETURN_IF_ERROR(slot == short_slot_ ? copy_short_slot(slot)
+                                                      : map_file_slot(slot));
+  }
   std::vector<EventSeg> events;
   const std::shared_ptr<const SegTable> known_segs = seg_table();
   for (const EventSeg& e : *known_segs) events.push_back(e);
@@ -206,9 +223,10 @@ Status Store::Impl::read_slots() {
     // On refresh (read-only) re-read all but event segments: the writer frees
     // index segments and reuses slots.
     if (slot < known && slots_[slot].kind == SegmentKind::kEvents) continue;
-    uint8_t buf[sh::kSize + fh::kSize];
-    EVENTSOURCE_RETURN_IF_ERROR(
-        read_exact(buf, sizeof buf, slot_offset(slot), "reading a segment header"));
+    uint8_t buf[sh::kSize + fh::kSize] = {};
+    EVENTSOURCE_RETURN_IF_ERROR(read_exact(
+        buf, slot == short_slot_ ? std::min<uint64_t>(sizeof buf, short_len_) : sizeof buf,
+        slot_offset(slot), "reading a segment header"));
     SegmentHeader h;
     std::string why;
     switch (parse_segment_header(buf, slot, seed_, &h, &why)) {
@@ -317,6 +335,15 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
     ckpt_problem_ =
         fmt::format("{}: the index segment the checkpoint names is gone; scanning the log",
                     where(c.index_slot, slot_offset(c.index_slot)));
+    return Status();
+  }
+  if (short_slot_ != kNoSlot && slot_offset(c.index_slot) + sh::kSize + si.payload_len >
+                                    slot_offset(short_slot_) + short_len_) {
+    // (A read-write open padded the file: it finds zeros there, and scans.)
+    ckpt_problem_ = fmt::format(
+        "{}: the end of the file cuts the index segment short; scanning "
+        "the log",
+        where(c.index_slot, slot_offset(c.index_slot)));
     return Status();
   }
   WriterLock ix(&index_mu_);  // (open: nothing else runs yet)

@@ -141,7 +141,9 @@ Status Store::Impl::release(bool checkpoint) {
   if (maps_) {
     for (size_t i = 0; i < map_cap_; ++i) {
       const uint8_t* p = maps_[i].exchange(nullptr);
-      if (p != nullptr) os_->unmap(p, seg_size_);
+      const bool copy = std::any_of(slot_copies_.begin(), slot_copies_.end(),
+                                    [p](const auto& c) { return c.get() == p; });
+      if (p != nullptr && !copy) os_->unmap(p, seg_size_);
     }
   }
   {
@@ -149,6 +151,8 @@ Status Store::Impl::release(bool checkpoint) {
     if (index_map_ != nullptr) os_->unmap(index_map_, index_map_len_);
     index_map_ = nullptr;
   }
+  slot_copies_.clear();
+  copied_slot_ = kNoSlot;
   int r = os_->close(fd_);
   if (r < 0 && result.ok())
     result = io_error(fmt::format("{}: close failed: {}", path_, errno_text(-r)), -r);

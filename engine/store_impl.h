@@ -6,8 +6,10 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -244,6 +246,24 @@ class Store::Impl {
   // Mappings of event segments by slot, published with release stores and
   // unmapped only by release() once no operation is in flight.
   std::unique_ptr<std::atomic<const uint8_t*>[]> maps_;
+  // A read-only handle of a file cut short inside its last slot reads that
+  // slot as a read-write open sees it after padding the file: the bytes
+  // there, then zeros. A mapping would fault past the end of the file, so
+  // the slot is a heap copy (short_slot_, with short_len_ bytes of the file;
+  // kNoSlot: none). Set by read_slots and map_slot (at open, or in refresh
+  // under write_mu_); copies live until release(), as readers may hold them.
+  uint64_t short_slot_ = kNoSlot;
+  uint64_t short_len_ = 0;
+  uint64_t copied_slot_ = kNoSlot;  // the slot maps_ holds a copy of, and how
+  uint64_t copied_len_ = 0;         // many bytes of the file it has
+  struct FreeDeleter {
+    void operator()(uint8_t* p) const { std::free(p); }
+  };
+  std::vector<std::unique_ptr<uint8_t, FreeDeleter>> slot_copies_;
+  // Publish a slot's bytes in maps_ (replacing what is there): a copy of the
+  // short slot, or a mapping of the file.
+  Status copy_short_slot(uint64_t slot);
+  Status map_file_slot(uint64_t slot);
   // Repair mode (Store::repair): full scan, cut at the first bad frame, save the cut.
   bool repair_mode_ = false;
   RepairReport* repair_report_ = nullptr;

@@ -117,6 +117,8 @@ class Verifier {
   // in epoch order; false if the file cannot be mapped again.
   bool current_aux_segments(std::vector<EventSeg>* segs);
   void confirm_slot_problems(const std::map<uint64_t, std::string>& bad, uint64_t size);
+  // Slots of a file of `file_size` bytes, a partial one at the end included.
+  uint64_t ceil_slots(uint64_t file_size) const;
   bool segment_appeared_before(const BadFrame& gap) const;
 
   std::string path_;
@@ -189,7 +191,10 @@ Result<VerifyReport> Verifier::run() {
   map_ = static_cast<const uint8_t*>(os_->map_read(fd_, 0, size_, &err));
   if (map_ == nullptr)
     return io_error(fmt::format("{}: mmap failed: {}", path_, std::strerror(err)), err);
-  const uint64_t nslots = (size_ - format::kFileHeaderSize) / seg_size_;
+  // A partial slot at the end is read as opens read it: zeros after the
+  // file's bytes (format-spec.md "Segments"; the mapping reads zeros to the
+  // end of its last page, which holds the slot's headers).
+  const uint64_t nslots = ceil_slots(size_);
   SlotScan scan = scan_slots(nslots, nslots);
   report_.bytes_checked += nslots * sh::kSize;
   slots_ = std::move(scan.slots);
@@ -306,6 +311,12 @@ Verifier::SlotScan Verifier::scan_slots(uint64_t nslots, uint64_t file_slots,
   return scan;
 }
 
+uint64_t Verifier::ceil_slots(uint64_t file_size) const {
+  return file_size < format::kFileHeaderSize
+             ? 0
+             : (file_size - format::kFileHeaderSize + seg_size_ - 1) / seg_size_;
+}
+
 void Verifier::confirm_slot_problems(const std::map<uint64_t, std::string>& bad, uint64_t size) {
   // A live writer allocates slots, writes index segments that span slots,
   // and zeroes the ones it frees: a pass over the headers can meet them
@@ -316,18 +327,19 @@ void Verifier::confirm_slot_problems(const std::map<uint64_t, std::string>& bad,
   // extended the file to the bytes a segment would use, then to its whole
   // slots, and then wrote its header; writers now extend by whole slots
   // first, so the file never ends mid-slot).
-  const uint64_t partial = slot_offset(slots_.size());
+  const uint64_t whole = (size_ - format::kFileHeaderSize) / seg_size_;
+  const uint64_t partial = slot_offset(whole);
   if (size == size_ && size_ > partial &&
       !all_zero(map_ + partial, std::min<uint64_t>(size_ - partial, sh::kSize + fh::kSize)))
-    problem(-1, static_cast<int64_t>(size_),
-            fmt::format("file size {} is not the header plus whole segments of {} bytes (a "
-                        "partial segment at the end is ignored)",
-                        size_, seg_size_));
+    problem(static_cast<int64_t>(whole), static_cast<int64_t>(size_),
+            fmt::format("file size {} ends inside segment {}: the file was cut short (copied "
+                        "half-way or truncated), and whatever was written after offset {} is "
+                        "gone; opens read that segment as if zeros followed (restore the file "
+                        "from a whole copy if there is one)",
+                        size_, whole, size_));
   if (bad.empty()) return;
   const uint64_t nslots = slots_.size();
-  const uint64_t file_slots =
-      size < format::kFileHeaderSize ? 0 : (size - format::kFileHeaderSize) / seg_size_;
-  const SlotScan again = scan_slots(nslots, std::max(file_slots, nslots));
+  const SlotScan again = scan_slots(nslots, std::max(ceil_slots(size), nslots));
   for (const auto& [slot, why] : bad) {
     const auto still = again.bad.find(slot);
     if (still != again.bad.end())

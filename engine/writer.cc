@@ -33,12 +33,34 @@ Status Store::Impl::map_slot(uint64_t slot) {
     return invalid_argument(fmt::format("{}: segment {} exceeds the {} segments a store may have",
                                         path_, slot, map_cap_));
   if (maps_[slot].load(std::memory_order_relaxed) != nullptr) return Status();
+  if (read_only_ && slot == short_slot_) return copy_short_slot(slot);
+  return map_file_slot(slot);
+}
+
+Status Store::Impl::map_file_slot(uint64_t slot) {
   int err = 0;
   const void* p = os_->map_read(fd_, slot_offset(slot), seg_size_, &err);
   if (p == nullptr)
     return io_error(fmt::format("{}: mmap of segment {} failed: {}", path_, slot, errno_text(err)),
                     err);
   maps_[slot].store(static_cast<const uint8_t*>(p), std::memory_order_release);
+  return Status();
+}
+
+Status Store::Impl::copy_short_slot(uint64_t slot) {
+  // calloc: the zeros past the file's bytes stay untouched pages.
+  std::unique_ptr<uint8_t, FreeDeleter> copy(static_cast<uint8_t*>(std::calloc(1, seg_size_)));
+  if (!copy)
+    return io_error(fmt::format("{}: cannot allocate {} bytes to read segment {}, which the end "
+                                "of the file cuts short",
+                                path_, seg_size_, slot),
+                    ENOMEM);
+  EVENTSOURCE_RETURN_IF_ERROR(read_exact(copy.get(), short_len_, slot_offset(slot),
+                                         "reading a segment the end of the file cuts short"));
+  maps_[slot].store(copy.get(), std::memory_order_release);
+  copied_slot_ = slot;
+  copied_len_ = short_len_;
+  slot_copies_.push_back(std::move(copy));
   return Status();
 }
 

@@ -212,6 +212,102 @@ TEST_SUITE("reopen") {
     CHECK(store->stream_version(StreamId{"Order", "1"}) == StreamVersion(0));
     EVENTSOURCE_CHECK_OK(store->close());
   }
+
+  TEST_CASE("read-only and read-write opens of a file cut short inside a segment agree") {
+    // A file copied half-way or truncated ends inside its last segment. The
+    // bytes that are there hold events the checkpoint does not cover; a
+    // read-write open pads the file (the missing bytes read as zeros: a torn
+    // tail) and a read-only one must read the same events without writing.
+    TempDir dir("es-reopen");
+    const std::string path = dir.file("cut.evs");
+    StoreOptions options = small_store_options();  // 1 MiB segments
+    std::string image, ckpt;
+    uint64_t second_segment = 0;
+    {
+      std::unique_ptr<Store> store = open_or_fail(path, options);
+      const StreamId stream{"Order", "1"};
+      for (int i = 0; i < 3200; ++i) {
+        if (i == 200) EVENTSOURCE_REQUIRE_OK(store->checkpoint());
+        const std::vector<EventData> e = {make_event("Placed", std::string(400, 'p'))};
+        EVENTSOURCE_REQUIRE_OK(store->append(stream, ExpectedVersion::any(), e));
+      }
+      REQUIRE(store->stats().event_segments >= 2);
+      image = read_file(path);  // as a crash would leave it: no final checkpoint
+      ckpt = read_file(path + ".ckpt");
+      // The segment the log rolled into is the last slot (the checkpoint's
+      // index segment took the one before it).
+      second_segment = image.size() - (1 << 20);
+      EVENTSOURCE_REQUIRE_OK(store->close());
+    }
+    // Cut at several places in the second segment: in its header, in a frame
+    // header, in a record, and on a page boundary.
+    const uint64_t index_segment = second_segment - (1 << 20);
+    for (uint64_t cut : {index_segment + 100, index_segment + 3 * 4096, second_segment + 30,
+                         second_segment + 64 + 10, second_segment + 20000, second_segment + 65536,
+                         second_segment + 300000 + 3}) {
+      CAPTURE(cut);
+      REQUIRE(cut < image.size());
+      write_file(path, std::string_view(image).substr(0, cut));
+      write_file(path + ".ckpt", ckpt);
+      StoreOptions ro = options;
+      ro.mode = OpenMode::kReadOnly;
+      uint64_t ro_events = 0;
+      {
+        std::unique_ptr<Store> reader = open_or_fail(path, ro);
+        ReadResult all = read_all_events(*reader);
+        EVENTSOURCE_CHECK_OK(all.status);
+        ro_events = all.events.size();
+        CHECK(reader->committed_position() == GlobalPosition(ro_events));
+        CHECK(reader->stream_version(StreamId{"Order", "1"}) == StreamVersion(ro_events));
+        EVENTSOURCE_CHECK_OK(reader->close());
+      }
+      CHECK(file_size(path) == cut);  // the read-only open wrote nothing
+      {
+        // verify reads the same events, and says the file was cut short.
+        auto v = Store::verify(path);
+        EVENTSOURCE_REQUIRE_OK(v);
+        CHECK(v->events == ro_events);
+        bool said = false;
+        for (const VerifyProblem& q : v->problems)
+          said |= q.what.find("the file was cut short") != std::string::npos &&
+                  q.offset == static_cast<int64_t>(cut);
+        CHECK(said);
+      }
+      CHECK(ro_events >= 201);  // the checkpointed events at least
+      {
+        std::unique_ptr<Store> writer = open_or_fail(path, options);
+        ReadResult all = read_all_events(*writer);
+        EVENTSOURCE_CHECK_OK(all.status);
+        CHECK(all.events.size() == ro_events);
+        EVENTSOURCE_CHECK_OK(writer->close());
+      }
+      std::unique_ptr<Store> again = open_or_fail(path, ro);  // the padded file
+      CHECK(again->committed_position() == GlobalPosition(ro_events));
+      EVENTSOURCE_CHECK_OK(again->close());
+    }
+    // A read-only handle on the cut file goes on reading when a writer pads
+    // it and appends into the slot it had copied.
+    write_file(path, std::string_view(image).substr(0, second_segment + 20000));
+    write_file(path + ".ckpt", ckpt);
+    StoreOptions ro = options;
+    ro.mode = OpenMode::kReadOnly;
+    std::unique_ptr<Store> reader = open_or_fail(path, ro);
+    const uint64_t before = reader->committed_position().value;
+    std::unique_ptr<Store> writer = open_or_fail(path, options);
+    for (int i = 0; i < 10; ++i) {
+      const std::vector<EventData> e = {make_event("Shipped", std::string(400, 's'))};
+      EVENTSOURCE_REQUIRE_OK(writer->append(StreamId{"Order", "2"}, ExpectedVersion::any(), e));
+    }
+    auto refreshed = reader->refresh();
+    EVENTSOURCE_REQUIRE_OK(refreshed);
+    CHECK(refreshed->value == before + 10);
+    ReadResult all = read_all_events(*reader);
+    EVENTSOURCE_CHECK_OK(all.status);
+    REQUIRE(all.events.size() == before + 10);
+    CHECK(all.events.back().type == "Shipped");
+    EVENTSOURCE_CHECK_OK(writer->close());
+    EVENTSOURCE_CHECK_OK(reader->close());
+  }
 }
 
 }  // namespace
