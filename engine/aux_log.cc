@@ -148,27 +148,24 @@ void encode_aux_record(const AuxRecord& r, uint64_t seed, std::string* out) {
   put_u32(p + ar::kChecksum, static_cast<uint32_t>(checksum64(p + 8, len - 8, seed)));
 }
 
-bool decode_aux_record(const uint8_t* p, size_t avail, uint64_t seed, AuxRecord* r,
-                       uint32_t* record_len, std::string* error, bool frame_verified) {
+Status decode_aux_record(const uint8_t* p, size_t avail, uint64_t seed, AuxRecord* r,
+                         uint32_t* record_len, bool frame_verified) {
   if (avail < ar::kSize) {
-    *error = fmt::format("aux record header needs {} bytes, {} left", ar::kSize, avail);
-    return false;
+    return bad_bytes(fmt::format("aux record header needs {} bytes, {} left", ar::kSize, avail));
   }
   const uint32_t len = get_u32(p + ar::kRecordLen);
   if (len < ar::kSize || len > avail) {
-    *error = fmt::format("aux record length {} is impossible ({} bytes left)", len, avail);
-    return false;
+    return bad_bytes(fmt::format("aux record length {} is impossible ({} bytes left)", len, avail));
   }
   if (!frame_verified &&
       static_cast<uint32_t>(checksum64(p + 8, len - 8, seed)) != get_u32(p + ar::kChecksum)) {
-    *error = "aux record checksum mismatch";
-    return false;
+    return bad_bytes("aux record checksum mismatch");
   }
   const uint8_t kind = p[ar::kKind];
   if (kind == 0 || kind > format::kMaxAuxKind || p[ar::kReserved] != 0 ||
       p[ar::kReserved + 1] != 0 || p[ar::kReserved + 2] != 0) {
-    *error = fmt::format("aux record has unknown kind {} or non-zero reserved bytes", kind);
-    return false;
+    return bad_bytes(
+        fmt::format("aux record has unknown kind {} or non-zero reserved bytes", kind));
   }
   *r = AuxRecord{};
   r->kind = static_cast<AuxKind>(kind);
@@ -229,11 +226,10 @@ bool decode_aux_record(const uint8_t* p, size_t avail, uint64_t seed, AuxRecord*
   if (!c.ok) why = "aux record fields overrun the record or exceed their limits";
   if (why.empty() && c.p != c.end) why = "aux record has bytes after its fields";
   if (!why.empty()) {
-    *error = fmt::format("aux record (kind {}): {}", kind, why);
-    return false;
+    return bad_bytes(fmt::format("aux record (kind {}): {}", kind, why));
   }
   *record_len = len;
-  return true;
+  return Status();
 }
 
 std::string encode_aux_frame(std::string_view body, uint32_t count, uint64_t file_offset,
@@ -256,26 +252,22 @@ std::string encode_aux_frame(std::string_view body, uint32_t count, uint64_t fil
   return f;
 }
 
-bool for_each_aux_record(
-    const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* error,
+Status for_each_aux_record(
+    const uint8_t* frame, const FrameHeader& h, uint64_t seed,
     const std::function<void(const AuxRecord&, uint64_t, uint32_t, uint32_t)>& fn) {
   const uint8_t* body = frame + fh::kSize;
   uint64_t off = 0;
   for (uint32_t i = 0; i < h.count; ++i) {
     AuxRecord r;
     uint32_t len = 0;
-    if (!decode_aux_record(body + off, h.raw_len - off, seed, &r, &len, error)) {
-      *error = fmt::format("aux record {} of frame: {}", i, *error);
-      return false;
-    }
+    if (Status s = decode_aux_record(body + off, h.raw_len - off, seed, &r, &len); !s.ok())
+      return bad_bytes(fmt::format("aux record {} of frame: {}", i, s.message()), h.file_offset);
     fn(r, h.first_position + i, static_cast<uint32_t>(off), len);
     off += len;
   }
-  if (off != h.raw_len) {
-    *error = "aux frame body has bytes after its last record";
-    return false;
-  }
-  return true;
+  if (off != h.raw_len)
+    return bad_bytes("aux frame body has bytes after its last record", h.file_offset);
+  return Status();
 }
 
 void AuxState::apply(const AuxRecord& r, uint64_t offset, uint32_t record_len) {
@@ -385,14 +377,13 @@ AuxScan scan_aux_chain(const AuxChainView& view) {
     // Decode into a scratch list first: a frame with one bad record applies
     // nothing (it may be cut as a torn tail).
     std::vector<std::pair<AuxRecord, std::pair<uint64_t, uint32_t>>> recs;
-    std::string err;
-    const bool ok =
-        for_each_aux_record(f.bytes, f.header, view.seed, &err,
+    const Status walked =
+        for_each_aux_record(f.bytes, f.header, view.seed,
                             [&](const AuxRecord& r, uint64_t, uint32_t body_off, uint32_t len) {
                               recs.push_back({r, {f.offset + fh::kSize + body_off, len}});
                             });
-    if (!ok) {
-      scan.bad = BadFrame{f.seg_index, f.offset, f.header.first_position, err};
+    if (!walked.ok()) {
+      scan.bad = BadFrame{f.seg_index, f.offset, f.header.first_position, walked.message()};
       break;
     }
     for (const auto& [r, at] : recs) scan.state.apply(r, at.first, at.second);

@@ -44,8 +44,8 @@ uint64_t aux_record_size(const AuxRecord& r);
 void encode_aux_record(const AuxRecord& r, uint64_t seed, std::string* out);
 // Decodes the record at `p` (`avail` bytes left in the body); never reads
 // outside [p, p + avail). Checks the checksum unless `frame_verified`.
-bool decode_aux_record(const uint8_t* p, size_t avail, uint64_t seed, AuxRecord* out,
-                       uint32_t* record_len, std::string* error, bool frame_verified = false);
+Status decode_aux_record(const uint8_t* p, size_t avail, uint64_t seed, AuxRecord* out,
+                         uint32_t* record_len, bool frame_verified = false);
 
 // Builds an aux frame (never compressed) around `body`, which holds `count`
 // encoded records.
@@ -54,10 +54,10 @@ std::string encode_aux_frame(std::string_view body, uint32_t count, uint64_t fil
                              uint64_t seed);
 
 // Calls fn(record, seq, body_offset) for each record of a valid aux frame;
-// false with *error when a record is malformed or the records do not fill
-// the body exactly.
-bool for_each_aux_record(
-    const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* error,
+// fails when a record is malformed or the records do not fill the body
+// exactly.
+Status for_each_aux_record(
+    const uint8_t* frame, const FrameHeader& h, uint64_t seed,
     const std::function<void(const AuxRecord&, uint64_t seq, uint32_t body_off, uint32_t len)>& fn);
 
 // The replayed aux state. Applying records in chain order is idempotent for

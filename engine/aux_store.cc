@@ -197,10 +197,10 @@ void Store::Impl::publish_aux(uint64_t seq) {
     const AuxPending& p = aux_pending_.front();
     AuxRecord r;
     uint32_t len = 0;
-    std::string why;
     // Our own encoding: it decodes (asserted in tests); never skip silently.
     if (decode_aux_record(reinterpret_cast<const uint8_t*>(p.record.data()), p.record.size(), seed_,
-                          &r, &len, &why, /*frame_verified=*/true))
+                          &r, &len, /*frame_verified=*/true)
+            .ok())
       aux_state_.apply(r, p.offset, len);
     aux_pending_.pop_front();
   }
@@ -336,10 +336,12 @@ Status Store::Impl::read_aux_record(uint64_t offset, uint32_t len, AuxRecord* r)
   const uint64_t in = map == nullptr ? 0 : offset - slot_offset(slot);
   std::string why = "it lies outside every aux segment";
   uint32_t got = 0;
-  if (map != nullptr && in >= sh::kSize + fh::kSize && in < seg_size_ &&
-      decode_aux_record(map + in, seg_size_ - in, seed_, r, &got, &why)) {
-    if (got == len) return Status();
-    why = fmt::format("record length {} differs from the {} recorded at open", got, len);
+  if (map != nullptr && in >= sh::kSize + fh::kSize && in < seg_size_) {
+    const Status decoded = decode_aux_record(map + in, seg_size_ - in, seed_, r, &got);
+    if (decoded.ok() && got == len) return Status();
+    why = decoded.ok()
+              ? fmt::format("record length {} differs from the {} recorded at open", got, len)
+              : decoded.message();
   }
   return corruption(
       fmt::format("{}: aux record: {} (run 'esdump verify {}')", where(slot, offset), why, path_),

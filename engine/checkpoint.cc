@@ -76,16 +76,17 @@ Status Store::Impl::write_checkpoint_locked() {
   }
   publish_committed(written_.load());  // durable now, so committed
   const uint64_t covers = next_position_ - 1;
-  std::string blob, why;
+  Result<std::string> built = std::string();
   {
     ReaderLock ix(&index_mu_);  // no batch is pending: the index holds them all
-    blob = index_.build_blob(covers, tail_offset_, seed_, &why);
+    built = index_.build_blob(covers, tail_offset_, seed_);
   }
-  if (!why.empty())
+  if (!built.ok())
     return corruption(fmt::format("{}: cannot write a checkpoint: index segment {}: {} (run "
                                   "'esdump verify {}'; the log itself is not affected)",
-                                  path_, old_slot, why, path_),
+                                  path_, old_slot, built.status().message(), path_),
                       static_cast<int64_t>(old_slot), -1);
+  const std::string& blob = *built;
   uint64_t count = (sh::kSize + blob.size() + seg_size_ - 1) / seg_size_;
   EVENTSOURCE_ASSIGN_OR_RETURN(uint64_t slot,
                                allocate_slots(SegmentKind::kIndex, count, covers, blob.size()));
@@ -119,9 +120,9 @@ Status Store::Impl::write_checkpoint_locked() {
     WriterLock ix(&index_mu_);
     StreamIndex fresh;
     StreamIndex::BlobInfo info;
-    std::string why = fresh.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, blob.size(),
-                                      seed_, false, &info);
-    if (why.empty()) {
+    if (fresh
+            .load_blob(static_cast<const uint8_t*>(m) + sh::kSize, blob.size(), seed_, false, &info)
+            .ok()) {
       index_ = std::move(fresh);
       if (index_map_ != nullptr) os_->unmap(index_map_, index_map_len_);
       index_map_ = static_cast<const uint8_t*>(m);

@@ -71,29 +71,30 @@ Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpo
   return Status();
 }
 
-std::string parse_checkpoint(const uint8_t* p, size_t n, uint64_t seed, Checkpoint* out) {
-  if (n != ck::kSize) return fmt::format("checkpoint file is {} bytes, expected {}", n, ck::kSize);
+Status parse_checkpoint(const uint8_t* p, size_t n, uint64_t seed, Checkpoint* out) {
+  if (n != ck::kSize)
+    return bad_bytes(fmt::format("checkpoint file is {} bytes, expected {}", n, ck::kSize), 0);
   if (std::memcmp(p + ck::kMagic, format::kCheckpointMagic, 8) != 0)
-    return "checkpoint file has a bad magic";
+    return bad_bytes("checkpoint file has a bad magic", 0);
   if (get_u64(p + ck::kChecksum) != checksum64(p, ck::kChecksum, seed))
-    return "checkpoint checksum mismatch (or it belongs to another store)";
+    return bad_bytes("checkpoint checksum mismatch (or it belongs to another store)", 0);
   if (get_u32(p + ck::kVersion) != format::kFormatVersion ||
       get_u32(p + ck::kLength) != ck::kSize ||
       !all_zero(p + ck::kReserved, ck::kChecksum - ck::kReserved))
-    return "checkpoint has an unknown version or non-zero reserved bytes";
+    return bad_bytes("checkpoint has an unknown version or non-zero reserved bytes", 0);
   std::memcpy(out->store_id.bytes.data(), p + ck::kStoreId, 16);
   out->durable_position = get_u64(p + ck::kDurablePosition);
   out->last_frame_offset = get_u64(p + ck::kLastFrameOffset);
   out->index_slot = get_u64(p + ck::kIndexSlot);
   out->index_epoch = get_u64(p + ck::kIndexEpoch);
   out->written_us = static_cast<int64_t>(get_u64(p + ck::kWrittenUs));
-  return "";
+  return Status();
 }
 
 Result<std::optional<Checkpoint>> read_checkpoint_file(Os& os, const std::string& data_path,
                                                        const Uuid& store_id, uint64_t seed,
-                                                       std::string* problem) {
-  problem->clear();
+                                                       Status* problem) {
+  *problem = Status();
   const std::string path = checkpoint_path(data_path);
   int fd = os.open(path, O_RDONLY, 0);
   if (fd == -ENOENT) return std::optional<Checkpoint>();
@@ -116,10 +117,11 @@ Result<std::optional<Checkpoint>> read_checkpoint_file(Os& os, const std::string
   os.close(fd);
   if (!s.ok()) return s;
   Checkpoint c;
-  std::string why = parse_checkpoint(buf, got, seed, &c);
-  if (why.empty() && c.store_id != store_id) why = "checkpoint belongs to another store";
-  if (!why.empty()) {
-    *problem = fmt::format("{}: {}", path, why);
+  Status bad = parse_checkpoint(buf, got, seed, &c);
+  if (bad.ok() && c.store_id != store_id)
+    bad = bad_bytes("checkpoint belongs to another store", ck::kStoreId);
+  if (!bad.ok()) {
+    *problem = corruption(fmt::format("{}: {}", path, bad.message()), -1, bad.offset());
     return std::optional<Checkpoint>();
   }
   return std::optional<Checkpoint>(c);

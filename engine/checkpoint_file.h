@@ -33,14 +33,16 @@ std::string checkpoint_path(const std::string& data_path);
 Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpoint& c,
                              uint64_t seed, unsigned file_mode);
 
-// Reads PATH.ckpt. Missing: nullopt, problem empty. Unreadable/damaged/from
-// another store: nullopt with `problem` saying why (the caller falls back to a
-// full scan). I/O errors other than ENOENT are returned.
+// Reads PATH.ckpt. Missing: nullopt, *problem ok. Unreadable/damaged/from
+// another store: nullopt with *problem saying why (kCorruption naming the
+// file; the caller falls back to a full scan). I/O errors other than ENOENT
+// are returned.
 Result<std::optional<Checkpoint>> read_checkpoint_file(Os& os, const std::string& data_path,
                                                        const Uuid& store_id, uint64_t seed,
-                                                       std::string* problem);
+                                                       Status* problem);
 
-// Parses the bytes of a checkpoint file ("" = valid, else the reason).
-std::string parse_checkpoint(const uint8_t* p, size_t n, uint64_t seed, Checkpoint* out);
+// Parses the bytes of a checkpoint file; fails (kCorruption, offset in the
+// file) saying why they are not valid.
+Status parse_checkpoint(const uint8_t* p, size_t n, uint64_t seed, Checkpoint* out);
 
 }  // namespace eventsource

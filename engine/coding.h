@@ -1,14 +1,29 @@
 // Little-endian fixed-width encode/decode helpers (memcpy based, so unaligned
 // access is fine), canonical bounded varints (format-spec.md "Varints") and the
-// store-seeded XXH3 checksum used by every structure.
+// store-seeded XXH3 checksum used by every structure, and bad_bytes(), the
+// one way the engine's codecs say that bytes are wrong.
+//
+// Error convention inside the engine: every fallible function returns Status
+// or Result<T>. A codec that judges bytes returns kCorruption from
+// bad_bytes() with why and, when it knows it, the file offset; its caller
+// names the file and segment (Store::Impl::where) and says what to do.
+// Checks that classify bytes (a frame or segment header: valid, never
+// written, or bad) return their state and fill a Status when bad.
 #pragma once
 
 #include <cstdint>
 #include <cstring>
 #include <string>
 #include <string_view>
+#include <utility>
+
+#include "eventsource/status.h"
 
 namespace eventsource {
+
+inline Status bad_bytes(std::string why, int64_t offset = -1) {
+  return corruption(std::move(why), -1, offset);
+}
 
 inline void put_u16(uint8_t* p, uint16_t v) { std::memcpy(p, &v, 2); }
 inline void put_u32(uint8_t* p, uint32_t v) { std::memcpy(p, &v, 4); }

@@ -17,9 +17,11 @@ namespace rec = format::record;
 
 bool FrameHeader::compressed() const { return (flags & format::kFrameFlagZstd) != 0; }
 
-FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
-                       uint64_t seed, FrameHeader* h, std::string* error, uint64_t segment_size,
-                       format::FrameType type) {
+namespace {
+
+FrameState check_frame_bytes(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
+                             uint64_t seed, FrameHeader* h, std::string* error,
+                             uint64_t segment_size, format::FrameType type) {
   if (avail < fh::kSize) {
     // Not even room for a header: the end of the segment.
     if (all_zero(p, avail)) return FrameState::kNeverWritten;
@@ -87,6 +89,18 @@ FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64
     return FrameState::kBad;
   }
   return FrameState::kValid;
+}
+
+}  // namespace
+
+FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
+                       uint64_t seed, FrameHeader* h, Status* problem, uint64_t segment_size,
+                       format::FrameType type) {
+  std::string why;
+  const FrameState state =
+      check_frame_bytes(p, avail, offset, epoch, seed, h, &why, segment_size, type);
+  if (state == FrameState::kBad) *problem = bad_bytes(std::move(why), offset);
+  return state;
 }
 
 namespace {
@@ -187,8 +201,10 @@ struct RecordCursor {
 
 }  // namespace
 
-bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
-                   uint32_t* record_len, std::string* error, RecordCheck check) {
+namespace {
+
+bool decode_record_bytes(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
+                         uint32_t* record_len, std::string* error, RecordCheck check) {
   const uint8_t* q = p;
   uint64_t len;
   if (const char* why = get_varint(&q, p + avail, &len)) [[unlikely]] {
@@ -281,54 +297,62 @@ bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent*
   return true;
 }
 
-std::string check_record_stream(const RecordedEvent& ev) {
-  if (ev.stream_type.empty() || ev.stream_id.empty() ||
-      ev.stream_type.find('-') != std::string_view::npos)
-    return "invalid stream name (a stream type is non-empty without '-', an id non-empty)";
-  return "";
+}  // namespace
+
+Status decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
+                     uint32_t* record_len, RecordCheck check) {
+  std::string why;
+  if (!decode_record_bytes(p, avail, seed, out, record_len, &why, check)) [[unlikely]]
+    return bad_bytes(std::move(why));
+  return Status();
 }
 
-bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out,
-                     std::string* error) {
+Status check_record_stream(const RecordedEvent& ev) {
+  if (ev.stream_type.empty() || ev.stream_id.empty() ||
+      ev.stream_type.find('-') != std::string_view::npos)
+    return bad_bytes(
+        "invalid stream name (a stream type is non-empty without '-', an id non-empty)");
+  return Status();
+}
+
+Status decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out) {
   // [F-12]: exactly one zstd frame (not a skippable one, not a legacy
   // format), declaring raw_len, with nothing after it. ZSTD_decompress would
   // accept more frames after the first; a reader following the spec would not.
   if (body_len < 4 || get_u32(body) != ZSTD_MAGICNUMBER) {
-    *error = "compressed body does not start with a zstd frame";
-    return false;
+    return bad_bytes("compressed body does not start with a zstd frame");
   }
   unsigned long long declared = ZSTD_getFrameContentSize(body, body_len);
   if (declared != raw_len) {
-    *error = fmt::format("compressed body declares {} bytes, frame says {}", declared, raw_len);
-    return false;
+    return bad_bytes(
+        fmt::format("compressed body declares {} bytes, frame says {}", declared, raw_len));
   }
   size_t frame_size = ZSTD_findFrameCompressedSize(body, body_len);
   if (ZSTD_isError(frame_size) || frame_size != body_len) {
-    *error = ZSTD_isError(frame_size)
-                 ? fmt::format("zstd: {}", ZSTD_getErrorName(frame_size))
-                 : fmt::format("compressed body has {} bytes after its zstd frame",
-                               body_len - frame_size);
-    return false;
+    return bad_bytes(ZSTD_isError(frame_size)
+                         ? fmt::format("zstd: {}", ZSTD_getErrorName(frame_size))
+                         : fmt::format("compressed body has {} bytes after its zstd frame",
+                                       body_len - frame_size));
   }
   out->resize(raw_len);
   size_t r = ZSTD_decompress(out->data(), raw_len, body, body_len);
   if (ZSTD_isError(r) || r != raw_len) {
-    *error = fmt::format("zstd: {}", ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short output");
-    return false;
+    return bad_bytes(
+        fmt::format("zstd: {}", ZSTD_isError(r) ? ZSTD_getErrorName(r) : "short output"));
   }
-  return true;
+  return Status();
 }
 
-bool frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf, const uint8_t** body,
-                std::string* error) {
+Status frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf,
+                  const uint8_t** body) {
   const uint8_t* stored = frame + fh::kSize;
   if (!h.compressed()) {
     *body = stored;
-    return true;
+    return Status();
   }
-  if (!decompress_body(stored, h.body_len, h.raw_len, buf, error)) return false;
+  EVENTSOURCE_RETURN_IF_ERROR(decompress_body(stored, h.body_len, h.raw_len, buf));
   *body = reinterpret_cast<const uint8_t*>(buf->data());
-  return true;
+  return Status();
 }
 
 uint64_t record_size(const StreamId& stream, const EventData& e) {

@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "engine/coding.h"
 #include "engine/format.h"
+#include "eventsource/status.h"
 #include "eventsource/types.h"
 
 namespace eventsource {
@@ -31,7 +33,7 @@ struct FrameHeader {
 enum class FrameState : uint8_t {
   kValid,         // structure and checksum verified
   kNeverWritten,  // all-zero header: the end of the written log
-  kBad,           // anything else; *error says why
+  kBad,           // anything else; *problem says why (kCorruption)
 };
 
 // Validates the frame at `p` (with `avail` bytes up to the segment end) that
@@ -43,7 +45,7 @@ enum class FrameState : uint8_t {
 // frames, aux segments kAux frames (never compressed, records of at least
 // format::aux_record::kSize bytes).
 FrameState check_frame(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch,
-                       uint64_t seed, FrameHeader* out, std::string* error,
+                       uint64_t seed, FrameHeader* out, Status* problem,
                        uint64_t segment_size = format::kMaxSegmentSize,
                        format::FrameType type = format::FrameType::kEvents);
 
@@ -56,27 +58,25 @@ enum class RecordCheck : uint8_t { kVerifyChecksum, kFrameVerified };
 // varints and every field length against the record's end. Never reads
 // outside [p, p + avail). On success *record_len is the record's whole size
 // (len varint included) and the views point into `p`.
-bool decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
-                   uint32_t* record_len, std::string* error,
-                   RecordCheck check = RecordCheck::kVerifyChecksum);
+Status decode_record(const uint8_t* p, size_t avail, uint64_t seed, RecordedEvent* out,
+                     uint32_t* record_len, RecordCheck check = RecordCheck::kVerifyChecksum);
 
 // [F-16]: a record's stream name must be a non-empty type without '-' and a
-// non-empty id. Returns "" or why not. (Version continuity needs the
-// stream's history: each caller checks it against what it has seen.)
-std::string check_record_stream(const RecordedEvent& ev);
+// non-empty id. (Version continuity needs the stream's history: each caller
+// checks it against what it has seen.)
+Status check_record_stream(const RecordedEvent& ev);
 
-// Decompresses a compressed frame body into `out`. Fails with *error unless
-// the body is exactly one zstd frame (no skippable or further frames after
-// it) that declares content size raw_len and decompresses to it [F-12].
-bool decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out,
-                     std::string* error);
+// Decompresses a compressed frame body into `out`. Fails unless the body is
+// exactly one zstd frame (no skippable or further frames after it) that
+// declares content size raw_len and decompresses to it [F-12].
+Status decompress_body(const uint8_t* body, size_t body_len, size_t raw_len, std::string* out);
 
 // Calls fn(const RecordedEvent&, uint32_t index) for each record of a valid
-// frame at `frame` (decompressing into *buf when needed). Returns false with
-// *error when a record is malformed or the records do not fill the body.
+// frame at `frame` (decompressing into *buf when needed); fn returns false to
+// stop. Fails when a record is malformed or the records do not fill the body.
 template <class Fn>
-bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
-                     std::string* error, Fn&& fn, RecordCheck check = RecordCheck::kVerifyChecksum);
+Status for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
+                       Fn&& fn, RecordCheck check = RecordCheck::kVerifyChecksum);
 
 // Builds one frame. Callers serialize (one encoder per writer).
 class FrameEncoder {
@@ -120,36 +120,31 @@ uint64_t record_size(const StreamId& stream, const EventData& e, uint64_t positi
                      uint64_t version);
 
 // Returns the body of a valid frame, decompressed into *buf if needed.
-bool frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf, const uint8_t** body,
-                std::string* error);
+Status frame_body(const uint8_t* frame, const FrameHeader& h, std::string* buf,
+                  const uint8_t** body);
 
 template <class Fn>
-bool for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
-                     std::string* error, Fn&& fn, RecordCheck check) {
+Status for_each_record(const uint8_t* frame, const FrameHeader& h, uint64_t seed, std::string* buf,
+                       Fn&& fn, RecordCheck check) {
   const uint8_t* body;
-  if (!frame_body(frame, h, buf, &body, error)) return false;
+  EVENTSOURCE_RETURN_IF_ERROR(frame_body(frame, h, buf, &body));
   uint64_t off = 0;
   for (uint32_t i = 0; i < h.count; ++i) {
     RecordedEvent ev;
     uint32_t len;
-    if (!decode_record(body + off, h.raw_len - off, seed, &ev, &len, error, check)) {
-      *error = "record " + std::to_string(i) + " of frame: " + *error;
-      return false;
-    }
-    if (ev.position.value != h.first_position + i) {
-      *error = "record " + std::to_string(i) + " has position " +
-               std::to_string(ev.position.value) + ", frame says " +
-               std::to_string(h.first_position + i);
-      return false;
-    }
-    if (!fn(ev, i, static_cast<uint32_t>(off))) return true;
+    if (Status s = decode_record(body + off, h.raw_len - off, seed, &ev, &len, check); !s.ok())
+      return bad_bytes("record " + std::to_string(i) + " of frame: " + s.message(), h.file_offset);
+    if (ev.position.value != h.first_position + i)
+      return bad_bytes("record " + std::to_string(i) + " has position " +
+                           std::to_string(ev.position.value) + ", frame says " +
+                           std::to_string(h.first_position + i),
+                       h.file_offset);
+    if (!fn(ev, i, static_cast<uint32_t>(off))) return Status();
     off += len;
   }
-  if (off != h.raw_len) {
-    *error = "frame body has bytes after its last record";
-    return false;
-  }
-  return true;
+  if (off != h.raw_len)
+    return bad_bytes("frame body has bytes after its last record", h.file_offset);
+  return Status();
 }
 
 }  // namespace eventsource

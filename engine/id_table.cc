@@ -65,26 +65,26 @@ IdTable::Block IdTable::block(uint64_t b) const {
   return Block{base, base + align_up(4 * m, 8), m};
 }
 
-std::string IdTable::verify_block(uint64_t b) const {
-  if (verified_[b].load(std::memory_order_acquire)) return "";
+Status IdTable::verify_block(uint64_t b) const {
+  if (verified_[b].load(std::memory_order_acquire)) return Status();
   const Block blk = block(b);
   if (checksum64(blk.keys, block_bytes(blk.count), seed_) != get_loc(sums_, b))
-    return fmt::format("event-id block {} fails its checksum", b);
+    return bad_bytes(fmt::format("event-id block {} fails its checksum", b));
   if (get_key(blk.keys, 0) != get_key(fences_, b))
-    return fmt::format("event-id block {} starts at another key than its fence", b);
+    return bad_bytes(fmt::format("event-id block {} starts at another key than its fence", b));
   for (uint64_t i = 1; i < blk.count; ++i)
     if (get_key(blk.keys, i) < get_key(blk.keys, i - 1))
-      return fmt::format("event-id block {} is not sorted at entry {}", b, i);
+      return bad_bytes(fmt::format("event-id block {} is not sorted at entry {}", b, i));
   if (b + 1 < blocks() && get_key(blk.keys, blk.count - 1) > get_key(fences_, b + 1))
-    return fmt::format("event-id block {} ends past the next block's first key", b);
+    return bad_bytes(fmt::format("event-id block {} ends past the next block's first key", b));
   verified_[b].store(true, std::memory_order_release);
-  return "";
+  return Status();
 }
 
-std::string IdTable::verify_all() const {
+Status IdTable::verify_all() const {
   for (uint64_t b = 0; b < blocks(); ++b)
-    if (std::string why = verify_block(b); !why.empty()) return why;
-  return "";
+    if (Status why = verify_block(b); !why.ok()) return why;
+  return Status();
 }
 
 uint64_t IdTable::section_size(uint64_t count) {
@@ -92,7 +92,7 @@ uint64_t IdTable::section_size(uint64_t count) {
   return head_bytes(count) + full * block_bytes(kEntries) + (rest ? block_bytes(rest) : 0);
 }
 
-uint64_t IdTable::write_section(uint8_t* p, uint64_t seed, std::string* error) const {
+Result<uint64_t> IdTable::write_section(uint8_t* p, uint64_t seed) const {
   // The in-memory entries in key order, merged with the persisted ones.
   std::vector<std::pair<uint32_t, uint64_t>> fresh;
   fresh.reserve(delta_count_);
@@ -113,12 +113,8 @@ uint64_t IdTable::write_section(uint8_t* p, uint64_t seed, std::string* error) c
     ++j;
   };
   size_t f = 0;
-  error->clear();
-  for (uint64_t b = 0; b < blocks() && error->empty(); ++b) {
-    if (std::string why = verify_block(b); !why.empty()) {
-      *error = why;
-      break;
-    }
+  for (uint64_t b = 0; b < blocks(); ++b) {
+    EVENTSOURCE_RETURN_IF_ERROR(verify_block(b));
     const Block blk = block(b);
     for (uint64_t i = 0; i < blk.count; ++i) {
       const uint32_t k = get_key(blk.keys, i);
@@ -126,7 +122,6 @@ uint64_t IdTable::write_section(uint8_t* p, uint64_t seed, std::string* error) c
       put(k, get_loc(blk.locs, i));
     }
   }
-  if (!error->empty()) return 0;
   for (; f < fresh.size(); ++f) put(fresh[f].first, fresh[f].second);
   return sign_section(p, n, seed);
 }
@@ -142,11 +137,11 @@ uint64_t IdTable::sign_section(uint8_t* p, uint64_t count, uint64_t seed) {
   return checksum64(p, head_bytes(count), seed);
 }
 
-std::string IdTable::load_section(const uint8_t* p, uint64_t n, uint64_t count, uint64_t seed,
-                                  bool copy, uint64_t* sum) {
+Status IdTable::load_section(const uint8_t* p, uint64_t n, uint64_t count, uint64_t seed, bool copy,
+                             uint64_t* sum) {
   clear();
   if (count > n / 12 || section_size(count) != n)
-    return fmt::format("event-id section of {} bytes cannot hold {} entries", n, count);
+    return bad_bytes(fmt::format("event-id section of {} bytes cannot hold {} entries", n, count));
   if (copy) {
     copy_.assign(reinterpret_cast<const char*>(p), n);
     p = reinterpret_cast<const uint8_t*>(copy_.data());
@@ -162,15 +157,15 @@ std::string IdTable::load_section(const uint8_t* p, uint64_t n, uint64_t count, 
   for (uint64_t b = 1; b < nb; ++b)
     if (get_key(fences_, b) < get_key(fences_, b - 1)) {
       clear();
-      return fmt::format("event-id fences are not sorted at block {}", b);
+      return bad_bytes(fmt::format("event-id fences are not sorted at block {}", b));
     }
   if (copy) {
-    if (std::string why = verify_all(); !why.empty()) {
+    if (Status why = verify_all(); !why.ok()) {
       clear();
       return why;
     }
   }
-  return "";
+  return Status();
 }
 
 }  // namespace eventsource

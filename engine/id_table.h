@@ -16,6 +16,7 @@
 #include <string>
 #include <vector>
 
+#include "eventsource/status.h"
 #include "eventsource/types.h"
 
 namespace eventsource {
@@ -42,33 +43,33 @@ class IdTable {
   void clear();
 
   // Calls fn(locator) for every entry whose fingerprint may be `fp`.
-  // Returns "" or why a persisted block is damaged (then fn saw only part).
+  // Fails saying why a persisted block is damaged (then fn saw only part).
   template <class Fn>
-  std::string find(uint64_t fp, Fn&& fn) const;
+  Status find(uint64_t fp, Fn&& fn) const;
 
   // The id section of an index blob: its size for `count` entries, and
   // writing it (persisted part merged with the in-memory one) at `p`, which
   // must hold section_size(size()) zeroed bytes. Returns the checksum that
-  // the blob's header checksum folds in, or "" in *error / why a persisted
+  // the blob's header checksum folds in, or fails saying why a persisted
   // block is damaged (the blob must then not be written).
   static uint64_t section_size(uint64_t count);
-  uint64_t write_section(uint8_t* p, uint64_t seed, std::string* error) const;
+  Result<uint64_t> write_section(uint8_t* p, uint64_t seed) const;
   // (Re)computes the block checksums of the section of `count` entries at
   // `p` (section_size(count) bytes) and returns its header-folded checksum.
   static uint64_t sign_section(uint8_t* p, uint64_t count, uint64_t seed);
 
   // Takes the id section at [p, p+n) holding `count` entries as the
   // persisted part. With `copy` the blocks are copied and verified now;
-  // without, they are used in place and verified lazily. Returns "" or why
+  // without, they are used in place and verified lazily. Fails saying why
   // the section is invalid; *sum gets the checksum the header folds in.
-  std::string load_section(const uint8_t* p, uint64_t n, uint64_t count, uint64_t seed, bool copy,
-                           uint64_t* sum);
+  Status load_section(const uint8_t* p, uint64_t n, uint64_t count, uint64_t seed, bool copy,
+                      uint64_t* sum);
 
-  // Checks every persisted block (sorted, checksummed); "" or the first problem.
-  std::string verify_all() const;
+  // Checks every persisted block (sorted, checksummed); fails with the first problem.
+  Status verify_all() const;
   // Calls fn(key, locator) for every persisted entry in order (blocks verified).
   template <class Fn>
-  std::string for_each_persisted(Fn&& fn) const;
+  Status for_each_persisted(Fn&& fn) const;
 
   // Entries per persisted block.
   static constexpr uint64_t kBlockEntries = 4096;
@@ -80,7 +81,7 @@ class IdTable {
     uint64_t count;
   };
   Block block(uint64_t b) const;
-  std::string verify_block(uint64_t b) const;
+  Status verify_block(uint64_t b) const;
   uint64_t blocks() const { return (persisted_count_ + kBlockEntries - 1) / kBlockEntries; }
   void grow(size_t min_slots);
   static uint32_t get_key(const uint8_t* keys, uint64_t i) {
@@ -109,13 +110,13 @@ class IdTable {
 };
 
 template <class Fn>
-std::string IdTable::find(uint64_t fp, Fn&& fn) const {
+Status IdTable::find(uint64_t fp, Fn&& fn) const {
   if (!slots_.empty()) {
     const size_t mask = slots_.size() - 1;
     for (size_t i = fp & mask; slots_[i].first != 0; i = (i + 1) & mask)
       if (slots_[i].first == fp) fn(slots_[i].second);
   }
-  if (persisted_count_ == 0) return "";
+  if (persisted_count_ == 0) return Status();
   const uint32_t k = key(fp);
   // Blocks are sorted by their first key; entries of key k may start in the
   // block before the first block whose first key is >= k.
@@ -128,7 +129,7 @@ std::string IdTable::find(uint64_t fp, Fn&& fn) const {
       hi = mid;
   }
   for (uint64_t b = lo > 0 ? lo - 1 : 0; b < blocks() && get_key(fences_, b) <= k; ++b) {
-    if (std::string why = verify_block(b); !why.empty()) return why;
+    EVENTSOURCE_RETURN_IF_ERROR(verify_block(b));
     const Block blk = block(b);
     uint64_t l = 0, h = blk.count;
     while (l < h) {
@@ -140,17 +141,17 @@ std::string IdTable::find(uint64_t fp, Fn&& fn) const {
     }
     for (; l < blk.count && get_key(blk.keys, l) == k; ++l) fn(get_loc(blk.locs, l));
   }
-  return "";
+  return Status();
 }
 
 template <class Fn>
-std::string IdTable::for_each_persisted(Fn&& fn) const {
+Status IdTable::for_each_persisted(Fn&& fn) const {
   for (uint64_t b = 0; b < blocks(); ++b) {
-    if (std::string why = verify_block(b); !why.empty()) return why;
+    EVENTSOURCE_RETURN_IF_ERROR(verify_block(b));
     const Block blk = block(b);
     for (uint64_t i = 0; i < blk.count; ++i) fn(get_key(blk.keys, i), get_loc(blk.locs, i));
   }
-  return "";
+  return Status();
 }
 
 }  // namespace eventsource

@@ -58,11 +58,13 @@ LogReader::Step LogReader::next(LogFrame* frame, BadFrame* bad) {
     if (off_ < end && map != nullptr && off_ - base < avail) {
       // Bytes past `avail` (a file cut short) read as never written.
       FrameHeader h;
-      std::string why;
-      FrameState st = check_frame_at(view_, seg, off_, &h, &why);
+      Status problem;
+      FrameState st = check_frame_at(view_, seg, off_, &h, &problem);
       if (st == FrameState::kValid && h.first_position != expected_) {
         st = FrameState::kBad;
-        why = fmt::format("frame starts at position {}, expected {}", h.first_position, expected_);
+        problem = bad_bytes(
+            fmt::format("frame starts at position {}, expected {}", h.first_position, expected_),
+            off_);
       }
       if (st == FrameState::kValid) {
         *frame = LogFrame{map + (off_ - base), h, si_, seg.slot, off_};
@@ -71,7 +73,7 @@ LogReader::Step LogReader::next(LogFrame* frame, BadFrame* bad) {
         return Step::kFrame;
       }
       if (st == FrameState::kBad && !next_continues) {
-        *bad = BadFrame{si_, off_, expected_, std::move(why)};
+        *bad = BadFrame{si_, off_, expected_, problem.message()};
         return Step::kBad;
       }
     }
@@ -129,48 +131,49 @@ void LogReader::skip_before(uint64_t position) {
 }
 
 FrameState check_frame_at(const LogView& view, const EventSeg& seg, uint64_t offset, FrameHeader* h,
-                          std::string* why) {
+                          Status* problem) {
   const uint64_t base = view.slot_offset(seg.slot);
   uint64_t avail = 0;
   const uint8_t* map = view.bytes(seg.slot, &avail);
   avail = std::min(avail, view.segment_size);
   if (map == nullptr || offset < base + sh::kSize || offset >= base + view.segment_size) {
-    *why = "no frame can start there";
+    *problem = bad_bytes("no frame can start there", static_cast<int64_t>(offset));
     return FrameState::kBad;
   }
   if (offset >= base + avail) return FrameState::kNeverWritten;
   return check_frame(map + (offset - base), base + avail - offset, offset, seg.epoch, view.seed, h,
-                     why, view.segment_size, view.frame_type);
+                     problem, view.segment_size, view.frame_type);
 }
 
-std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,
-                                   uint64_t durable_position, uint64_t* frame_end) {
+Status check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,
+                              uint64_t durable_position, uint64_t* frame_end) {
+  const auto off = static_cast<int64_t>(last_frame_offset);
   const EventSeg* seg = nullptr;
   if (last_frame_offset >= format::kFileHeaderSize) {
     const uint64_t slot = (last_frame_offset - format::kFileHeaderSize) / view.segment_size;
     for (size_t i = 0; i < view.segment_count(); ++i)
       if (view.segment(i).slot == slot) seg = &view.segment(i);
   }
-  if (seg == nullptr) return "its segment is not an event segment";
+  if (seg == nullptr) return bad_bytes("its segment is not an event segment", off);
   FrameHeader h;
-  std::string why;
-  switch (check_frame_at(view, *seg, last_frame_offset, &h, &why)) {
+  Status problem;
+  switch (check_frame_at(view, *seg, last_frame_offset, &h, &problem)) {
     case FrameState::kNeverWritten:
-      return "nothing was ever written there";
+      return bad_bytes("nothing was ever written there", off);
     case FrameState::kBad:
-      return why;
+      return problem;
     case FrameState::kValid:
       break;
   }
   if (h.first_position + h.count - 1 != durable_position)
-    return fmt::format("the frame there ends at position {}", h.first_position + h.count - 1);
+    return bad_bytes(
+        fmt::format("the frame there ends at position {}", h.first_position + h.count - 1), off);
   *frame_end = last_frame_offset + h.frame_len;
-  return "";
+  return Status();
 }
 
-std::string check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_end,
-                          uint64_t covers) {
-  if (log_end == frame_end) return "";
+Status check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_end, uint64_t covers) {
+  if (log_end == frame_end) return Status();
   // frame_end - 1 lies in the frame, so in its segment (a frame that fills
   // its segment ends at the next slot).
   const uint64_t slot = (frame_end - 1 - format::kFileHeaderSize) / view.segment_size;
@@ -178,11 +181,11 @@ std::string check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_
     if (view.segment(i).slot != slot) continue;
     const EventSeg& next = view.segment(i + 1);
     if (log_end == view.slot_offset(next.slot) + sh::kSize && next.first_position == covers + 1)
-      return "";
+      return Status();
   }
-  return fmt::format(
-      "the index says the log continues at {}, the checkpoint's last frame ends at {}",
-      hex(log_end), hex(frame_end));
+  return bad_bytes(
+      fmt::format("the index says the log continues at {}, the checkpoint's last frame ends at {}",
+                  hex(log_end), hex(frame_end)));
 }
 
 uint64_t find_valid_frame(const LogView& view, size_t seg_index, uint64_t from, FrameHeader* h) {
@@ -196,8 +199,8 @@ uint64_t find_valid_frame(const LogView& view, size_t seg_index, uint64_t from, 
        off + fh::kSize <= end; off += format::kFrameAlign) {
     const uint8_t* p = map + (off - base);
     if (get_u64(p + fh::kFileOffset) != off) continue;  // cheap filter first
-    std::string why;
-    if (check_frame_at(view, seg, off, h, &why) == FrameState::kValid) return off;
+    Status problem;
+    if (check_frame_at(view, seg, off, h, &problem) == FrameState::kValid) return off;
   }
   return 0;
 }

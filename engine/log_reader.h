@@ -126,14 +126,14 @@ class LogReader {
 // (e.g. the frame a checkpoint or a locator names) as next() would, less the
 // position rule. Offsets past the bytes a short file has are never written.
 FrameState check_frame_at(const LogView& view, const EventSeg& seg, uint64_t offset, FrameHeader* h,
-                          std::string* why);
+                          Status* problem);
 
 // Checks a checkpoint's claim [F-23]: the frame at `last_frame_offset` is a
 // valid frame of an event segment whose last position is `durable_position`.
-// Returns "" or why the data does not back the claim; on success
-// *frame_end is the file offset just past that frame.
-std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,
-                                   uint64_t durable_position, uint64_t* frame_end);
+// Fails (kCorruption) saying why the data does not back the claim; on
+// success *frame_end is the file offset just past that frame.
+Status check_checkpoint_claim(const LogView& view, uint64_t last_frame_offset,
+                              uint64_t durable_position, uint64_t* frame_end);
 
 // Checks an index's log_end_offset [F-21] against `frame_end`, the end of
 // the frame the checkpoint names (from check_checkpoint_claim), and the
@@ -141,9 +141,8 @@ std::string check_checkpoint_claim(const LogView& view, uint64_t last_frame_offs
 // was built: `frame_end`, or, when the writer had rolled to a new segment
 // and written nothing there yet, offset 64 of the event segment that follows
 // the frame's segment in log order, which then starts at covers + 1.
-// Returns "" or why log_end_offset is neither.
-std::string check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_end,
-                          uint64_t covers);
+// Fails (kCorruption) saying why when log_end_offset is neither.
+Status check_log_end(const LogView& view, uint64_t frame_end, uint64_t log_end, uint64_t covers);
 
 // The first offset >= `from` in segment `seg_index` where a frame that
 // passes check_frame starts (at any position), or 0. Used to tell a torn

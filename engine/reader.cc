@@ -31,24 +31,23 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev, DecodeCach
                                   path_, hex(off), path_),
                       -1, static_cast<int64_t>(off));
   const uint64_t in = off - slot_offset(slot);
-  std::string why;
+  auto bad_record = [&](std::string_view why) {
+    return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(slot, off), why, path_),
+                      static_cast<int64_t>(slot), static_cast<int64_t>(off));
+  };
   if (!compressed) {
     uint32_t len;
-    if (in < sh::kSize + fh::kSize ||
-        !decode_record(map + in, seg_size_ - in, seed_, ev, &len, &why))
-      return corruption(
-          fmt::format("{}: {} (run 'esdump verify {}')", where(slot, off),
-                      why.empty() ? "index points inside a segment header" : why, path_),
-          static_cast<int64_t>(slot), static_cast<int64_t>(off));
+    if (in < sh::kSize + fh::kSize) return bad_record("index points inside a segment header");
+    if (Status s = decode_record(map + in, seg_size_ - in, seed_, ev, &len); !s.ok())
+      return bad_record(s.message());
     return Status();
   }
   const uint32_t want = loc.record;
   FrameHeader h;
   const EventSeg seg{slot, get_u64(map + sh::kEpoch), 0};
-  if (check_frame_at(MappedLog(*this), seg, off, &h, &why) != FrameState::kValid)
-    return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(slot, off),
-                                  why.empty() ? "no frame at the indexed offset" : why, path_),
-                      static_cast<int64_t>(slot), static_cast<int64_t>(off));
+  Status problem;
+  if (check_frame_at(MappedLog(*this), seg, off, &h, &problem) != FrameState::kValid)
+    return bad_record(problem.ok() ? "no frame at the indexed offset" : problem.message());
   const uint8_t* p = map + in + fh::kSize;
   if (h.compressed()) {
     // Consecutive reads often hit the same compressed frame: keep its body.
@@ -58,9 +57,8 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev, DecodeCach
     if (!cache->valid || cache->frame != off || cache->epoch != seg.epoch) {
       const uint8_t* b;
       cache->valid = false;
-      if (!frame_body(map + in, h, &cache->body, &b, &why))
-        return corruption(fmt::format("{}: {}", where(slot, off), why), static_cast<int64_t>(slot),
-                          static_cast<int64_t>(off));
+      if (Status s = frame_body(map + in, h, &cache->body, &b); !s.ok())
+        return bad_record(s.message());
       cache->valid = true;
       cache->frame = off;
       cache->epoch = seg.epoch;
@@ -70,11 +68,10 @@ Status Store::Impl::read_locator(uint64_t locator, RecordedEvent* ev, DecodeCach
   uint64_t pos = 0;
   for (uint32_t i = 0; i <= want; ++i) {
     uint32_t len;
-    if (i >= h.count || !decode_record(p + pos, h.raw_len - pos, seed_, ev, &len, &why))
-      return corruption(
-          fmt::format("{}: record {}: {}", where(slot, off), i,
-                      why.empty() ? "index names a record past the frame's count" : why),
-          static_cast<int64_t>(slot), static_cast<int64_t>(off));
+    if (i >= h.count)
+      return bad_record(fmt::format("record {}: index names a record past the frame's count", i));
+    if (Status s = decode_record(p + pos, h.raw_len - pos, seed_, ev, &len); !s.ok())
+      return bad_record(fmt::format("record {}: {}", i, s.message()));
     pos += len;
   }
   return Status();
@@ -96,11 +93,10 @@ Status Store::Impl::read_stream(const StreamId& stream, const ReadStreamOptions&
     committed = committed_.load(std::memory_order_acquire);
     const StreamIndex::Entry* e = index_.find(key);
     if (e == nullptr || max_count == 0) return Status();
-    std::string why = StreamIndex::verify_entry(*e, seed_);
-    if (!why.empty())
-      return corruption(
-          fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
-          static_cast<int64_t>(index_slot_ == kNoSlot ? -1 : index_slot_), -1);
+    if (Status bad = StreamIndex::verify_entry(*e, seed_); !bad.ok())
+      return corruption(fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key,
+                                    bad.message(), path_),
+                        static_cast<int64_t>(index_slot_ == kNoSlot ? -1 : index_slot_), -1);
     const uint64_t version = e->version();
     if (direction == ReadDirection::kForward) {
       uint64_t start = std::max<uint64_t>(from.value, 1);
@@ -200,9 +196,8 @@ Status Store::Impl::read_all(const ReadAllOptions& options, const EventCallback&
                                     reader.expected_position(), committed, path_),
                         static_cast<int64_t>(slot), static_cast<int64_t>(off));
     }
-    std::string why;
-    bool ok = for_each_record(
-        f.bytes, f.header, seed_, &buf, &why,
+    const Status walked = for_each_record(
+        f.bytes, f.header, seed_, &buf,
         [&](const RecordedEvent& ev, uint32_t, uint32_t) {
           const uint64_t pos = ev.position.value;
           if (pos > committed) {
@@ -223,10 +218,10 @@ Status Store::Impl::read_all(const ReadAllOptions& options, const EventCallback&
           return true;
         },
         RecordCheck::kFrameVerified);
-    if (!ok)
-      return corruption(
-          fmt::format("{}: {} (run 'esdump verify {}')", where(f.slot, f.offset), why, path_),
-          static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset));
+    if (!walked.ok())
+      return corruption(fmt::format("{}: {} (run 'esdump verify {}')", where(f.slot, f.offset),
+                                    walked.message(), path_),
+                        static_cast<int64_t>(f.slot), static_cast<int64_t>(f.offset));
   }
   return Status();
 }
@@ -266,11 +261,11 @@ Result<std::optional<EventLocation>> Store::Impl::find_event(const Uuid& id) con
   std::vector<uint64_t> candidates;
   {
     ReaderLock ix(&index_mu_);  // the committed view: pending batches are not in it
-    std::string why = index_.ids().find(IdTable::fingerprint(id, seed_),
-                                        [&](uint64_t loc) { candidates.push_back(loc); });
-    if (!why.empty())
+    const Status bad = index_.ids().find(IdTable::fingerprint(id, seed_),
+                                         [&](uint64_t loc) { candidates.push_back(loc); });
+    if (!bad.ok())
       return corruption(fmt::format("{}: index segment {}: {} (run 'esdump verify {}')", path_,
-                                    index_slot_, why, path_),
+                                    index_slot_, bad.message(), path_),
                         static_cast<int64_t>(index_slot_), -1);
   }
   // Committed records stay where they are: the locators outlive the lock.
@@ -303,10 +298,12 @@ std::vector<StreamInfo> Store::Impl::list_streams() const {
     out.reserve(index_.stream_count());
     // (A damaged persisted entry ends the list early; reads of the streams
     // it hides fail with kCorruption, and verify names it.)
-    index_.for_each([&](const std::string& key, const auto& e) {
-      out.push_back(StreamInfo{key.substr(0, e.type_len), key.substr(e.type_len + 1),
-                               StreamVersion(e.version())});
-    });
+    index_
+        .for_each([&](const std::string& key, const auto& e) {
+          out.push_back(StreamInfo{key.substr(0, e.type_len), key.substr(e.type_len + 1),
+                                   StreamVersion(e.version())});
+        })
+        .ignore_error();
   }
   std::sort(out.begin(), out.end(), [](const StreamInfo& a, const StreamInfo& b) {
     return std::tie(a.type, a.id) < std::tie(b.type, b.id);

@@ -88,10 +88,10 @@ Status Store::Impl::open_locked() {
                                     path_, size),
                         -1, 0);
     EVENTSOURCE_RETURN_IF_ERROR(read_exact(buf, sizeof buf, 0, "reading the file header"));
-    std::string why = parse_file_header(buf, sizeof buf, &header_);
-    if (!why.empty())
+    if (Status bad = parse_file_header(buf, sizeof buf, &header_); !bad.ok())
       return corruption(
-          fmt::format("{}: offset 0x0: {} (run 'esdump verify {}')", path_, why, path_), -1, 0);
+          fmt::format("{}: offset 0x0: {} (run 'esdump verify {}')", path_, bad.message(), path_),
+          -1, 0);
     if (header_.version > format::kFormatVersion)
       return not_supported(
           fmt::format("{}: format version {} is newer than this library's {}; "
@@ -228,8 +228,8 @@ Status Store::Impl::read_slots() {
         buf, slot == short_slot_ ? std::min<uint64_t>(sizeof buf, short_len_) : sizeof buf,
         slot_offset(slot), "reading a segment header"));
     SegmentHeader h;
-    std::string why;
-    switch (parse_segment_header(buf, slot, seed_, &h, &why)) {
+    Status bad;
+    switch (parse_segment_header(buf, slot, seed_, &h, &bad)) {
       case SegmentHeaderState::kZero:
         slots_[slot] = SlotInfo{};
         break;
@@ -251,7 +251,7 @@ Status Store::Impl::read_slots() {
           break;
         }
         return corruption(fmt::format("{}: {} (run 'esdump verify {}')",
-                                      where(slot, slot_offset(slot)), why, path_),
+                                      where(slot, slot_offset(slot)), bad.message(), path_),
                           static_cast<int64_t>(slot), static_cast<int64_t>(slot_offset(slot)));
       case SegmentHeaderState::kValid:
         if (h.slot_count > nslots - slot && read_only_ && h.kind != SegmentKind::kEvents) {
@@ -306,23 +306,25 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
   *scan_off = 0;
   *expected = 1;
   if (repair_mode_) return Status();  // full scan; close() writes a fresh checkpoint
+  Status problem;
   EVENTSOURCE_ASSIGN_OR_RETURN(
-      ckpt_, read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_));
+      ckpt_, read_checkpoint_file(*os_, path_, header_.store_id, seed_, &problem));
+  if (!problem.ok()) ckpt_problem_ = problem.message();
   if (!ckpt_) return Status();
   const Checkpoint& c = *ckpt_;
   // The checkpoint's claim must be backed by the data: the frame it names
   // must exist, be valid and end exactly at its durable position.
   uint64_t claimed_end = 0;  // file offset past the frame the checkpoint names
   if (c.durable_position > 0) {
-    std::string why = check_checkpoint_claim(MappedLog(*this), c.last_frame_offset,
-                                             c.durable_position, &claimed_end);
-    if (!why.empty())
+    const Status why = check_checkpoint_claim(MappedLog(*this), c.last_frame_offset,
+                                              c.durable_position, &claimed_end);
+    if (!why.ok())
       return corruption(
           fmt::format("{}: the checkpoint file says events up to position {} are "
                       "durable in a frame at offset {}, but the data file does not "
                       "hold them ({}). The data file was truncated, replaced or "
                       "damaged: restore it, or run 'esdump repair {}'",
-                      path_, c.durable_position, hex(c.last_frame_offset), why, path_),
+                      path_, c.durable_position, hex(c.last_frame_offset), why.message(), path_),
           c.last_frame_offset < format::kFileHeaderSize
               ? -1
               : static_cast<int64_t>(slot_of(c.last_frame_offset)),
@@ -355,29 +357,29 @@ Status Store::Impl::load_checkpoint_and_index(uint64_t* scan_seg, uint64_t* scan
                                 errno_text(err)),
                     err);
   StreamIndex::BlobInfo info;
-  std::string why = index_.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, si.payload_len,
-                                     seed_, /*copy=*/read_only_, &info);
-  if (why.empty() && info.covers_position != c.durable_position)
-    why = fmt::format("it covers position {}, the checkpoint says {}", info.covers_position,
-                      c.durable_position);
+  Status why = index_.load_blob(static_cast<const uint8_t*>(m) + sh::kSize, si.payload_len, seed_,
+                                /*copy=*/read_only_, &info);
+  if (why.ok() && info.covers_position != c.durable_position)
+    why = bad_bytes(fmt::format("it covers position {}, the checkpoint says {}",
+                                info.covers_position, c.durable_position));
   // Where the index says the log continues must agree with the frame the
   // checkpoint names; a blob that disagrees is not trusted [F-21].
-  if (why.empty() && info.covers_position > 0)
+  if (why.ok() && info.covers_position > 0)
     why = check_log_end(MappedLog(*this), claimed_end, info.log_end_offset, info.covers_position);
   // The scan does not walk what the index covers, so the start of the log is
   // checked here: the first event segment in log order starts at position 1.
-  if (why.empty() && info.covers_position > 0) {
+  if (why.ok() && info.covers_position > 0) {
     const std::shared_ptr<const SegTable> segs = seg_table();
     if (segs->empty() || segs->front().first_position != 1)
-      why = "the first event segment does not start at position 1";
+      why = bad_bytes("the first event segment does not start at position 1");
   }
-  if (!why.empty()) {
+  if (!why.ok()) {
     // The index is only an accelerator: fall back to scanning the whole log,
     // whose walk judges the bytes the index would have skipped [F-21].
     os_->unmap(m, len);
     index_.clear();
     ckpt_problem_ = fmt::format("{}: persisted index unusable ({}); scanning the log",
-                                where(c.index_slot, slot_offset(c.index_slot)), why);
+                                where(c.index_slot, slot_offset(c.index_slot)), why.message());
     return Status();
   }
   if (read_only_) {
@@ -437,17 +439,17 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
   stream_of.clear();
   locators.clear();
   fps.clear();
-  std::string err;
   std::string key;
   Status status;
   const StreamIndex* index = &index_;  // (index_mu_ is held; the lambda cannot show it)
   std::string index_damage;
-  bool ok = for_each_record(
-      frame, h, seed_, &buf, &err,
+  const Status walked = for_each_record(
+      frame, h, seed_, &buf,
       [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
-        if (std::string why = check_record_stream(ev); !why.empty()) {
-          status = corruption(fmt::format("{}: record {}: {}", where(slot, offset), i, why),
-                              static_cast<int64_t>(slot), static_cast<int64_t>(offset));
+        if (Status bad = check_record_stream(ev); !bad.ok()) {
+          status =
+              corruption(fmt::format("{}: record {}: {}", where(slot, offset), i, bad.message()),
+                         static_cast<int64_t>(slot), static_cast<int64_t>(offset));
           return false;
         }
         key.assign(ev.stream_type);
@@ -487,9 +489,9 @@ Status Store::Impl::index_frame(const uint8_t* frame, const FrameHeader& h, uint
     return corruption(fmt::format("{}: the persisted index is damaged: {}", path_, index_damage),
                       static_cast<int64_t>(index_slot_), -1);
   }
-  if (!ok)
-    return corruption(fmt::format("{}: {}", where(slot, offset), err), static_cast<int64_t>(slot),
-                      static_cast<int64_t>(offset));
+  if (!walked.ok())
+    return corruption(fmt::format("{}: {}", where(slot, offset), walked.message()),
+                      static_cast<int64_t>(slot), static_cast<int64_t>(offset));
   if (!status.ok()) return status;
   std::vector<StreamIndex::Entry*> entries;
   entries.reserve(streams.size());

@@ -28,23 +28,24 @@ void encode_file_header(const FileHeader& h, uint8_t out[fhdr::kSize]) {
   put_u64(out + fhdr::kChecksum, checksum64(out, fhdr::kChecksum, 0));
 }
 
-std::string parse_file_header(const uint8_t* p, size_t n, FileHeader* out) {
-  if (n < fhdr::kSize) return fmt::format("file is {} bytes, too short for a store header", n);
+Status parse_file_header(const uint8_t* p, size_t n, FileHeader* out) {
+  if (n < fhdr::kSize)
+    return bad_bytes(fmt::format("file is {} bytes, too short for a store header", n), 0);
   if (std::memcmp(p + fhdr::kMagic, format::kFileMagic, 8) != 0)
-    return "not an eventsource store (bad magic)";
+    return bad_bytes("not an eventsource store (bad magic)", 0);
   if (get_u64(p + fhdr::kChecksum) != checksum64(p, fhdr::kChecksum, 0))
-    return "file header checksum mismatch";
+    return bad_bytes("file header checksum mismatch", 0);
   out->version = get_u32(p + fhdr::kVersion);
   out->segment_size = get_u64(p + fhdr::kSegmentSize);
   std::memcpy(out->store_id.bytes.data(), p + fhdr::kStoreId, 16);
   out->created_us = static_cast<int64_t>(get_u64(p + fhdr::kCreatedUs));
   if (get_u32(p + fhdr::kHeaderSize) != format::kFileHeaderSize ||
       get_u64(p + fhdr::kReserved) != 0)
-    return "file header has an unexpected header size or non-zero reserved bytes";
+    return bad_bytes("file header has an unexpected header size or non-zero reserved bytes", 0);
   uint64_t s = out->segment_size;
   if (s < format::kMinSegmentSize || s > format::kMaxSegmentSize || (s & (s - 1)) != 0)
-    return fmt::format("segment size {} is not a power of two in 1 MiB..1 GiB", s);
-  return "";
+    return bad_bytes(fmt::format("segment size {} is not a power of two in 1 MiB..1 GiB", s), 0);
+  return Status();
 }
 
 void encode_segment_header(const SegmentHeader& h, uint64_t seed, uint8_t out[sh::kSize]) {
@@ -61,14 +62,14 @@ void encode_segment_header(const SegmentHeader& h, uint64_t seed, uint8_t out[sh
 }
 
 SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_t seed,
-                                        SegmentHeader* out, std::string* error) {
+                                        SegmentHeader* out, Status* problem) {
   if (all_zero(p, sh::kSize)) return SegmentHeaderState::kZero;
   if (get_u32(p + sh::kMagic) != format::kSegmentMagic) {
-    *error = "segment header has a bad magic";
+    *problem = bad_bytes("segment header has a bad magic");
     return SegmentHeaderState::kBad;
   }
   if (get_u64(p + sh::kChecksum) != checksum64(p, sh::kChecksum, seed)) {
-    *error = "segment header checksum mismatch";
+    *problem = bad_bytes("segment header checksum mismatch");
     return SegmentHeaderState::kBad;
   }
   uint16_t kind = get_u16(p + sh::kKind);
@@ -82,15 +83,16 @@ SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_
   if (kind != static_cast<uint16_t>(format::SegmentKind::kEvents) &&
       kind != static_cast<uint16_t>(format::SegmentKind::kIndex) &&
       kind != static_cast<uint16_t>(format::SegmentKind::kAux)) {
-    *error = fmt::format("segment kind {} is unknown", kind);
+    *problem = bad_bytes(fmt::format("segment kind {} is unknown", kind));
     return SegmentHeaderState::kBad;
   }
   if (out->slot != slot || get_u16(p + sh::kReserved0) != 0 || out->epoch == 0 ||
       out->slot_count == 0 ||
       ((out->kind == format::SegmentKind::kEvents || out->kind == format::SegmentKind::kAux) &&
        (out->slot_count != 1 || out->first_position == 0))) {
-    *error = fmt::format("segment header fields are inconsistent (slot {} in slot {}, epoch {})",
-                         out->slot, slot, out->epoch);
+    *problem = bad_bytes(
+        fmt::format("segment header fields are inconsistent (slot {} in slot {}, epoch {})",
+                    out->slot, slot, out->epoch));
     return SegmentHeaderState::kBad;
   }
   return SegmentHeaderState::kValid;

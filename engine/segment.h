@@ -6,6 +6,7 @@
 #include <string>
 
 #include "engine/format.h"
+#include "eventsource/status.h"
 #include "eventsource/types.h"
 
 namespace eventsource {
@@ -22,8 +23,9 @@ struct FileHeader {
 };
 
 void encode_file_header(const FileHeader& h, uint8_t out[format::file_header::kSize]);
-// Returns "" when valid, else the reason. Does not judge the version.
-std::string parse_file_header(const uint8_t* p, size_t n, FileHeader* out);
+// Fails (kCorruption, offset 0) saying why the header is not valid. Does not
+// judge the version.
+Status parse_file_header(const uint8_t* p, size_t n, FileHeader* out);
 
 struct SegmentHeader {
   format::SegmentKind kind = format::SegmentKind::kFree;
@@ -39,9 +41,9 @@ void encode_segment_header(const SegmentHeader& h, uint64_t seed,
                            uint8_t out[format::segment_header::kSize]);
 
 enum class SegmentHeaderState : uint8_t { kValid, kZero, kBad };
-// Validates a segment header read from slot `slot`.
+// Validates a segment header read from slot `slot`; kBad fills *problem.
 SegmentHeaderState parse_segment_header(const uint8_t* p, uint64_t slot, uint64_t seed,
-                                        SegmentHeader* out, std::string* error);
+                                        SegmentHeader* out, Status* problem);
 
 int64_t now_us();
 

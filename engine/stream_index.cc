@@ -29,7 +29,7 @@ uint64_t StreamIndex::entry_checksum(const uint8_t* d, const uint8_t* name, uint
   return checksum64(d, ie::kEntryChecksum, seed) ^ checksum64(name, name_len, seed);
 }
 
-std::string StreamIndex::probe(uint64_t i, Probe* out) const {
+Status StreamIndex::probe(uint64_t i, Probe* out) const {
   const Dir& dir = *dir_;
   const uint8_t* d = dir.entries + i * ie::kSize;
   const uint64_t first = get_u64(d + ie::kLocatorsIndex);
@@ -39,22 +39,22 @@ std::string StreamIndex::probe(uint64_t i, Probe* out) const {
   const uint16_t id_len = get_u16(d + ie::kIdLen);
   // The name's bounds first, then the checksum, then what the fields say.
   if (name_at > dir.names_len || uint64_t{type_len} + id_len > dir.names_len - name_at)
-    return fmt::format("index entry {} is inconsistent", i);
+    return bad_bytes(fmt::format("index entry {} is inconsistent", i));
   const uint8_t* name = dir.names + name_at;
   if (entry_checksum(d, name, type_len + id_len, dir.seed) != get_u64(d + ie::kEntryChecksum))
-    return fmt::format("index entry {} fails its checksum", i);
+    return bad_bytes(fmt::format("index entry {} fails its checksum", i));
   if (first > dir.locator_count || count > dir.locator_count - first || count == 0 ||
       type_len == 0 || id_len == 0 || d[ie::kReserved] != 0)
-    return fmt::format("index entry {} is inconsistent", i);
+    return bad_bytes(fmt::format("index entry {} is inconsistent", i));
   if (std::memchr(name, '-', type_len) != nullptr)
-    return fmt::format("index entry {} has a stream type containing '-'", i);
+    return bad_bytes(fmt::format("index entry {} has a stream type containing '-'", i));
   out->first = first;
   out->count = count;
   out->sum = get_u64(d + ie::kLocatorsChecksum);
   out->type_len = type_len;
   out->type = std::string_view(reinterpret_cast<const char*>(name), type_len);
   out->id = std::string_view(reinterpret_cast<const char*>(name) + type_len, id_len);
-  return "";
+  return Status();
 }
 
 namespace {
@@ -74,24 +74,24 @@ int compare_name(std::string_view key, std::string_view type, std::string_view i
 
 }  // namespace
 
-std::string StreamIndex::search(std::string_view key, uint64_t* found) const {
+Status StreamIndex::search(std::string_view key, uint64_t* found) const {
   *found = ~uint64_t{0};
   uint64_t lo = 0, hi = persisted_streams_;
   while (lo < hi) {
     const uint64_t mid = lo + (hi - lo) / 2;
     Probe p;
-    if (std::string why = probe(mid, &p); !why.empty()) return why;
+    if (Status why = probe(mid, &p); !why.ok()) return why;
     const int c = compare_name(key, p.type, p.id);
     if (c == 0) {
       *found = mid;
-      return "";
+      return Status();
     }
     if (c < 0)
       hi = mid;
     else
       lo = mid + 1;
   }
-  return "";
+  return Status();
 }
 
 StreamIndex::Entry StreamIndex::from_probe(const Probe& p) const {
@@ -112,11 +112,11 @@ const StreamIndex::Entry* StreamIndex::lookup(std::string_view key) const {
     return &it->second;
   uint64_t i;
   Probe p;
-  std::string why = search(key, &i);
-  if (why.empty() && i != ~uint64_t{0}) why = probe(i, &p);
-  if (!why.empty()) {
+  Status why = search(key, &i);
+  if (why.ok() && i != ~uint64_t{0}) why = probe(i, &p);
+  if (!why.ok()) {
     // Set once: entries handed out before never see it change.
-    if (dir_->damaged.damage.empty()) dir_->damaged.damage = why;
+    if (dir_->damaged.damage.empty()) dir_->damaged.damage = why.message();
     return &dir_->damaged;
   }
   if (i == ~uint64_t{0}) return nullptr;
@@ -147,27 +147,28 @@ void StreamIndex::clear() {
 
 namespace {
 
-// Where the parts of a blob lie, from its header: "" or why they do not
-// fit in n bytes (checked before any multiplication can overflow).
+// Where the parts of a blob lie, from its header, or why they do not fit in
+// n bytes (checked before any multiplication can overflow).
 struct BlobLayout {
   uint64_t streams, locators, names_len, names_off, loc_off, ids_off;
 };
-std::string blob_layout(const uint8_t* p, uint64_t n, BlobLayout* l) {
-  if (n < ih::kSize) return "index blob shorter than its header";
+Status blob_layout(const uint8_t* p, uint64_t n, BlobLayout* l) {
+  if (n < ih::kSize) return bad_bytes("index blob shorter than its header");
   l->streams = get_u64(p + ih::kStreamCount);
   l->locators = get_u64(p + ih::kLocatorCount);
   l->names_len = get_u64(p + ih::kNamesLen);
   l->loc_off = get_u64(p + ih::kLocatorsOffset);
   l->ids_off = get_u64(p + ih::kIdsOffset);
   if (l->streams > n / ie::kSize || l->names_len > n || l->locators > n / 8)
-    return "index blob counts exceed its size";
+    return bad_bytes("index blob counts exceed its size");
   l->names_off = ih::kSize + l->streams * ie::kSize;
   if (l->loc_off != align_up(l->names_off + l->names_len, 8) || l->loc_off + l->locators * 8 > n)
-    return "index blob layout does not match its size";
+    return bad_bytes("index blob layout does not match its size");
   if (l->ids_off != l->loc_off + l->locators * 8 ||
       IdTable::section_size(l->locators) != n - l->ids_off)
-    return "index blob layout does not match its size (the event-id section must fill the rest)";
-  return "";
+    return bad_bytes(
+        "index blob layout does not match its size (the event-id section must fill the rest)");
+  return Status();
 }
 
 // [F-20]: the header and the event-id fences and sums (`ids_sum`, the id
@@ -180,17 +181,16 @@ uint64_t fold_checksum(const uint8_t* p, uint64_t ids_sum, uint64_t seed) {
 
 uint64_t StreamIndex::blob_checksum(const uint8_t* p, uint64_t n, uint64_t seed) {
   BlobLayout l;
-  if (!blob_layout(p, n, &l).empty()) return 0;
+  if (!blob_layout(p, n, &l).ok()) return 0;
   IdTable ids;
   uint64_t ids_sum = 0;
   // (The section's checksum is computed before it is judged.)
-  const std::string ignored =
-      ids.load_section(p + l.ids_off, n - l.ids_off, l.locators, seed, false, &ids_sum);
+  ids.load_section(p + l.ids_off, n - l.ids_off, l.locators, seed, false, &ids_sum).ignore_error();
   return fold_checksum(p, ids_sum, seed);
 }
 
-std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_offset,
-                                    uint64_t seed, std::string* error) const {
+Result<std::string> StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_offset,
+                                            uint64_t seed) const {
   struct Stream {
     std::string key;
     uint8_t type_len;
@@ -201,19 +201,19 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
   std::vector<Stream> sorted;
   sorted.reserve(stream_count());
   uint64_t names_len = 0, locators = 0;
-  std::string damage;
-  *error = for_each([&](const std::string& key, const Entry& e) {
+  Status damage;
+  Status walked = for_each([&](const std::string& key, const Entry& e) {
     // A persisted slice is copied only once its checksum holds: a damaged
     // one must not be signed again as good.
-    if (std::string why = verify_entry(e, seed); !why.empty() && damage.empty())
-      damage = fmt::format("stream {}: {}", key, why);
+    if (Status why = verify_entry(e, seed); !why.ok() && damage.ok())
+      damage = bad_bytes(fmt::format("stream {}: {}", key, why.message()));
     sorted.push_back(
         {key, e.type_len, e.persisted, e.persisted_count, e.delta.empty() ? nullptr : &e.delta});
     names_len += key.size() - 1;  // without the '-'
     locators += e.version();
   });
-  if (error->empty()) *error = damage;
-  if (!error->empty()) return {};
+  EVENTSOURCE_RETURN_IF_ERROR(walked);
+  EVENTSOURCE_RETURN_IF_ERROR(damage);
   std::sort(sorted.begin(), sorted.end(),
             [](const Stream& a, const Stream& b) { return a.key < b.key; });
   const uint64_t dir_off = ih::kSize;
@@ -253,39 +253,38 @@ std::string StreamIndex::build_blob(uint64_t covers_position, uint64_t log_end_o
   put_u64(p + ih::kNamesLen, names_len);
   put_u64(p + ih::kLocatorsOffset, loc_off);
   put_u64(p + ih::kIdsOffset, ids_off);
-  const uint64_t ids_sum = ids_.write_section(p + ids_off, seed, error);
-  if (!error->empty()) return {};
+  EVENTSOURCE_ASSIGN_OR_RETURN(const uint64_t ids_sum, ids_.write_section(p + ids_off, seed));
   BlobLayout l;
-  if (!blob_layout(p, blob.size(), &l).empty()) {  // (every event has one id and one locator)
-    *error = fmt::format("the index holds {} event ids for {} locators", ids_.size(), locators);
-    return {};
-  }
+  if (!blob_layout(p, blob.size(), &l).ok())  // (every event has one id and one locator)
+    return bad_bytes(
+        fmt::format("the index holds {} event ids for {} locators", ids_.size(), locators));
   put_u64(p + ih::kChecksum, fold_checksum(p, ids_sum, seed));
   return blob;
 }
 
-std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, bool copy,
-                                   BlobInfo* info) {
+Status StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, bool copy,
+                              BlobInfo* info) {
   clear();
-  if (n < ih::kSize) return "index blob shorter than its header";
-  if (std::memcmp(p + ih::kMagic, format::kIndexMagic, 8) != 0) return "index blob has a bad magic";
+  if (n < ih::kSize) return bad_bytes("index blob shorter than its header");
+  if (std::memcmp(p + ih::kMagic, format::kIndexMagic, 8) != 0)
+    return bad_bytes("index blob has a bad magic");
   BlobLayout l;
-  if (std::string why = blob_layout(p, n, &l); !why.empty()) return why;
+  if (Status why = blob_layout(p, n, &l); !why.ok()) return why;
   auto dir = std::make_unique<Dir>();
   if (copy) {
     dir->copy.assign(reinterpret_cast<const char*>(p), n);
     p = reinterpret_cast<const uint8_t*>(dir->copy.data());
   }
   if (!all_zero(p + l.names_off + l.names_len, l.loc_off - l.names_off - l.names_len))
-    return "index blob has non-zero padding before its locators";
+    return bad_bytes("index blob has non-zero padding before its locators");
   uint64_t ids_sum = 0;
-  std::string ids_why =
+  Status ids_why =
       ids_.load_section(p + l.ids_off, n - l.ids_off, l.locators, seed, copy, &ids_sum);
   if (fold_checksum(p, ids_sum, seed) != get_u64(p + ih::kChecksum)) {
     clear();
-    return "index blob checksum mismatch";
+    return bad_bytes("index blob checksum mismatch");
   }
-  if (!ids_why.empty()) {
+  if (!ids_why.ok()) {
     clear();
     return ids_why;
   }
@@ -298,8 +297,8 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   // name events that are not there.
   if (l.locators != info->covers_position) {
     clear();
-    return fmt::format("index blob holds {} locators but covers positions 1..{}", l.locators,
-                       info->covers_position);
+    return bad_bytes(fmt::format("index blob holds {} locators but covers positions 1..{}",
+                                 l.locators, info->covers_position));
   }
   dir->entries = p + ih::kSize;
   dir->names = p + l.names_off;
@@ -310,24 +309,24 @@ std::string StreamIndex::load_blob(const uint8_t* p, uint64_t n, uint64_t seed, 
   dir_ = std::move(dir);
   persisted_streams_ = l.streams;
   events_ = l.locators;
-  if (!copy) return "";  // each entry is checked on first use
+  if (!copy) return Status();  // each entry is checked on first use
   // A copy is checked whole now: the directory, and each locator slice.
-  std::string why = walk([&](const std::string& key, const Probe& pr) -> std::string {
+  Status why = walk([&](const std::string& key, const Probe& pr) -> Status {
     if (checksum64(dir_->locators + pr.first * 8, pr.count * 8, seed) != pr.sum)
-      return "index locators of stream " + key + " fail their checksum";
-    return "";
+      return bad_bytes("index locators of stream " + key + " fail their checksum");
+    return Status();
   });
-  if (!why.empty()) clear();
+  if (!why.ok()) clear();
   return why;
 }
 
-std::string StreamIndex::verify_entry(const Entry& e, uint64_t seed) {
-  if (!e.damage.empty()) return e.damage;
-  if (e.persisted_count == 0 || e.verified->load(std::memory_order_acquire)) return "";
+Status StreamIndex::verify_entry(const Entry& e, uint64_t seed) {
+  if (!e.damage.empty()) return bad_bytes(e.damage);
+  if (e.persisted_count == 0 || e.verified->load(std::memory_order_acquire)) return Status();
   if (checksum64(e.persisted, e.persisted_count * 8, seed) != e.persisted_sum)
-    return "persisted index locators fail their checksum";
+    return bad_bytes("persisted index locators fail their checksum");
   e.verified->store(true, std::memory_order_release);
-  return "";
+  return Status();
 }
 
 }  // namespace eventsource

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "engine/coding.h"
 #include "engine/id_table.h"
 #include "engine/mutex.h"
 
@@ -60,10 +61,10 @@ class StreamIndex {
   void clear();
 
   // Calls fn(key, entry) for every stream (in no particular order),
-  // checking each persisted directory entry first. Returns "" or the first
+  // checking each persisted directory entry first. Fails with the first
   // damage found (then fn saw only part).
   template <class Fn>
-  std::string for_each(Fn&& fn) const;
+  Status for_each(Fn&& fn) const;
 
   // Event id -> locator, for every indexed event.
   IdTable& ids() { return ids_; }
@@ -71,10 +72,9 @@ class StreamIndex {
 
   // Serializes the whole index (persisted + delta, streams and event ids) as
   // an index blob covering `covers_position`, with the log continuing at
-  // `log_end_offset`. Fails (with why in *error) when a persisted part it
-  // copies is damaged.
-  std::string build_blob(uint64_t covers_position, uint64_t log_end_offset, uint64_t seed,
-                         std::string* error) const;
+  // `log_end_offset`. Fails when a persisted part it copies is damaged.
+  Result<std::string> build_blob(uint64_t covers_position, uint64_t log_end_offset,
+                                 uint64_t seed) const;
   // The blob checksum [F-20] of the blob at [p, p+n) as its header lays it
   // out; 0 when the layout does not fit in n bytes.
   static uint64_t blob_checksum(const uint8_t* p, uint64_t n, uint64_t seed);
@@ -91,13 +91,13 @@ class StreamIndex {
   // Replaces the index with the blob at [p, p+n). With `copy` the blob is
   // copied and every entry, locator and id block is checked now (the
   // mapping may go away); without, the index points into the blob and
-  // checks each part on first use. Returns "" or why the blob is invalid by
+  // checks each part on first use. Fails saying why the blob is invalid by
   // format-spec.md [F-20] (then the index is left empty).
-  std::string load_blob(const uint8_t* p, uint64_t n, uint64_t seed, bool copy, BlobInfo* info);
+  Status load_blob(const uint8_t* p, uint64_t n, uint64_t seed, bool copy, BlobInfo* info);
 
   // Checks an entry: its directory damage, and its persisted slice's
-  // checksum (once). "" or the reason.
-  static std::string verify_entry(const Entry& e, uint64_t seed);
+  // checksum (once).
+  static Status verify_entry(const Entry& e, uint64_t seed);
 
  private:
   struct Dir;  // the persisted directory
@@ -106,14 +106,14 @@ class StreamIndex {
     uint8_t type_len = 0;
     std::string_view type, id;
   };
-  // Checks directory entry i; "" or why it is damaged.
-  std::string probe(uint64_t i, Probe* out) const;
+  // Checks directory entry i; fails saying why it is damaged.
+  Status probe(uint64_t i, Probe* out) const;
   // Checks every persisted entry in order, and that they tile the locators
-  // in strict name order [F-20]; calls fn(key, probe) for each. "" or why not.
+  // in strict name order [F-20]; calls fn(key, probe) -> Status for each.
   template <class Fn>
-  std::string walk(Fn&& fn) const;
+  Status walk(Fn&& fn) const;
   // Binary search of the persisted directory: *found is its index or ~0.
-  std::string search(std::string_view key, uint64_t* found) const;
+  Status search(std::string_view key, uint64_t* found) const;
   const Entry* lookup(std::string_view key) const;
   Entry from_probe(const Probe& p) const;
 
@@ -140,31 +140,32 @@ struct StreamIndex::Dir {
 };
 
 template <class Fn>
-std::string StreamIndex::walk(Fn&& fn) const {
+Status StreamIndex::walk(Fn&& fn) const {
   uint64_t expect_loc = 0;
   std::string prev, key;
   for (uint64_t i = 0; i < persisted_streams_; ++i) {
     Probe p;
-    if (std::string why = probe(i, &p); !why.empty()) return why;
-    if (p.first != expect_loc) return "index entry " + std::to_string(i) + " is inconsistent";
+    EVENTSOURCE_RETURN_IF_ERROR(probe(i, &p));
+    if (p.first != expect_loc)
+      return bad_bytes("index entry " + std::to_string(i) + " is inconsistent");
     key.assign(p.type);
     key += '-';
     key.append(p.id);
-    if (i > 0 && key == prev) return "index lists stream " + key + " twice";
+    if (i > 0 && key == prev) return bad_bytes("index lists stream " + key + " twice");
     if (i > 0 && key < prev)
-      return "index directory is not in name order at entry " + std::to_string(i);
-    if (std::string why = fn(key, p); !why.empty()) return why;
+      return bad_bytes("index directory is not in name order at entry " + std::to_string(i));
+    EVENTSOURCE_RETURN_IF_ERROR(fn(key, p));
     expect_loc += p.count;
     prev.swap(key);
   }
   if (dir_ != nullptr && expect_loc != dir_->locator_count)
-    return "index entries do not account for every locator";
-  return "";
+    return bad_bytes("index entries do not account for every locator");
+  return Status();
 }
 
 template <class Fn>
-std::string StreamIndex::for_each(Fn&& fn) const {
-  std::string damage = walk([&](const std::string& key, const Probe& p) -> std::string {
+Status StreamIndex::for_each(Fn&& fn) const {
+  Status damage = walk([&](const std::string& key, const Probe& p) -> Status {
     const Entry* e = nullptr;
     {
       MutexLock lock(&dir_->mu);
@@ -177,11 +178,11 @@ std::string StreamIndex::for_each(Fn&& fn) const {
       const Entry temp = from_probe(p);
       fn(key, temp);
     }
-    return "";
+    return Status();
   });
-  if (!damage.empty()) return damage;
+  EVENTSOURCE_RETURN_IF_ERROR(damage);
   for (const auto& [k, e] : map_) fn(k, e);
-  return "";
+  return Status();
 }
 
 }  // namespace eventsource

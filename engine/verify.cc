@@ -165,9 +165,10 @@ Result<VerifyReport> Verifier::run() {
   if (got < 0)
     return io_error(fmt::format("{}: read failed: {}", path_, errno_text(static_cast<int>(-got))),
                     static_cast<int>(-got));
-  std::string why = parse_file_header(head, static_cast<size_t>(got), &header_);
-  if (!why.empty()) {
-    problem(-1, 0, static_cast<size_t>(got) < sizeof head ? why : "file header: " + why);
+  if (Status bad = parse_file_header(head, static_cast<size_t>(got), &header_); !bad.ok()) {
+    problem(
+        -1, 0,
+        static_cast<size_t>(got) < sizeof head ? bad.message() : "file header: " + bad.message());
     return report_;
   }
   if (header_.version != format::kFormatVersion)
@@ -217,8 +218,10 @@ Result<VerifyReport> Verifier::run() {
 
 Status Verifier::read_checkpoint_and_index() {
   for (int attempt = 0; attempt < kCheckpointAttempts; ++attempt) {
+    Status problem;
     Result<std::optional<Checkpoint>> c =
-        read_checkpoint_file(*os_, path_, header_.store_id, seed_, &ckpt_problem_);
+        read_checkpoint_file(*os_, path_, header_.store_id, seed_, &problem);
+    ckpt_problem_ = problem.ok() ? "" : problem.message();
     if (!c.ok()) {
       ckpt_error_ = c.status().message();  // reported; open fails on it too
       return Status();
@@ -232,10 +235,12 @@ Status Verifier::read_checkpoint_and_index() {
       if (!found) index_header_.reset();
     }
     // Unchanged after the index was copied: the copy is the index it names.
-    std::string again_problem;
+    Status again_problem;
     Result<std::optional<Checkpoint>> again =
         read_checkpoint_file(*os_, path_, header_.store_id, seed_, &again_problem);
-    if (again.ok() && *again == ckpt_ && again_problem == ckpt_problem_) return Status();
+    if (again.ok() && *again == ckpt_ &&
+        (again_problem.ok() ? "" : again_problem.message()) == ckpt_problem_)
+      return Status();
   }
   return Status(Code::kBusy,
                 fmt::format("{}: the checkpoint file changed {} times while verify read it (a "
@@ -254,9 +259,9 @@ Result<bool> Verifier::read_index(const Checkpoint& cp) {
                                 hex(base), errno_text(static_cast<int>(-got))),
                     static_cast<int>(-got));
   SegmentHeader h;
-  std::string why;
+  Status bad;
   if (got != sizeof buf ||
-      parse_segment_header(buf, cp.index_slot, seed_, &h, &why) != SegmentHeaderState::kValid ||
+      parse_segment_header(buf, cp.index_slot, seed_, &h, &bad) != SegmentHeaderState::kValid ||
       h.kind != SegmentKind::kIndex || h.epoch != cp.index_epoch)
     return false;
   index_header_ = h;
@@ -288,13 +293,14 @@ Verifier::SlotScan Verifier::scan_slots(uint64_t nslots, uint64_t file_slots,
   for (uint64_t slot = 0; slot < nslots; ++slot) {
     const uint8_t* p = base + slot_offset(slot);
     SegmentHeader h;
-    std::string w;
-    switch (parse_segment_header(p, slot, seed_, &h, &w)) {
+    Status bad;
+    switch (parse_segment_header(p, slot, seed_, &h, &bad)) {
       case SegmentHeaderState::kZero:
         break;
       case SegmentHeaderState::kBad:
         // Over a zero first frame header: an interrupted allocation, free.
-        if (!all_zero(p + sh::kSize, fh::kSize)) scan.bad[slot] = "segment header: " + w;
+        if (!all_zero(p + sh::kSize, fh::kSize))
+          scan.bad[slot] = "segment header: " + bad.message();
         break;
       case SegmentHeaderState::kValid:
         if (h.slot_count > file_slots - slot) {
@@ -367,9 +373,9 @@ bool Verifier::segment_appeared_before(const BadFrame& gap) const {
        ++slot) {
     uint8_t buf[sh::kSize];
     SegmentHeader h;
-    std::string why;
+    Status bad;
     if (os_->pread(fd_, buf, sizeof buf, slot_offset(slot)) == sizeof buf &&
-        parse_segment_header(buf, slot, seed_, &h, &why) == SegmentHeaderState::kValid && missed(h))
+        parse_segment_header(buf, slot, seed_, &h, &bad) == SegmentHeaderState::kValid && missed(h))
       return true;
   }
   return false;
@@ -408,9 +414,9 @@ void Verifier::scan_segments() {
         // frame met mid-write is whole by now if a frame after it exists (one
         // write at a time, in order), and may be anyway.
         at = find_valid_frame(log, bad.seg_index, bad.offset, &h);
-        std::string why;
+        Status problem;
         if (at != bad.offset &&
-            check_frame_at(log, seg, bad.offset, &h, &why) == FrameState::kValid)
+            check_frame_at(log, seg, bad.offset, &h, &problem) == FrameState::kValid)
           at = bad.offset;
         if (at == bad.offset && h.first_position == bad.expected_position) {
           reader.seek(bad.seg_index, bad.offset, bad.expected_position);
@@ -472,23 +478,22 @@ void Verifier::scan_segments() {
     // all its records pass.
     std::vector<std::string> wrong;
     uint64_t events = 0;
-    std::string why;
-    if (!for_each_record(f.bytes, f.header, seed_, &buf, &why,
-                         [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
-                           if (std::string w = check_record_stream(ev); !w.empty())  // [F-16]
-                             wrong.push_back(fmt::format("record {}: {}", i, w));
-                           std::string key = ev.stream_name();
-                           uint64_t& v = versions_[key];
-                           if (ev.version.value != v + 1)
-                             wrong.push_back(
-                                 fmt::format("record {}: stream {} jumps from version "
-                                             "{} to {}",
-                                             i, key, v, ev.version.value));
-                           v = ev.version.value;
-                           ++events;
-                           return true;
-                         }))
-      wrong.push_back(why);
+    const Status walked = for_each_record(
+        f.bytes, f.header, seed_, &buf, [&](const RecordedEvent& ev, uint32_t i, uint32_t) {
+          if (Status bad = check_record_stream(ev); !bad.ok())  // [F-16]
+            wrong.push_back(fmt::format("record {}: {}", i, bad.message()));
+          std::string key = ev.stream_name();
+          uint64_t& v = versions_[key];
+          if (ev.version.value != v + 1)
+            wrong.push_back(
+                fmt::format("record {}: stream {} jumps from version "
+                            "{} to {}",
+                            i, key, v, ev.version.value));
+          v = ev.version.value;
+          ++events;
+          return true;
+        });
+    if (!walked.ok()) wrong.push_back(walked.message());
     if (!wrong.empty()) {
       if (!damaged) {
         const BadFrame b{f.seg_index, f.offset, f.header.first_position, wrong.front()};
@@ -531,13 +536,13 @@ void Verifier::check_checkpoint_and_index() {
   // The frame the checkpoint names must hold its durable position, as open checks.
   claimed_end_ = 0;
   if (cp.durable_position > 0) {
-    const std::string claim = check_checkpoint_claim(FileLog(*this), cp.last_frame_offset,
-                                                     cp.durable_position, &claimed_end_);
-    if (!claim.empty())
+    const Status claim = check_checkpoint_claim(FileLog(*this), cp.last_frame_offset,
+                                                cp.durable_position, &claimed_end_);
+    if (!claim.ok())
       checkpoint_problem(
           static_cast<int64_t>(format::checkpoint::kLastFrameOffset),
           fmt::format("checkpoint names the frame at {} as holding position {}, but {}",
-                      hex(cp.last_frame_offset), cp.durable_position, claim));
+                      hex(cp.last_frame_offset), cp.durable_position, claim.message()));
   }
   if (cp.index_slot == kNoSlot) return;
   if (!index_header_) {
@@ -565,11 +570,12 @@ void Verifier::check_index() {
   StreamIndex index;
   StreamIndex::BlobInfo info;
   // copy = true: every locator checksum is verified now.
-  std::string why = index.load_blob(reinterpret_cast<const uint8_t*>(index_blob_.data()),
-                                    index_blob_.size(), seed_, /*copy=*/true, &info);
+  const Status loaded = index.load_blob(reinterpret_cast<const uint8_t*>(index_blob_.data()),
+                                        index_blob_.size(), seed_, /*copy=*/true, &info);
   report_.bytes_checked += ih.payload_len;
-  if (!why.empty()) {
-    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), "index: " + why);
+  if (!loaded.ok()) {
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
+            "index: " + loaded.message());
     return;
   }
   if (info.covers_position != cp.durable_position)
@@ -578,10 +584,10 @@ void Verifier::check_index() {
                         cp.durable_position));
   if (claimed_end_ != 0 &&
       info.covers_position == cp.durable_position) {  // as open checks it [F-21]
-    const std::string end =
+    const Status end =
         check_log_end(FileLog(*this), claimed_end_, info.log_end_offset, cp.durable_position);
-    if (!end.empty())
-      problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), end);
+    if (!end.ok())
+      problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize), end.message());
   }
   // Every locator must lead to the record of that stream and version.
   std::string buf;  // the decoded body of frame_off (views in frame_events point into it)
@@ -592,7 +598,7 @@ void Verifier::check_index() {
   id_keys.reserve(info.locator_count);
   bool locators_ok = true;
   // (The copying load checked every directory entry: for_each finds no damage.)
-  index.for_each([&](const std::string& key, const StreamIndex::Entry& e) {
+  Status walked = index.for_each([&](const std::string& key, const StreamIndex::Entry& e) {
     for (uint64_t v = 1; v <= e.version(); ++v) {
       uint64_t loc = e.locator(v);
       const format::Locator decoded = format::decode_locator(loc);
@@ -607,8 +613,11 @@ void Verifier::check_index() {
         if (s < slots_.size() && slots_[s].kind == SegmentKind::kEvents && end <= size_) {
           if (!compressed) {
             uint32_t len;
-            found = off >= slot_offset(s) + sh::kSize &&
-                    decode_record(map_ + off, end - off, seed_, &ev, &len, &err);
+            if (off >= slot_offset(s) + sh::kSize) {
+              const Status decoded_record = decode_record(map_ + off, end - off, seed_, &ev, &len);
+              found = decoded_record.ok();
+              if (!found) err = decoded_record.message();
+            }
           } else {
             // Decode each compressed frame once, however many locators name it.
             uint32_t want = decoded.record;
@@ -618,12 +627,14 @@ void Verifier::check_index() {
               frame_err.clear();
               FrameHeader h;
               const EventSeg seg{s, slots_[s].epoch, 0};
-              if (check_frame_at(FileLog(*this), seg, off, &h, &frame_err) == FrameState::kValid)
-                for_each_record(map_ + off, h, seed_, &buf, &frame_err,
-                                [&](const RecordedEvent& r, uint32_t, uint32_t) {
-                                  frame_events.push_back(r);
-                                  return true;
-                                });
+              Status bad;
+              if (check_frame_at(FileLog(*this), seg, off, &h, &bad) == FrameState::kValid)
+                bad = for_each_record(map_ + off, h, seed_, &buf,
+                                      [&](const RecordedEvent& r, uint32_t, uint32_t) {
+                                        frame_events.push_back(r);
+                                        return true;
+                                      });
+              if (!bad.ok()) frame_err = bad.message();
             }
             found = want < frame_events.size();
             if (found) ev = frame_events[want];
@@ -644,12 +655,15 @@ void Verifier::check_index() {
       id_keys.emplace(loc, IdTable::key(IdTable::fingerprint(ev.id, seed_)));
     }
   });
+  if (!walked.ok())
+    problem(static_cast<int64_t>(slot), static_cast<int64_t>(base + sh::kSize),
+            "index: " + walked.message());
   // The event-id table [F-38]: exactly one entry per indexed event, each
   // with the key of that event's id. (Checked when every locator was good.)
   if (!locators_ok) return;
   uint64_t entry = 0;
   std::string bad;
-  const std::string damaged = index.ids().for_each_persisted([&](uint32_t k, uint64_t loc) {
+  const Status damaged = index.ids().for_each_persisted([&](uint32_t k, uint64_t loc) {
     if (bad.empty()) {
       auto it = id_keys.find(loc);
       if (it == id_keys.end())
@@ -663,7 +677,7 @@ void Verifier::check_index() {
     }
     ++entry;
   });
-  if (bad.empty() && !damaged.empty()) bad = damaged;
+  if (bad.empty() && !damaged.ok()) bad = damaged.message();
   if (bad.empty() && !id_keys.empty())
     bad = fmt::format("the event-id table misses {} indexed events", id_keys.size());
   if (!bad.empty())

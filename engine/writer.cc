@@ -210,11 +210,10 @@ Result<uint64_t> Store::Impl::writer_version(const std::string& key) {
   ReaderLock ix(&index_mu_);
   const StreamIndex::Entry* entry = index_.find(key);
   if (entry != nullptr) {
-    std::string why = StreamIndex::verify_entry(*entry, seed_);
-    if (!why.empty())
-      return corruption(
-          fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key, why, path_),
-          index_slot_ == kNoSlot ? -1 : static_cast<int64_t>(index_slot_), -1);
+    if (Status bad = StreamIndex::verify_entry(*entry, seed_); !bad.ok())
+      return corruption(fmt::format("{}: stream {}: {} (run 'esdump verify {}')", path_, key,
+                                    bad.message(), path_),
+                        index_slot_ == kNoSlot ? -1 : static_cast<int64_t>(index_slot_), -1);
   }
   uint64_t version = entry ? entry->version() : 0;
   for (const PendingBatch& b : pending_)
@@ -241,11 +240,11 @@ Status Store::Impl::find_stored_ids(std::span<const EventData> events,
     ReaderLock ix(&index_mu_);
     for (const auto& w : want) {
       const size_t i = w.second;  // (clang 14 cannot capture a structured binding)
-      std::string why =
+      const Status bad =
           index_.ids().find(w.first, [&](uint64_t loc) { candidates.emplace_back(i, loc); });
-      if (!why.empty())
+      if (!bad.ok())
         return corruption(fmt::format("{}: index segment {}: {} (run 'esdump verify {}')", path_,
-                                      index_slot_, why, path_),
+                                      index_slot_, bad.message(), path_),
                           static_cast<int64_t>(index_slot_), -1);
     }
     for (const PendingBatch& b : pending_)

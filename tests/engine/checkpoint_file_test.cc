@@ -19,6 +19,7 @@
 #include "engine/os.h"
 #include "engine/segment.h"
 #include "tests/faults/faulty_os.h"
+#include "tests/support/codec_text.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
@@ -65,7 +66,7 @@ Read read(const std::string& data_path, const Uuid& store_id = kStore, uint64_t 
   Read r;
   r.problem = "(not cleared)";
   Result<std::optional<Checkpoint>> got =
-      read_checkpoint_file(os, data_path, store_id, seed, &r.problem);
+      read_checkpoint_file_text(os, data_path, store_id, seed, &r.problem);
   if (got.ok()) {
     r.checkpoint = *got;
   } else {
@@ -171,8 +172,8 @@ TEST_SUITE("checkpoint-file") {
     }
     for (size_t n = 0; n < ck::kSize; ++n) {
       Checkpoint c;
-      CHECK_FALSE(
-          parse_checkpoint(reinterpret_cast<const uint8_t*>(good.data()), n, kSeed, &c).empty());
+      CHECK_FALSE(parse_checkpoint_text(reinterpret_cast<const uint8_t*>(good.data()), n, kSeed, &c)
+                      .empty());
     }
   }
 

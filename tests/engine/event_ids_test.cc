@@ -18,6 +18,7 @@
 #include "eventsource/store.h"
 #include "tests/support/files.h"
 #include "tests/support/forwarding_os.h"
+#include "tests/support/status_text.h"
 #include "tests/support/store_helpers.h"
 #include "tests/support/temp_dir.h"
 
@@ -305,20 +306,20 @@ TEST_SUITE("event-ids") {
       t.add(key << 32 | (i + 1), 0x1000 + i * 8);
     }
     std::string section(IdTable::section_size(n), '\0');
-    std::string error;
-    const uint64_t sum = t.write_section(reinterpret_cast<uint8_t*>(section.data()), kSeed, &error);
-    REQUIRE(error == "");
+    auto written = t.write_section(reinterpret_cast<uint8_t*>(section.data()), kSeed);
+    EVENTSOURCE_REQUIRE_OK(written);
+    const uint64_t sum = *written;
     for (bool copy : {true, false}) {
       CAPTURE(copy);
       IdTable loaded;
       uint64_t loaded_sum = 0;
-      REQUIRE(loaded.load_section(reinterpret_cast<const uint8_t*>(section.data()), section.size(),
-                                  n, kSeed, copy, &loaded_sum) == "");
+      REQUIRE(why_of(loaded.load_section(reinterpret_cast<const uint8_t*>(section.data()),
+                                         section.size(), n, kSeed, copy, &loaded_sum)) == "");
       CHECK(loaded_sum == sum);
-      CHECK(loaded.verify_all() == "");
+      CHECK(why_of(loaded.verify_all()) == "");
       for (uint64_t key : {7, 8, 9}) {
         uint64_t hits = 0;
-        CHECK(loaded.find(key << 32 | 12345, [&](uint64_t) { ++hits; }) == "");
+        CHECK(why_of(loaded.find(key << 32 | 12345, [&](uint64_t) { ++hits; })) == "");
         uint64_t want = 0;
         for (uint64_t i = 0; i < n; ++i) {
           const uint64_t k = i < 3000 ? 7 : i < 5000 ? (4096 + 10 < i ? 9 : 8) : i;
@@ -329,14 +330,14 @@ TEST_SUITE("event-ids") {
       // Persisted + new in-memory entries merge into the next section.
       loaded.add(uint64_t{8} << 32 | 1, 0x99);
       std::string next(IdTable::section_size(n + 1), '\0');
-      loaded.write_section(reinterpret_cast<uint8_t*>(next.data()), kSeed, &error);
-      REQUIRE(error == "");
+      EVENTSOURCE_REQUIRE_OK(loaded.write_section(reinterpret_cast<uint8_t*>(next.data()), kSeed));
       IdTable again;
       uint64_t s2;
-      REQUIRE(again.load_section(reinterpret_cast<const uint8_t*>(next.data()), next.size(), n + 1,
-                                 kSeed, true, &s2) == "");
+      REQUIRE(why_of(again.load_section(reinterpret_cast<const uint8_t*>(next.data()), next.size(),
+                                        n + 1, kSeed, true, &s2)) == "");
       bool found = false;
-      CHECK(again.find(uint64_t{8} << 32, [&](uint64_t loc) { found |= loc == 0x99; }) == "");
+      CHECK(why_of(again.find(uint64_t{8} << 32, [&](uint64_t loc) { found |= loc == 0x99; })) ==
+            "");
       CHECK(found);
     }
   }
@@ -364,7 +365,7 @@ TEST_SUITE("event-ids") {
     for (size_t i = 0; i < fps.size(); ++i) {
       CAPTURE(i);
       bool found = false;
-      CHECK(t.find(fps[i], [&](uint64_t loc) { found |= loc == locs[i]; }) == "");
+      CHECK(why_of(t.find(fps[i], [&](uint64_t loc) { found |= loc == locs[i]; })) == "");
       CHECK(found);
     }
   }
@@ -375,17 +376,16 @@ TEST_SUITE("event-ids") {
     const uint64_t n = IdTable::kBlockEntries + 10;
     for (uint64_t i = 0; i < n; ++i) t.add(IdTable::fingerprint(make_uuid(3, i), kSeed), i * 8);
     std::string section(IdTable::section_size(n), '\0');
-    std::string error;
-    t.write_section(reinterpret_cast<uint8_t*>(section.data()), kSeed, &error);
-    REQUIRE(error == "");
+    EVENTSOURCE_REQUIRE_OK(t.write_section(reinterpret_cast<uint8_t*>(section.data()), kSeed));
     section[section.size() - 3] ^= 0x10;  // a locator byte of the last block
     IdTable copied, lazy;
     uint64_t sum;
-    CHECK(copied.load_section(reinterpret_cast<const uint8_t*>(section.data()), section.size(), n,
-                              kSeed, true, &sum) == "event-id block 1 fails its checksum");
+    CHECK(why_of(copied.load_section(reinterpret_cast<const uint8_t*>(section.data()),
+                                     section.size(), n, kSeed, true, &sum)) ==
+          "event-id block 1 fails its checksum");
     CHECK(copied.size() == 0);
-    REQUIRE(lazy.load_section(reinterpret_cast<const uint8_t*>(section.data()), section.size(), n,
-                              kSeed, false, &sum) == "");
+    REQUIRE(why_of(lazy.load_section(reinterpret_cast<const uint8_t*>(section.data()),
+                                     section.size(), n, kSeed, false, &sum)) == "");
     // Block 0 still answers; block 1 does not.
     uint64_t fp0 = 0, fp1 = 0;
     for (uint64_t i = 0; i < n; ++i) {
@@ -393,9 +393,9 @@ TEST_SUITE("event-ids") {
       if (fp0 == 0 || IdTable::key(fp) < IdTable::key(fp0)) fp0 = fp;
       if (fp1 == 0 || IdTable::key(fp) > IdTable::key(fp1)) fp1 = fp;
     }
-    CHECK(lazy.find(fp0, [](uint64_t) {}) == "");
-    CHECK(lazy.find(fp1, [](uint64_t) {}) == "event-id block 1 fails its checksum");
-    CHECK(lazy.verify_all() == "event-id block 1 fails its checksum");
+    CHECK(why_of(lazy.find(fp0, [](uint64_t) {})) == "");
+    CHECK(why_of(lazy.find(fp1, [](uint64_t) {})) == "event-id block 1 fails its checksum");
+    CHECK(why_of(lazy.verify_all()) == "event-id block 1 fails its checksum");
   }
 }
 

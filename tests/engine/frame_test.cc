@@ -20,6 +20,7 @@
 #include "engine/format.h"
 #include "eventsource/types.h"
 #include "tests/fuzz/resign.h"
+#include "tests/support/codec_text.h"
 #include "tests/support/record_layout.h"
 #include "tests/support/store_helpers.h"
 
@@ -110,7 +111,7 @@ std::vector<uint8_t> encode(const std::vector<Input>& inputs, uint32_t compress_
 
 FrameState check(const std::vector<uint8_t>& bytes, FrameHeader* h, std::string* error,
                  uint64_t avail) {
-  return check_frame(bytes.data(), avail, kOffset, kEpoch, kSeed, h, error, kSegmentSize);
+  return check_frame_text(bytes.data(), avail, kOffset, kEpoch, kSeed, h, error, kSegmentSize);
 }
 
 struct Decoded {
@@ -124,7 +125,7 @@ Decoded decode_all(const uint8_t* frame, const FrameHeader& h,
                    RecordCheck check = RecordCheck::kVerifyChecksum) {
   Decoded d;
   std::string buf;
-  d.ok = for_each_record(
+  d.ok = for_each_record_text(
       frame, h, kSeed, &buf, &d.error,
       [&](const RecordedEvent& e, uint32_t i, uint32_t body_off) {
         CHECK(i == d.events.size());
@@ -479,7 +480,7 @@ TEST_SUITE("frame") {
     // frame_body gives the raw records, byte for byte those of the plain frame.
     std::string buf, error;
     const uint8_t* body = nullptr;
-    REQUIRE_MESSAGE(frame_body(z.data(), h, &buf, &body, &error), error);
+    REQUIRE_MESSAGE(frame_body_text(z.data(), h, &buf, &body, &error), error);
     CHECK(body == reinterpret_cast<const uint8_t*>(buf.data()));
     CHECK(std::string(reinterpret_cast<const char*>(body), h.raw_len) ==
           std::string(reinterpret_cast<const char*>(plain.data() + fh::kSize), h.raw_len));
@@ -492,7 +493,7 @@ TEST_SUITE("frame") {
     std::string error, buf;
     REQUIRE(check(f, &h, &error, f.size()) == FrameState::kValid);
     const uint8_t* body = nullptr;
-    REQUIRE(frame_body(f.data(), h, &buf, &body, &error));
+    REQUIRE(frame_body_text(f.data(), h, &buf, &body, &error));
     CHECK(body == f.data() + fh::kSize);
     CHECK(buf.empty());
   }
@@ -534,11 +535,11 @@ TEST_SUITE("frame") {
     std::string error, buf;
     REQUIRE(check(f, &h, &error, f.size()) == FrameState::kValid);
     int calls = 0;
-    CHECK(for_each_record(f.data(), h, kSeed, &buf, &error,
-                          [&](const RecordedEvent&, uint32_t i, uint32_t) {
-                            ++calls;
-                            return i < 1;
-                          }));
+    CHECK(for_each_record_text(f.data(), h, kSeed, &buf, &error,
+                               [&](const RecordedEvent&, uint32_t i, uint32_t) {
+                                 ++calls;
+                                 return i < 1;
+                               }));
     CHECK(calls == 2);
   }
 
@@ -549,13 +550,14 @@ TEST_SUITE("frame") {
     std::string error;
     for (uint64_t off : {kOffset - 8, kOffset + 8, kOffset + f.size()}) {
       error.clear();
-      CHECK(check_frame(f.data(), f.size(), off, kEpoch, kSeed, &h, &error) == FrameState::kBad);
+      CHECK(check_frame_text(f.data(), f.size(), off, kEpoch, kSeed, &h, &error) ==
+            FrameState::kBad);
       CHECK(error.find("misplaced or stale") != std::string::npos);
     }
-    CHECK(check_frame(f.data(), f.size(), kOffset, kEpoch + 1, kSeed, &h, &error) ==
+    CHECK(check_frame_text(f.data(), f.size(), kOffset, kEpoch + 1, kSeed, &h, &error) ==
           FrameState::kBad);
     CHECK(error.find("stale frame") != std::string::npos);
-    CHECK(check_frame(f.data(), f.size(), kOffset, kEpoch, kSeed + 1, &h, &error) ==
+    CHECK(check_frame_text(f.data(), f.size(), kOffset, kEpoch, kSeed + 1, &h, &error) ==
           FrameState::kBad);
     CHECK(error == "frame checksum mismatch");
   }
@@ -605,9 +607,9 @@ TEST_SUITE("frame") {
     std::string error;
     REQUIRE(check(f, &h, &error, f.size()) == FrameState::kValid);
     const uint64_t tight = 2 * fh::kSize + h.raw_len;
-    CHECK(check_frame(f.data(), f.size(), kOffset, kEpoch, kSeed, &h, &error, tight) ==
+    CHECK(check_frame_text(f.data(), f.size(), kOffset, kEpoch, kSeed, &h, &error, tight) ==
           FrameState::kValid);
-    CHECK(check_frame(f.data(), f.size(), kOffset, kEpoch, kSeed, &h, &error, tight - 1) ==
+    CHECK(check_frame_text(f.data(), f.size(), kOffset, kEpoch, kSeed, &h, &error, tight - 1) ==
           FrameState::kBad);
     CHECK(error.find("inconsistent") != std::string::npos);
   }
@@ -672,12 +674,12 @@ TEST_SUITE("frame") {
       // Exactly-sized heap copy: ASan reports any read past avail.
       std::vector<uint8_t> cut(r, r + avail);
       error.clear();
-      CHECK_FALSE(decode_record(cut.data(), avail, kSeed, &ev, &got, &error));
+      CHECK_FALSE(decode_record_text(cut.data(), avail, kSeed, &ev, &got, &error));
       CHECK(error.find(avail < l.len_size ? "record length varint runs past the end"
                                           : "is impossible") != std::string::npos);
     }
     std::vector<uint8_t> whole(r, r + l.end);
-    REQUIRE(decode_record(whole.data(), l.end, kSeed, &ev, &got, &error));
+    REQUIRE(decode_record_text(whole.data(), l.end, kSeed, &ev, &got, &error));
     CHECK(got == l.end);
     CHECK(OwnedEvent::from(ev) == in[0].expected());
     // Views point into the record, not into a copy.
@@ -696,20 +698,20 @@ TEST_SUITE("frame") {
     uint32_t got = 0;
     std::string error;
     r[len - 1] ^= 0x01;  // last payload byte
-    CHECK_FALSE(decode_record(r, len, kSeed, &ev, &got, &error));
+    CHECK_FALSE(decode_record_text(r, len, kSeed, &ev, &got, &error));
     CHECK(error == "record checksum mismatch");
-    CHECK(decode_record(r, len, kSeed, &ev, &got, &error, RecordCheck::kFrameVerified));
+    CHECK(decode_record_text(r, len, kSeed, &ev, &got, &error, RecordCheck::kFrameVerified));
     // Another store's seed fails the same record.
     r[len - 1] ^= 0x01;
-    CHECK(decode_record(r, len, kSeed, &ev, &got, &error));
-    CHECK_FALSE(decode_record(r, len, kSeed ^ 1, &ev, &got, &error));
+    CHECK(decode_record_text(r, len, kSeed, &ev, &got, &error));
+    CHECK_FALSE(decode_record_text(r, len, kSeed ^ 1, &ev, &got, &error));
     // Flags and lengths are still checked.
     r[l.flags] |= 0x80;
-    CHECK_FALSE(decode_record(r, len, kSeed, &ev, &got, &error, RecordCheck::kFrameVerified));
+    CHECK_FALSE(decode_record_text(r, len, kSeed, &ev, &got, &error, RecordCheck::kFrameVerified));
     CHECK(error == "record has unknown flags 0x8f");
     r[l.flags] &= 0x7f;
     r[l.event_type] = 255;
-    CHECK_FALSE(decode_record(r, len, kSeed, &ev, &got, &error, RecordCheck::kFrameVerified));
+    CHECK_FALSE(decode_record_text(r, len, kSeed, &ev, &got, &error, RecordCheck::kFrameVerified));
     CHECK(error == "record event type of 255 bytes runs past its end");
   }
 
@@ -892,7 +894,7 @@ TEST_SUITE("frame") {
       RecordedEvent ev;
       uint32_t got = 0;
       std::string error;
-      const bool ok = decode_record(bytes.data(), c.avail, kSeed, &ev, &got, &error);
+      const bool ok = decode_record_text(bytes.data(), c.avail, kSeed, &ev, &got, &error);
       CAPTURE(error);
       if (c.reason == nullptr) {
         CHECK(ok);
@@ -972,7 +974,7 @@ TEST_SUITE("frame") {
         RecordedEvent ev;
         uint32_t got = 0;
         std::string error;
-        const bool ok = decode_record(g.data(), g.size(), kSeed, &ev, &got, &error);
+        const bool ok = decode_record_text(g.data(), g.size(), kSeed, &ev, &got, &error);
         // Either rejected, or read as other fields (the next bytes taken for it).
         if (ok) CHECK(OwnedEvent::from(ev) != in.expected());
       }

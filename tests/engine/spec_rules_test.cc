@@ -17,6 +17,7 @@
 #include "engine/segment.h"
 #include "eventsource/store.h"
 #include "tests/fuzz/resign.h"
+#include "tests/support/codec_text.h"
 #include "tests/support/files.h"
 #include "tests/support/record_layout.h"
 #include "tests/support/store_helpers.h"
@@ -57,10 +58,10 @@ class SpecStore {
       EVENTSOURCE_REQUIRE_OK(s->close());
     }
     data = read_file(path);
-    REQUIRE(parse_file_header(at(0), data.size(), &header).empty());
+    REQUIRE(parse_file_header_text(at(0), data.size(), &header).empty());
     std::string why;
     Result<std::optional<Checkpoint>> c =
-        read_checkpoint_file(*default_os(), path, header.store_id, seed(), &why);
+        read_checkpoint_file_text(*default_os(), path, header.store_id, seed(), &why);
     EVENTSOURCE_REQUIRE_OK(c);
     REQUIRE(c->has_value());
     ckpt = **c;

@@ -16,6 +16,7 @@
 #include "engine/coding.h"
 #include "engine/format.h"
 #include "tests/fuzz/resign.h"
+#include "tests/support/status_text.h"
 
 namespace eventsource::testing {
 namespace {
@@ -51,19 +52,18 @@ void add_stream(StreamIndex& index, const std::string& type, const std::string& 
 
 // The blob of `index`, which must build.
 std::string build(const StreamIndex& index, uint64_t covers, uint64_t log_end) {
-  std::string error;
-  std::string blob = index.build_blob(covers, log_end, kSeed, &error);
-  REQUIRE(error == "");
-  return blob;
+  Result<std::string> blob = index.build_blob(covers, log_end, kSeed);
+  REQUIRE(why_of(blob.status()) == "");
+  return *std::move(blob);
 }
 
 Content content_of(const StreamIndex& index) {
   Content c;
-  const std::string damage = index.for_each([&](const std::string& key, const auto& e) {
+  const Status damage = index.for_each([&](const std::string& key, const auto& e) {
     std::vector<uint64_t>& locs = c[key];
     for (uint64_t v = 1; v <= e.version(); ++v) locs.push_back(e.locator(v));
   });
-  CHECK(damage == "");
+  CHECK(why_of(damage) == "");
   return c;
 }
 
@@ -114,7 +114,7 @@ struct Loaded {
 Loaded load(const std::string& blob, Load mode, uint64_t seed = kSeed) {
   Loaded l;
   add_stream(l.index, "Stale", "1", {1});
-  l.error = l.index.load_blob(bytes(blob), blob.size(), seed, mode == Load::kCopy, &l.info);
+  l.error = why_of(l.index.load_blob(bytes(blob), blob.size(), seed, mode == Load::kCopy, &l.info));
   return l;
 }
 
@@ -233,8 +233,7 @@ const Case kCases[] = {
          ids.add(IdTable::fingerprint(id_of(loc), kSeed), loc);
        }
        std::string section(IdTable::section_size(4), '\0');
-       std::string error;
-       ids.write_section(bytes(section), kSeed, &error);
+       REQUIRE(ids.write_section(bytes(section), kSeed).ok());
        set64(b, ih::kIdsOffset, b.size());
        b += section;
      },
@@ -319,7 +318,7 @@ TEST_SUITE("stream-index") {
     std::string blob = build(built, 2, 0x1190);
     StreamIndex index;
     StreamIndex::BlobInfo info;
-    REQUIRE(index.load_blob(bytes(blob), blob.size(), kSeed, false, &info) == "");
+    REQUIRE(why_of(index.load_blob(bytes(blob), blob.size(), kSeed, false, &info)) == "");
     StreamIndex::Entry* e = index.find("Order-1");
     REQUIRE(e != nullptr);
     for (uint64_t loc : {uint64_t{0x1200}, zstd_locator(2, 0x1400)}) {
@@ -367,7 +366,7 @@ TEST_SUITE("stream-index") {
         CHECK(e->persisted + 8 <= bytes(blob) + blob.size());
         CHECK(e->persisted_count == 1);
         CHECK_FALSE(e->verified->load());
-        CHECK(StreamIndex::verify_entry(*e, kSeed) == "");
+        CHECK(why_of(StreamIndex::verify_entry(*e, kSeed)) == "");
         CHECK(e->verified->load());
       }
     }
@@ -477,19 +476,19 @@ TEST_SUITE("stream-index") {
     const StreamIndex::Entry& order1 = *l.index.find("Order-1");
     const StreamIndex::Entry& order2 = *l.index.find("Order-2");
     blob[loc_off + 8 * 1] ^= 0x01;  // Order-1's first locator; the mapping changed under us
-    CHECK(StreamIndex::verify_entry(order1, kSeed) ==
+    CHECK(why_of(StreamIndex::verify_entry(order1, kSeed)) ==
           "persisted index locators fail their checksum");
     CHECK_FALSE(order1.verified->load());
-    CHECK(StreamIndex::verify_entry(order2, kSeed) == "");
+    CHECK(why_of(StreamIndex::verify_entry(order2, kSeed)) == "");
     CHECK(order2.verified->load());
     // Once verified, the slice is trusted: later damage is not looked for again.
     blob[loc_off + 8 * 4] ^= 0x01;
-    CHECK(StreamIndex::verify_entry(order2, kSeed) == "");
+    CHECK(why_of(StreamIndex::verify_entry(order2, kSeed)) == "");
     // Another store's seed fails an unverified slice.
-    CHECK_FALSE(StreamIndex::verify_entry(*l.index.find("Cart-x"), kSeed ^ 1).empty());
+    CHECK_FALSE(StreamIndex::verify_entry(*l.index.find("Cart-x"), kSeed ^ 1).ok());
     StreamIndex::Entry fresh;
     fresh.delta = {0x1080};
-    CHECK(StreamIndex::verify_entry(fresh, 0) == "");
+    CHECK(why_of(StreamIndex::verify_entry(fresh, 0)) == "");
   }
 
   TEST_CASE("corruption table: each bad blob field is rejected by its own rule") {
@@ -520,16 +519,17 @@ TEST_SUITE("stream-index") {
           CHECK(copied.error.find(c.reason) != std::string::npos);
           CHECK(copied.index.stream_count() == 0);
           REQUIRE(in_place.error == "");
-          CHECK(in_place.index.for_each([](const std::string&, const auto&) {}) == copied.error);
+          CHECK(why_of(in_place.index.for_each([](const std::string&, const auto&) {})) ==
+                copied.error);
           break;
         case Outcome::kLocatorsBad: {
           CHECK(copied.error.find(c.reason) != std::string::npos);
           CHECK(copied.index.stream_count() == 0);
           REQUIRE(in_place.error == "");
           int failed = 0;
-          CHECK(in_place.index.for_each([&](const std::string&, const auto& e) {
-            failed += StreamIndex::verify_entry(e, kSeed).empty() ? 0 : 1;
-          }) == "");
+          CHECK(why_of(in_place.index.for_each([&](const std::string&, const auto& e) {
+                  failed += StreamIndex::verify_entry(e, kSeed).ok() ? 0 : 1;
+                })) == "");
           CHECK(failed == 1);
           break;
         }
@@ -538,9 +538,9 @@ TEST_SUITE("stream-index") {
           CHECK(in_place.error == "");
           CHECK(content_of(copied.index) == want);
           CHECK(content_of(in_place.index) == want);
-          CHECK(in_place.index.for_each([](const std::string&, const auto& e) {
-            CHECK(StreamIndex::verify_entry(e, kSeed) == "");
-          }) == "");
+          CHECK(why_of(in_place.index.for_each([](const std::string&, const auto& e) {
+                  CHECK(why_of(StreamIndex::verify_entry(e, kSeed)) == "");
+                })) == "");
           break;
       }
     }

@@ -24,6 +24,7 @@
 #include "engine/os.h"
 #include "engine/segment.h"
 #include "eventsource/store.h"
+#include "tests/support/codec_text.h"
 #include "tests/support/files.h"
 #include "tests/support/forwarding_os.h"
 #include "tests/support/store_helpers.h"
@@ -73,9 +74,10 @@ uint64_t make_store(const std::string& path, int batches, size_t payload = 100) 
   std::string why;
   FileHeader fh;
   std::string bytes = slurp(path);
-  REQUIRE(
-      parse_file_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &fh).empty());
-  auto c = read_checkpoint_file(*default_os(), path, fh.store_id, fh.seed(), &why);
+  REQUIRE(testing::parse_file_header_text(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                          bytes.size(), &fh)
+              .empty());
+  auto c = testing::read_checkpoint_file_text(*default_os(), path, fh.store_id, fh.seed(), &why);
   REQUIRE(c.ok());
   REQUIRE(c->has_value());
   return (*c)->last_frame_offset;
@@ -122,10 +124,11 @@ struct LiveStore {
 Checkpoint checkpoint_of(const std::string& path) {
   const std::string bytes = slurp(path);
   FileHeader fh;
-  REQUIRE(
-      parse_file_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &fh).empty());
+  REQUIRE(testing::parse_file_header_text(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                          bytes.size(), &fh)
+              .empty());
   std::string why;
-  auto c = read_checkpoint_file(*default_os(), path, fh.store_id, fh.seed(), &why);
+  auto c = testing::read_checkpoint_file_text(*default_os(), path, fh.store_id, fh.seed(), &why);
   REQUIRE(c.ok());
   REQUIRE_MESSAGE(c->has_value(), why);
   return **c;
@@ -205,10 +208,12 @@ TEST_SUITE("corruption") {
     const uint64_t last = make_store(dir.store(), 5);
     std::string bytes = slurp(dir.store());
     FileHeader fh;
-    REQUIRE(parse_file_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &fh)
+    REQUIRE(testing::parse_file_header_text(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            bytes.size(), &fh)
                 .empty());
     std::string why;
-    auto c = read_checkpoint_file(*default_os(), dir.store(), fh.store_id, fh.seed(), &why);
+    auto c = testing::read_checkpoint_file_text(*default_os(), dir.store(), fh.store_id, fh.seed(),
+                                                &why);
     REQUIRE(c.ok());
     Checkpoint cp = **c;
     cp.last_frame_offset =
@@ -230,14 +235,16 @@ TEST_SUITE("corruption") {
     make_store(dir.store(), 2000, 400);  // > 1 MiB of events: several segments
     std::string bytes = slurp(dir.store());
     FileHeader fh;
-    REQUIRE(parse_file_header(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), &fh)
+    REQUIRE(testing::parse_file_header_text(reinterpret_cast<const uint8_t*>(bytes.data()),
+                                            bytes.size(), &fh)
                 .empty());
     const uint64_t seg = 1 << 20;
     auto header_at = [&](uint64_t slot, SegmentHeader* h) {
       std::string w;
-      return parse_segment_header(reinterpret_cast<const uint8_t*>(bytes.data()) +
-                                      format::kFileHeaderSize + slot * seg,
-                                  slot, fh.seed(), h, &w) == SegmentHeaderState::kValid;
+      return testing::parse_segment_header_text(reinterpret_cast<const uint8_t*>(bytes.data()) +
+                                                    format::kFileHeaderSize + slot * seg,
+                                                slot, fh.seed(), h,
+                                                &w) == SegmentHeaderState::kValid;
     };
     SegmentHeader h0, h1;
     REQUIRE(header_at(0, &h0));

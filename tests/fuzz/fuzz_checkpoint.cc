@@ -22,6 +22,7 @@
 #include "engine/format.h"
 #include "engine/os.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "tests/support/codec_text.h"
 
 namespace {
 
@@ -35,7 +36,7 @@ std::string read_all_file(const std::string& path) {
 
 void check_parse(const uint8_t* p, size_t n, uint64_t seed) {
   Checkpoint c;
-  std::string why = parse_checkpoint(p, n, seed, &c);
+  std::string why = testing::parse_checkpoint_text(p, n, seed, &c);
   if (!why.empty()) return;
   FUZZ_CHECK(n == ck::kSize, "valid checkpoint of the wrong size");
   // Writing it again gives the same bytes.
@@ -69,10 +70,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size >= ck::kStoreId + 16) std::memcpy(store_id.bytes.data(), data + ck::kStoreId, 16);
   std::string problem;
   Result<std::optional<Checkpoint>> r =
-      read_checkpoint_file(*default_os(), data_path, store_id, seed, &problem);
+      testing::read_checkpoint_file_text(*default_os(), data_path, store_id, seed, &problem);
   FUZZ_CHECK(r.ok(), "reading a scratch checkpoint file failed: " + r.status().to_string());
   Checkpoint parsed;
-  bool valid = parse_checkpoint(data, size, seed, &parsed).empty() && parsed.store_id == store_id;
+  bool valid = testing::parse_checkpoint_text(data, size, seed, &parsed).empty() &&
+               parsed.store_id == store_id;
   FUZZ_CHECK(r->has_value() == valid, "read_checkpoint_file and parse_checkpoint disagree");
   FUZZ_CHECK(r->has_value() == problem.empty(), "a checkpoint problem without a reason");
   if (valid)

@@ -25,6 +25,7 @@
 #include "engine/frame.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/resign.h"
+#include "tests/support/codec_text.h"
 
 namespace {
 
@@ -45,7 +46,8 @@ void check_one(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch
   FrameHeader h;
   std::string error;
   // Frames in the corpus come from 1 MiB segments; the cap bounds decompression.
-  FrameState st = check_frame(p, avail, offset, epoch, seed, &h, &error, format::kMinSegmentSize);
+  FrameState st =
+      testing::check_frame_text(p, avail, offset, epoch, seed, &h, &error, format::kMinSegmentSize);
   if (st != FrameState::kValid) {
     FUZZ_CHECK(st == FrameState::kNeverWritten || !error.empty(), "bad frame without a reason");
     return;
@@ -58,18 +60,19 @@ void check_one(const uint8_t* p, uint64_t avail, uint64_t offset, uint64_t epoch
   std::string buf;
   std::string err1;
   uint32_t seen_early = 0;
-  for_each_record(p, h, seed, &buf, &err1, [&](const RecordedEvent& ev, uint32_t, uint32_t) {
-    eventsource::fuzz::sink(eventsource::fuzz::touch_event(ev));
-    ++seen_early;
-    return false;
-  });
+  testing::for_each_record_text(p, h, seed, &buf, &err1,
+                                [&](const RecordedEvent& ev, uint32_t, uint32_t) {
+                                  eventsource::fuzz::sink(eventsource::fuzz::touch_event(ev));
+                                  ++seen_early;
+                                  return false;
+                                });
   FUZZ_CHECK(seen_early <= 1, "for_each_record went on after the callback said stop");
 
   // All records, keeping copies to re-encode.
   std::vector<OwnedRecord> records;
   std::vector<uint32_t> offsets;
   std::string err;
-  bool ok = for_each_record(
+  bool ok = testing::for_each_record_text(
       p, h, seed, &buf, &err, [&](const RecordedEvent& ev, uint32_t i, uint32_t body_off) {
         eventsource::fuzz::sink(eventsource::fuzz::touch_event(ev));
         FUZZ_CHECK(i == records.size(), "record indexes are not consecutive");

@@ -21,6 +21,7 @@
 #include "engine/format.h"
 #include "engine/segment.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "tests/support/codec_text.h"
 
 namespace {
 
@@ -31,7 +32,7 @@ namespace sh = format::segment_header;
 void check_segment(const uint8_t* p, uint64_t slot, uint64_t seed) {
   SegmentHeader h;
   std::string error;
-  SegmentHeaderState st = parse_segment_header(p, slot, seed, &h, &error);
+  SegmentHeaderState st = testing::parse_segment_header_text(p, slot, seed, &h, &error);
   if (st == SegmentHeaderState::kZero) return;
   if (st == SegmentHeaderState::kBad) {
     FUZZ_CHECK(!error.empty(), "bad segment header without a reason");
@@ -50,7 +51,7 @@ void check_segment(const uint8_t* p, uint64_t slot, uint64_t seed) {
 
 void run(const uint8_t* data, size_t size) {
   FileHeader fh;
-  std::string why = parse_file_header(data, size, &fh);
+  std::string why = testing::parse_file_header_text(data, size, &fh);
   uint64_t seed = eventsource::fuzz::kSeed;
   if (why.empty()) {
     FUZZ_CHECK(size >= fhdr::kSize, "valid file header in a short input");
@@ -82,7 +83,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     put_u64(copy.data() + fhdr::kChecksum, checksum64(copy.data(), fhdr::kChecksum, 0));
   if (fixups & 2) {
     FileHeader fh;
-    uint64_t seed = parse_file_header(copy.data(), copy.size(), &fh).empty()
+    uint64_t seed = testing::parse_file_header_text(copy.data(), copy.size(), &fh).empty()
                         ? fh.seed()
                         : eventsource::fuzz::kSeed;
     for (size_t k = 1; (k + 1) * 64 <= copy.size(); ++k)

@@ -24,6 +24,7 @@
 #include "engine/stream_index.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/resign.h"
+#include "tests/support/status_text.h"
 
 namespace {
 
@@ -36,12 +37,13 @@ using Snapshot = std::map<std::string, std::pair<uint8_t, std::vector<uint64_t>>
 // Every stream's locators (walking locator(v) for v = 1..version()).
 Snapshot snapshot(const StreamIndex& ix) {
   Snapshot out;
-  const std::string damage = ix.for_each([&](const std::string& key, const auto& e) {
-    std::vector<uint64_t> locs;
-    locs.reserve(e.version());
-    for (uint64_t v = 1; v <= e.version(); ++v) locs.push_back(e.locator(v));
-    out.emplace(key, std::make_pair(e.type_len, std::move(locs)));
-  });
+  const std::string damage =
+      testing::why_of(ix.for_each([&](const std::string& key, const auto& e) {
+        std::vector<uint64_t> locs;
+        locs.reserve(e.version());
+        for (uint64_t v = 1; v <= e.version(); ++v) locs.push_back(e.locator(v));
+        out.emplace(key, std::make_pair(e.type_len, std::move(locs)));
+      }));
   FUZZ_CHECK(damage.empty(), "a loaded copy's directory is damaged: " + damage);
   return out;
 }
@@ -54,7 +56,7 @@ bool same_info(const StreamIndex::BlobInfo& a, const StreamIndex::BlobInfo& b) {
 void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
   StreamIndex lazy;
   StreamIndex::BlobInfo lazy_info;
-  std::string lazy_why = lazy.load_blob(p, n, seed, /*copy=*/false, &lazy_info);
+  std::string lazy_why = testing::why_of(lazy.load_blob(p, n, seed, /*copy=*/false, &lazy_info));
   bool all_verified = true;
   if (!lazy_why.empty()) {
     FUZZ_CHECK(lazy.stream_count() == 0 && lazy.event_count() == 0,
@@ -63,33 +65,36 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
     FUZZ_CHECK(lazy.stream_count() == lazy_info.stream_count, "stream count differs from blob");
     FUZZ_CHECK(lazy.event_count() == lazy_info.locator_count, "event count differs from blob");
     uint64_t total = 0;
-    const std::string damage = lazy.for_each([&](const std::string& key, const auto& e) {
-      FUZZ_CHECK(e.type_len >= 1 && key.size() > e.type_len && key[e.type_len] == '-',
-                 "stream key does not split at its type length");
-      FUZZ_CHECK(key.find('-') == e.type_len, "stream type contains '-'");
-      total += e.version();
-      all_verified &= StreamIndex::verify_entry(e, seed).empty();
-      // The walk reads the persisted locators in place (ASan checks bounds).
-      uint64_t h = 0;
-      for (uint64_t v = 1; v <= e.version(); ++v) h += e.locator(v);
-      eventsource::fuzz::sink(h);
-      // verify_entry answers the same the second time (cached).
-      FUZZ_CHECK(StreamIndex::verify_entry(e, seed).empty() == e.verified->load(),
-                 "verify_entry is not stable");
-    });
+    const std::string damage =
+        testing::why_of(lazy.for_each([&](const std::string& key, const auto& e) {
+          FUZZ_CHECK(e.type_len >= 1 && key.size() > e.type_len && key[e.type_len] == '-',
+                     "stream key does not split at its type length");
+          FUZZ_CHECK(key.find('-') == e.type_len, "stream type contains '-'");
+          total += e.version();
+          all_verified &= StreamIndex::verify_entry(e, seed).ok();
+          // The walk reads the persisted locators in place (ASan checks bounds).
+          uint64_t h = 0;
+          for (uint64_t v = 1; v <= e.version(); ++v) h += e.locator(v);
+          eventsource::fuzz::sink(h);
+          // verify_entry answers the same the second time (cached).
+          FUZZ_CHECK(StreamIndex::verify_entry(e, seed).ok() == e.verified->load(),
+                     "verify_entry is not stable");
+        }));
     all_verified &= damage.empty();
     FUZZ_CHECK(!damage.empty() || total == lazy_info.locator_count,
                "entries do not add up to the locator count");
     // The id table's blocks are checked on first use; the copying load
     // checks them all now.
-    const std::string ids_why = lazy.ids().verify_all();
-    FUZZ_CHECK(ids_why == lazy.ids().verify_all(), "id table verification is not stable");
+    const std::string ids_why = testing::why_of(lazy.ids().verify_all());
+    FUZZ_CHECK(ids_why == testing::why_of(lazy.ids().verify_all()),
+               "id table verification is not stable");
     all_verified &= ids_why.empty();
   }
 
   StreamIndex copied;
   StreamIndex::BlobInfo copied_info;
-  std::string copied_why = copied.load_blob(p, n, seed, /*copy=*/true, &copied_info);
+  std::string copied_why =
+      testing::why_of(copied.load_blob(p, n, seed, /*copy=*/true, &copied_info));
   if (!copied_why.empty()) {
     FUZZ_CHECK(copied.stream_count() == 0 && copied.event_count() == 0,
                "failed copying load left entries behind");
@@ -105,18 +110,19 @@ void check_blob(const uint8_t* p, uint64_t n, uint64_t seed) {
   FUZZ_CHECK(snap == snapshot(lazy), "copying and lazy loads hold different locators");
 
   // Rebuild and reload.
-  std::string copied_err, lazy_err;
-  std::string blob =
-      copied.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed, &copied_err);
-  FUZZ_CHECK(copied_err.empty(), "a loaded index does not rebuild: " + copied_err);
-  FUZZ_CHECK(blob == lazy.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed,
-                                     &lazy_err) &&
-                 lazy_err.empty(),
+  Result<std::string> built =
+      copied.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed);
+  FUZZ_CHECK(built.ok(), "a loaded index does not rebuild: " + testing::why_of(built.status()));
+  const std::string blob = *built;
+  Result<std::string> lazy_built =
+      lazy.build_blob(copied_info.covers_position, copied_info.log_end_offset, seed);
+  FUZZ_CHECK(lazy_built.ok() && blob == *lazy_built,
              "lazy and copied indexes build different blobs");
   StreamIndex again;
   StreamIndex::BlobInfo again_info;
   std::vector<uint8_t> exact(blob.begin(), blob.end());
-  std::string again_why = again.load_blob(exact.data(), exact.size(), seed, true, &again_info);
+  std::string again_why =
+      testing::why_of(again.load_blob(exact.data(), exact.size(), seed, true, &again_info));
   FUZZ_CHECK(again_why.empty(), "a rebuilt blob does not load: " + again_why);
   FUZZ_CHECK(same_info(again_info, copied_info), "a rebuilt blob reports different info");
   FUZZ_CHECK(snapshot(again) == snap, "a rebuilt blob holds different locators");

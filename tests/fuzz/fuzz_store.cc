@@ -38,6 +38,7 @@
 #include "eventsource/store.h"
 #include "tests/fuzz/fuzz_util.h"
 #include "tests/fuzz/resign.h"
+#include "tests/support/codec_text.h"
 
 namespace {
 
@@ -292,7 +293,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   read_only_session(path);
 
   FileHeader header;
-  if (!parse_file_header(data, data_len, &header).empty() ||
+  if (!testing::parse_file_header_text(data, data_len, &header).empty() ||
       header.segment_size <= kMaxSegmentForReadWrite) {
     const std::string copy = dir.file("w");
     eventsource::fuzz::write_file(copy, data, data_len);

@@ -30,6 +30,7 @@
 #include "engine/stream_index.h"
 #include "eventsource/store.h"
 #include "tests/fuzz/fuzz_util.h"
+#include "tests/support/codec_text.h"
 
 namespace {
 
@@ -173,15 +174,16 @@ Parsed parse_store(const std::string& data) {
   Parsed p;
   p.data = data;
   const auto* b = reinterpret_cast<const uint8_t*>(data.data());
-  std::string why = parse_file_header(b, data.size(), &p.header);
+  std::string why = testing::parse_file_header_text(b, data.size(), &p.header);
   if (!why.empty()) die("generated store does not parse: " + why);
   uint64_t seg = p.header.segment_size;
   uint64_t nslots = (data.size() - format::kFileHeaderSize) / seg;
   for (uint64_t k = 0; k < nslots; ++k) {
     SegmentHeader h;
     std::string err;
-    if (parse_segment_header(b + format::kFileHeaderSize + k * seg, k, p.header.seed(), &h, &err) ==
-        SegmentHeaderState::kValid) {
+    if (testing::parse_segment_header_text(b + format::kFileHeaderSize + k * seg, k,
+                                           p.header.seed(), &h,
+                                           &err) == SegmentHeaderState::kValid) {
       p.slots.push_back({k, h});
       k += h.slot_count - 1;
     }
@@ -212,8 +214,8 @@ void cut_frames(Output& out, const std::string& tag, const Parsed& p, size_t max
     while (off < base + seg && n < max) {
       FrameHeader h;
       std::string why;
-      if (check_frame(b + off, base + seg - off, off, s.h.epoch, p.header.seed(), &h, &why) !=
-          FrameState::kValid)
+      if (testing::check_frame_text(b + off, base + seg - off, off, s.h.epoch, p.header.seed(), &h,
+                                    &why) != FrameState::kValid)
         break;
       if (h.frame_len <= 64 * 1024) {
         // The frame and what follows it (up to 64 bytes: the next frame's
@@ -386,8 +388,8 @@ void make_stores(Output& out, const Paths& tmp) {
     for (;;) {
       FrameHeader h;
       std::string why;
-      if (check_frame(b + off, base + kMiB - off, off, p.slots[0].h.epoch, p.header.seed(), &h,
-                      &why) != FrameState::kValid)
+      if (testing::check_frame_text(b + off, base + kMiB - off, off, p.slots[0].h.epoch,
+                                    p.header.seed(), &h, &why) != FrameState::kValid)
         break;
       last = off;
       last_len = h.frame_len;
@@ -527,7 +529,7 @@ void make_fixed(Output& out, const Paths& tmp) {
     auto put_blob = [&](const std::string& name, StreamIndex& ix, uint64_t covers,
                         uint64_t log_end) {
       std::vector<std::pair<uint64_t, uint64_t>> ids;  // (fingerprint, locator)
-      const std::string damage = ix.for_each([&](const std::string& key, const auto& e) {
+      const Status damage = ix.for_each([&](const std::string& key, const auto& e) {
         for (uint64_t v = 1; v <= e.version(); ++v) {
           Uuid id;
           const uint64_t loc = e.locator(v) ^ (v << 40);
@@ -536,12 +538,11 @@ void make_fixed(Output& out, const Paths& tmp) {
           ids.emplace_back(IdTable::fingerprint(id, seed), e.locator(v));
         }
       });
-      if (!damage.empty()) die("index: " + damage);
+      if (!damage.ok()) die("index: " + damage.message());
       for (const auto& [fp, loc] : ids) ix.ids().add(fp, loc);
-      std::string error;
-      std::string blob = ix.build_blob(covers, log_end, seed, &error);
-      if (!error.empty()) die("index blob: " + error);
-      out.put("index", name, blob);
+      Result<std::string> blob = ix.build_blob(covers, log_end, seed);
+      if (!blob.ok()) die("index blob: " + blob.status().message());
+      out.put("index", name, *blob);
     };
     StreamIndex empty;
     put_blob("example-empty", empty, 0, 0);

@@ -11,6 +11,7 @@
 #include "engine/format.h"
 #include "engine/segment.h"
 #include "engine/stream_index.h"
+#include "tests/support/codec_text.h"
 
 namespace eventsource::fuzz {
 
@@ -90,7 +91,7 @@ inline void resign_store(uint8_t* d, uint64_t n, uint8_t* ckpt) {
   if (n < fhdr::kSize) return;
   put_u64(d + fhdr::kChecksum, checksum64(d, fhdr::kChecksum, 0));
   FileHeader h;
-  if (!parse_file_header(d, n, &h).empty()) return;
+  if (!testing::parse_file_header_text(d, n, &h).empty()) return;
   const uint64_t seed = h.seed();
   if (ckpt != nullptr)
     put_u64(ckpt + format::checkpoint::kChecksum,
@@ -104,7 +105,8 @@ inline void resign_store(uint8_t* d, uint64_t n, uint8_t* ckpt) {
     put_u64(p + sh::kChecksum, checksum64(p, sh::kChecksum, seed));
     SegmentHeader s;
     std::string why;
-    if (parse_segment_header(p, k, seed, &s, &why) != SegmentHeaderState::kValid) continue;
+    if (testing::parse_segment_header_text(p, k, seed, &s, &why) != SegmentHeaderState::kValid)
+      continue;
     if (s.kind == format::SegmentKind::kEvents) {
       uint64_t off = sh::kSize;
       while (uint32_t len = resign_frame(p + off, seg - off, seed)) off += len;
