@@ -74,7 +74,10 @@ workloads:
                      streams, durability each (group commit); n capped at 20000
                      (and by --time-limit); latency per append
   read_stream        all events of min(streams, 1000) random streams of the
-                     append store; latency per stream
+                     append store, opened afresh; latency per stream. Appends go
+                     round-robin, --batch events to one stream each: at the
+                     defaults a stream is one frame of 100 events; --batch 1
+                     spreads each stream over n/streams frames
   read_type          min(1000, n/100) pages of 100 events of one type (5 types
                      round-robin) from a random position; latency per page
   replay             a fresh process opens the store read-only and reads every

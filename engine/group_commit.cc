@@ -43,12 +43,13 @@ void Store::Impl::gather_riders(uint64_t covered_writes, uint64_t expected, int6
   // the first to write would lead a sync that carries only itself, and the
   // rest would wait a whole sync for the next one. So the leader lets the
   // appenders still in flight write first, as many as the last sync carried
-  // (a closed loop of N threads converges on N), for at most half a sync:
-  // one that waits in vain costs an appender less than a sync it misses, and
-  // a group that shrinks lowers the next wait.
+  // (a closed loop of N threads converges on N), for at most as long as the
+  // last sync took (and 1 ms): an appender that misses this sync waits a
+  // whole sync for the next one anyway, and a group that shrinks lowers the
+  // next wait.
   if (expected <= 1 || in_flight_.load() <= 1) return;
   const auto deadline = std::chrono::steady_clock::now() +
-                        std::chrono::nanoseconds(std::min<int64_t>(last_sync_ns / 2, kMaxGatherNs));
+                        std::chrono::nanoseconds(std::min<int64_t>(last_sync_ns, kMaxGatherNs));
   for (;;) {
     const uint64_t unsynced = writes_.load() - covered_writes;
     if (unsynced >= expected || unsynced >= static_cast<uint64_t>(in_flight_.load())) return;

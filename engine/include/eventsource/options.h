@@ -23,7 +23,7 @@ enum class Durability : uint8_t {
   kGroup = 1,
   // Durable on return, like kGroup, without the fixed window: the sync leader
   // waits only for appends already in flight to write their batches, at most
-  // as many as the last sync carried and for at most half as long as it took
+  // as many as the last sync carried and for at most as long as it took
   // (a lone appender never waits). Concurrent appenders share syncs.
   kEach = 2,
 };
