@@ -52,9 +52,11 @@ Status Store::Impl::open_aux() {
   AuxScan scan = scan_aux_chain(aux_view(segs));
   // A read-only handle beside a writer that compacts the aux chain: the
   // writer writes the live records into new segments, then zeroes and frees
-  // the old ones, so a walk over the chain the headers named can meet zeros.
-  // Read the headers again; a chain that changed is walked anew.
-  for (int attempt = 0; read_only_ && scan.bad && attempt < kAuxRereads; ++attempt) {
+  // the old ones, so a walk over the chain the headers named can meet zeros:
+  // a bad frame, or what looks like the end of the chain (an older state).
+  // Read the headers again after every walk; a chain that changed is walked
+  // anew.
+  for (int attempt = 0; read_only_ && attempt < kAuxRereads; ++attempt) {
     const std::vector<EventSeg> before = segs;
     EVENTSOURCE_RETURN_IF_ERROR(read_slots());
     EVENTSOURCE_RETURN_IF_ERROR(read_chain());
@@ -299,6 +301,23 @@ Status Store::Impl::aux_compact_locked() {
   s = sync_data("compacting aux records");
   if (!s.ok()) return fail(std::move(s));
   store_max(aux_synced_, aux_written_.load());
+  // The chain is now the copies: the segments allocated since `old`. Their
+  // state (the records' new offsets) is published before the old segments
+  // are zeroed: a reader of this handle (latest_snapshot reads a record
+  // where the state says it is, under aux_mu_) never meets the zeros.
+  std::erase_if(aux_segs_, [&](const EventSeg& seg) {
+    return std::any_of(old.begin(), old.end(), [&](const EventSeg& o) { return o == seg; });
+  });
+  AuxScan scan = scan_aux_chain(aux_view(aux_segs_));
+  if (scan.bad)
+    return fail(corruption(
+        fmt::format("{}: aux compaction: the copies do not read back: {}", path_, scan.bad->why),
+        -1, static_cast<int64_t>(scan.bad->offset)));
+  aux_frame_bytes_ = scan.frame_bytes;
+  {
+    MutexLock lock(&aux_mu_);
+    aux_state_ = std::move(scan.state);
+  }
   // Free the old segments oldest first, each header zeroed and synced before
   // the next: a crash leaves a contiguous chain (a suffix of the old
   // segments, then the copies) whose replay gives the same state.
@@ -313,20 +332,7 @@ Status Store::Impl::aux_compact_locked() {
     if (!s.ok()) return fail(std::move(s));
     slots_[seg.slot] = SlotInfo{};
   }
-  // The chain is now the copies: the segments allocated since `old`.
-  std::erase_if(aux_segs_, [&](const EventSeg& seg) {
-    return std::any_of(old.begin(), old.end(), [&](const EventSeg& o) { return o == seg; });
-  });
-  // Rebuild the state from the copies (their locators changed).
-  AuxScan scan = scan_aux_chain(aux_view(aux_segs_));
-  if (scan.bad)
-    return fail(corruption(
-        fmt::format("{}: aux compaction: the copies do not read back: {}", path_, scan.bad->why),
-        -1, static_cast<int64_t>(scan.bad->offset)));
-  aux_frame_bytes_ = scan.frame_bytes;
   ++aux_compactions_;
-  MutexLock lock(&aux_mu_);
-  aux_state_ = std::move(scan.state);
   return Status();
 }
 

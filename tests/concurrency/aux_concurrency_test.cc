@@ -55,6 +55,7 @@ TEST_CASE("aux writes from several threads beside appends, readers and a refresh
     while (!done.load()) {
       for (int t = 0; t < kWriters; ++t) {
         auto s = store->latest_snapshot(StreamId{"W", std::to_string(t)});
+        INFO("latest_snapshot: " << s.status().to_string());
         CHECK(s.ok());
         auto p = store->projection_state("p" + std::to_string(t));
         CHECK(p.ok());
