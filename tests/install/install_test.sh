@@ -6,7 +6,9 @@
 # (ES_INSTALL_KEEP=1 keeps it for a look). Checks, one PASS/FAIL line each:
 #   install     meson setup (tests, bench off; tools on) + meson install
 #   headers     <prefix>/include holds exactly eventsource/{options,status,store,types}.h
-#   files       the library, esdump and eventsource.pc are installed
+#               and api/'s eventsource/observability.h
+#   files       the libraries, esdump, eventsource.pc and eventsource-api.pc
+#               are installed
 #   pkg-config  eventsource.pc names the private deps a --static link needs
 #   app         tests/install/app.cc, copied out of the tree, builds with -Werror
 #               against `pkg-config --cflags --libs --static eventsource`, runs
@@ -59,7 +61,8 @@ else
 fi
 
 # ------------------------------------------------------------------ headers --
-expected_headers="eventsource/options.h
+expected_headers="eventsource/observability.h
+eventsource/options.h
 eventsource/status.h
 eventsource/store.h
 eventsource/types.h"
@@ -77,18 +80,24 @@ fi
 # -------------------------------------------------------------------- files --
 pc=$(find "$prefix" -name eventsource.pc -path '*/pkgconfig/*' -print -quit)
 lib=$(find "$prefix" \( -name 'libeventsource.a' -o -name 'libeventsource.so*' \) -print -quit)
+api_pc=$(find "$prefix" -name eventsource-api.pc -path '*/pkgconfig/*' -print -quit)
+api_lib=$(find "$prefix" \( -name 'libeventsource-api.a' -o -name 'libeventsource-api.so*' \) \
+  -print -quit)
 missing=()
+[ -n "$api_pc" ] || missing+=("lib/.../pkgconfig/eventsource-api.pc")
+[ -n "$api_lib" ] || missing+=("lib/.../libeventsource-api.{a,so}")
 [ -x "$prefix/bin/esdump" ] || missing+=("bin/esdump")
 [ -n "$pc" ] || missing+=("lib/.../pkgconfig/eventsource.pc")
 [ -n "$lib" ] || missing+=("lib/.../libeventsource.{a,so}")
 if [ ${#missing[@]} -eq 0 ]; then
-  pass "files: bin/esdump, ${lib#"$prefix"/}, ${pc#"$prefix"/}"
+  pass "files: bin/esdump, ${lib#"$prefix"/}, ${pc#"$prefix"/}, ${api_lib#"$prefix"/}, ${api_pc#"$prefix"/}"
 else
   fail "files: missing ${missing[*]}"
 fi
 # Anything installed that is not one of the above (e.g. es_example, a test).
 extra=$(find "$prefix" -type f | sed "s|^$prefix/||" | { grep -v -e '^include/eventsource/' \
-  -e '^bin/esdump$' -e 'pkgconfig/eventsource\.pc$' -e 'libeventsource\.\(a\|so[.0-9]*\)$' || true; })
+  -e '^bin/esdump$' -e 'pkgconfig/eventsource\(-api\)\?\.pc$' \
+  -e 'libeventsource\(-api\)\?\.\(a\|so[.0-9]*\)$' || true; })
 if [ -n "$extra" ]; then
   fail "files: installed more than expected:"
   indent <<<"$extra"
@@ -120,6 +129,16 @@ if [ -n "$pc" ]; then
   fi
 else
   fail "pkg-config: no eventsource.pc"
+fi
+# api/'s library links after the engine's, which its .pc requires.
+if [ -n "$api_pc" ]; then
+  api_libs=$(pkgconf --libs --static eventsource-api 2>&1 || true)
+  if grep -qw -- -leventsource-api <<<"$api_libs" && grep -qw -- -leventsource <<<"$api_libs"; then
+    pass "pkg-config: eventsource-api --libs --static: $api_libs"
+  else
+    fail "pkg-config: eventsource-api.pc does not link api/ and the engine: $api_libs"
+    indent <"$api_pc"
+  fi
 fi
 
 # --------------------------------------------------------------------- app --
