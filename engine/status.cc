@@ -32,6 +32,8 @@ std::string_view code_name(Code code) {
       return "read-only";
     case Code::kDuplicateEvent:
       return "duplicate event";
+    case Code::kRejected:
+      return "rejected";
   }
   return "unknown";
 }
@@ -67,6 +69,10 @@ Status& Status::with_errno(int e) {
 }
 Status& Status::with_actual_version(int64_t v) {
   if (rep_) rep_->actual_version = v;
+  return *this;
+}
+Status& Status::with_expected_version(int64_t v) {
+  if (rep_) rep_->expected_version = v;
   return *this;
 }
 Status& Status::with_location(int64_t segment, int64_t offset) {

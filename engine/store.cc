@@ -293,6 +293,8 @@ StreamVersion Store::stream_version(const StreamId& stream) const {
 
 std::vector<StreamInfo> Store::list_streams() const { return impl_->list_streams(); }
 
+bool Store::is_open() const { return !impl_->closed_.load(std::memory_order_acquire); }
+
 GlobalPosition Store::committed_position() const {
   return GlobalPosition(impl_->committed_.load(std::memory_order_acquire));
 }

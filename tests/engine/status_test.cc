@@ -38,11 +38,13 @@ const Named kCodes[] = {
     {Code::kBusy, "busy"},
     {Code::kReadOnly, "read-only"},
     {Code::kDuplicateEvent, "duplicate event"},
+    {Code::kRejected, "rejected"},
 };
 
 void check_no_details(const Status& s) {
   CHECK(s.sys_errno() == 0);
   CHECK(s.actual_version() == -1);
+  CHECK(s.expected_version() == -1);
   CHECK(s.segment() == -1);
   CHECK(s.offset() == -1);
 }
@@ -139,15 +141,17 @@ TEST_SUITE("status") {
 
   TEST_CASE("details chain onto a failure and are dropped on an ok Status") {
     Status s = not_found("gone");
-    Status& same = s.with_errno(ENOENT).with_actual_version(0).with_location(2, 64);
+    Status& same =
+        s.with_errno(ENOENT).with_actual_version(0).with_expected_version(7).with_location(2, 64);
     CHECK(&same == &s);
+    CHECK(s.expected_version() == 7);
     CHECK(s.sys_errno() == ENOENT);
     CHECK(s.actual_version() == 0);
     CHECK(s.segment() == 2);
     CHECK(s.offset() == 64);
     CHECK(s.code() == Code::kNotFound);
     Status ok;
-    ok.with_errno(EIO).with_actual_version(5).with_location(1, 2);
+    ok.with_errno(EIO).with_actual_version(5).with_expected_version(4).with_location(1, 2);
     CHECK(ok.ok());
     check_no_details(ok);
   }

@@ -27,6 +27,7 @@ enum class Code : uint8_t {
   kBusy,             // another process holds the writer lock
   kReadOnly,         // a write on a store opened read-only
   kDuplicateEvent,   // an appended event's id is already stored (not as a retry)
+  kRejected,         // api/: a command broke a business rule (a decider's or aggregate's refusal)
 };
 
 std::string_view code_name(Code code);
@@ -52,11 +53,14 @@ class [[nodiscard]] Status {
   // Details; meaningful only for the codes that set them (-1 / 0 otherwise).
   int sys_errno() const { return rep_ ? rep_->sys_errno : 0; }
   int64_t actual_version() const { return rep_ ? rep_->actual_version : -1; }
+  // kConflict from api/: the version the caller expected (-1 when not an exact version).
+  int64_t expected_version() const { return rep_ ? rep_->expected_version : -1; }
   int64_t segment() const { return rep_ ? rep_->segment : -1; }
   int64_t offset() const { return rep_ ? rep_->offset : -1; }
 
   Status& with_errno(int e);
   Status& with_actual_version(int64_t v);
+  Status& with_expected_version(int64_t v);
   Status& with_location(int64_t segment, int64_t offset);
 
   // Must be consumed explicitly when a caller decides a failure does not matter.
@@ -68,6 +72,7 @@ class [[nodiscard]] Status {
     std::string message;
     int sys_errno = 0;
     int64_t actual_version = -1;
+    int64_t expected_version = -1;
     int64_t segment = -1;
     int64_t offset = -1;
   };

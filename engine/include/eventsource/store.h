@@ -288,6 +288,10 @@ class Store {
   // The last committed position (0 = empty store).
   GlobalPosition committed_position() const;
 
+  // False once close() has begun (every call then returns kClosed or an
+  // empty answer). Tells an empty answer from a closed store's.
+  bool is_open() const;
+
   // Read-only handles: picks up what a live writer committed since open/the
   // last refresh. Returns the new committed position. Read-write: a no-op.
   Result<GlobalPosition> refresh();
