@@ -2,17 +2,39 @@
 #include "eventsource/types.h"
 
 #include <fmt/format.h>
+#include <pthread.h>
 
+#include <atomic>
 #include <random>
 
 namespace eventsource {
 
+namespace {
+
+// Bumped in the child of every fork(): a child inherits its parent's
+// generators, and would draw exactly the ids the parent draws next.
+std::atomic<uint64_t> fork_generation{0};
+
+std::mt19937_64 seeded() {
+  std::random_device rd;
+  std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+  return std::mt19937_64(seq);
+}
+
+}  // namespace
+
 Uuid Uuid::random() {
-  thread_local std::mt19937_64 gen([] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }());
+  static const bool at_fork = [] {
+    pthread_atfork(nullptr, nullptr, [] { fork_generation.fetch_add(1); });
+    return true;
+  }();
+  (void)at_fork;
+  thread_local std::mt19937_64 gen = seeded();
+  thread_local uint64_t generation = fork_generation.load(std::memory_order_relaxed);
+  if (const uint64_t now = fork_generation.load(std::memory_order_relaxed); now != generation) {
+    gen = seeded();
+    generation = now;
+  }
   Uuid u;
   uint64_t a = gen(), b = gen();
   for (int i = 0; i < 8; ++i) {

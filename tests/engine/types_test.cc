@@ -4,6 +4,8 @@
 #include "eventsource/types.h"
 
 #include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <concepts>
 #include <cstdint>
@@ -95,6 +97,38 @@ TEST_SUITE("types") {
       seen.insert(u);
     }
     CHECK(seen.size() == 1000);
+  }
+
+  TEST_CASE("a forked child draws other uuids than its parent") {
+    // Before the fix the child inherited the parent's generator state and
+    // drew exactly the parent's next ids (an append from each then failed
+    // with kDuplicateEvent).
+    (void)Uuid::random();  // this thread's generator exists before the fork
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    const pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+      Uuid ids[4];
+      for (Uuid& u : ids) u = Uuid::random();
+      const ssize_t n = write(fds[1], ids, sizeof(ids));
+      _exit(n == static_cast<ssize_t>(sizeof(ids)) ? 0 : 1);
+    }
+    close(fds[1]);
+    Uuid child[4];
+    size_t got = 0;
+    while (got < sizeof(child)) {
+      const ssize_t n = read(fds[0], reinterpret_cast<char*>(child) + got, sizeof(child) - got);
+      if (n <= 0) break;
+      got += static_cast<size_t>(n);
+    }
+    close(fds[0]);
+    int status = 0;
+    REQUIRE(waitpid(pid, &status, 0) == pid);
+    REQUIRE(got == sizeof(child));
+    std::set<Uuid> parent;
+    for (int i = 0; i < 4; ++i) parent.insert(Uuid::random());
+    for (const Uuid& u : child) CHECK(parent.count(u) == 0);
   }
 
   TEST_CASE("stream type is 1..255 bytes without '-'; stream id is 1..65535 of any bytes") {
