@@ -118,7 +118,7 @@ Status EngineEventStore::do_read_all(const AllReadOptions& o, const RecordCallba
   engine.filter.tenant = o.tenant;
   // The engine filters one stream type; several, or a time, are filtered
   // here, and then the limit is counted here too.
-  const bool engine_filters = o.stream_types.size() <= 1 && o.from_time_us == 0;
+  const bool engine_filters = o.stream_types.size() <= 1 && o.from_time_us == kAnyTime;
   if (o.stream_types.size() == 1) engine.filter.stream_type = o.stream_types.front();
   engine.max_count = engine_filters ? o.max_count : kNoLimit;
   uint64_t left = o.max_count;

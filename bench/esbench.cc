@@ -16,6 +16,7 @@
 
 #include "bench/plot.h"
 #include "bench/report.h"
+#include "bench/api_workloads.h"
 #include "bench/workloads.h"
 
 namespace esbench {
@@ -33,10 +34,12 @@ than were written), 2 on bad flags.
 flags:
   --backend engine|sqlite|all   store to measure (default engine; all = both,
                                 side by side)
-  --workload NAME[,NAME..]|all  default all: append, append_sync,
+  --workload NAME[,NAME..]|api|all  default all: append, append_sync,
                                 concurrent_append, read_stream, read_type,
                                 replay, open, open_streams, store_size,
-                                bytes_per_event
+                                bytes_per_event, then the api/ workloads (api =
+                                only those): api_append, api_load,
+                                api_aggregate, api_save, json_codec
   --n N               events (default 1000000; 1e6 notation accepted)
   --payload BYTES     payload size, exact (default 200)
   --streams N         streams, written round-robin (default 10000)
@@ -199,11 +202,12 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
     } else if (arg == "--workload") {
       cfg.workloads.clear();
       for (const std::string& w : split(value)) {
-        if (w == "all") {
-          cfg.workloads.assign(kWorkloads.begin(), kWorkloads.end());
+        if (w == "all" || w == "api") {
+          if (w == "all") cfg.workloads.insert(cfg.workloads.end(), kWorkloads.begin(), kWorkloads.end());
+          cfg.workloads.insert(cfg.workloads.end(), kApiWorkloads.begin(), kApiWorkloads.end());
           continue;
         }
-        bool known = false;
+        bool known = is_api_workload(w);
         for (std::string_view k : kWorkloads) known = known || k == w;
         if (!known) return "unknown workload '" + w + "' (see --help)";
         cfg.workloads.push_back(w);
@@ -268,7 +272,10 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
     }
     if (!problem.empty()) return problem;
   }
-  if (cfg.workloads.empty()) cfg.workloads.assign(kWorkloads.begin(), kWorkloads.end());
+  if (cfg.workloads.empty()) {
+    cfg.workloads.assign(kWorkloads.begin(), kWorkloads.end());
+    cfg.workloads.insert(cfg.workloads.end(), kApiWorkloads.begin(), kApiWorkloads.end());
+  }
   return "";
 }
 

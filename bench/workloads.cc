@@ -3,6 +3,8 @@
 // positions and payload byte sums) so a broken store fails the run.
 #include "bench/workloads.h"
 
+#include "bench/api_workloads.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
@@ -430,6 +432,17 @@ std::vector<Measurement> Runner::run(const std::string& workload, const std::str
   if (workload == "open_streams") return run_open_streams(backend);
   if (workload == "store_size") return run_store_size(backend);
   if (workload == "bytes_per_event") return {run_bytes_per_event(backend)};
+  if (is_api_workload(workload)) {
+    const std::string dir = fresh_dir(backend + "-" + workload);
+    if (eventsource::Status s = make_fresh_dir(dir); !s.ok()) {
+      Measurement m = start(workload, backend);
+      m.error = error_text(s);
+      return {m};
+    }
+    std::vector<Measurement> out = run_api_workload(cfg_, workload, backend, dir);
+    if (!cfg_.keep_store) remove_dir(dir);
+    return out;
+  }
   Measurement m = start(workload, backend);
   m.error = "unknown workload";
   return {m};

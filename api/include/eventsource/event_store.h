@@ -108,6 +108,9 @@ struct StoredEvent {
   bool operator==(const StoredEvent&) const = default;
 };
 
+// from_time_us for "any time" (events may carry times before 1970).
+inline constexpr int64_t kAnyTime = INT64_MIN;
+
 // Return true to go on, false to stop the read early.
 using RecordCallback = std::function<bool(const EventRecord&)>;
 
@@ -131,7 +134,7 @@ struct AllReadOptions {
   std::vector<std::string> event_types = {};
   std::vector<std::string> stream_types = {};
   std::optional<std::string> tenant = {};  // "" = events without a tenant
-  int64_t from_time_us = 0;                // only events stamped at or after this time
+  int64_t from_time_us = kAnyTime;         // only events stamped at or after this time
 };
 
 // What read_category reads: the events of every stream of one type.
@@ -139,7 +142,7 @@ struct CategoryReadOptions {
   GlobalPosition from = {};
   uint64_t max_count = kNoLimit;
   std::optional<std::string> tenant = {};
-  int64_t from_time_us = 0;
+  int64_t from_time_us = kAnyTime;
 };
 
 class EventStore {

@@ -141,7 +141,7 @@ void log_to(const LogSink& sink, LogLevel level, std::string_view message,
 struct Observability {
   Tracer* tracer = nullptr;    // not owned; must outlive the component
   Metrics* metrics = nullptr;  // not owned; must outlive the component
-  LogSink log;
+  LogSink log = {};
 };
 
 }  // namespace eventsource
