@@ -62,11 +62,12 @@ Result<std::unique_ptr<EngineEventStore>> EngineEventStore::open(
     const std::string& path, const EngineEventStoreOptions& options) {
   EVENTSOURCE_ASSIGN_OR_RETURN(std::unique_ptr<Store> store, Store::open(path, options.store));
   return std::make_unique<EngineEventStore>(std::shared_ptr<Store>(std::move(store)),
-                                            options.observability);
+                                            options.observability, options.store.durability);
 }
 
-EngineEventStore::EngineEventStore(std::shared_ptr<Store> store, Observability observability)
-    : EventStore(std::move(observability)), store_(std::move(store)) {}
+EngineEventStore::EngineEventStore(std::shared_ptr<Store> store, Observability observability,
+                                   Durability durability)
+    : EventStore(std::move(observability)), store_(std::move(store)), durability_(durability) {}
 
 EngineEventStore::~EngineEventStore() = default;
 
@@ -91,7 +92,37 @@ Result<AppendResult> EngineEventStore::do_append(const StreamId& stream, Expecte
     d.causation_id = n.causation_id;
     d.metadata = api_internal::encode_envelope(n.schema_version, n.actor, n.metadata);
   }
-  return store_->append(stream, expected, data);
+  return write(stream, expected, data);
+}
+
+Result<AppendResult> EngineEventStore::do_append_owned(const StreamId& stream,
+                                                       ExpectedVersion expected,
+                                                       std::vector<NewEvent>& events) {
+  // The same, moving the strings: no copy of the payloads.
+  std::vector<EventData> data(events.size());
+  for (size_t i = 0; i < events.size(); ++i) {
+    NewEvent& n = events[i];
+    EventData& d = data[i];
+    d.type = std::move(n.type);
+    d.payload = std::move(n.payload);
+    d.id = n.id;
+    d.tenant = std::move(n.tenant);
+    d.timestamp_us = n.timestamp_us;
+    d.correlation_id = n.correlation_id;
+    d.causation_id = n.causation_id;
+    d.metadata = api_internal::encode_envelope(n.schema_version, n.actor, n.metadata);
+  }
+  return write(stream, expected, data);
+}
+
+Result<AppendResult> EngineEventStore::write(const StreamId& stream, ExpectedVersion expected,
+                                             std::span<const EventData> data) {
+  Result<AppendResult> r = store_->append(stream, expected, data);
+  // A durable append returned after an fdatasync that covered it (shared
+  // with other appends by group commit).
+  if (r.ok() && durability_ != Durability::kNone && observability().metrics)
+    observability().metrics->count_sync();
+  return r;
 }
 
 Status EngineEventStore::do_read_stream(const StreamId& stream, const StreamReadOptions& o,

@@ -3,12 +3,8 @@
 #include "envelope.h"
 
 #include <fmt/format.h>
-
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wclass-memaccess"
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
-#pragma GCC diagnostic pop
 #include <simdjson.h>
 
 namespace eventsource::api_internal {

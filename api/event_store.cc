@@ -143,20 +143,24 @@ bool matches(const AllReadOptions& o, const EventRecord& e) {
          (!o.tenant || *o.tenant == e.tenant) && e.timestamp_us >= o.from_time_us;
 }
 
-Result<AppendResult> EventStore::append_events(const StreamId& stream, ExpectedVersion expected,
-                                               std::span<const NewEvent> events) {
+template <class Write>
+Result<AppendResult> EventStore::checked_append(const StreamId& stream, ExpectedVersion expected,
+                                                std::span<const NewEvent> events, Write&& write) {
   Span span(obs_.tracer, span_names::kAppendEvents);
-  span.set_attribute("stream", stream.name());
-  span.set_attribute("events", static_cast<int64_t>(events.size()));
+  if (span.recording()) {
+    span.set_attribute("stream", stream.name());
+    span.set_attribute("events", static_cast<int64_t>(events.size()));
+  }
   Status s = check_append(stream, events);
   if (s.ok()) {
-    Result<AppendResult> r = do_append(stream, expected, events);
+    // Counted before the write, which may take the events' bytes.
+    uint64_t bytes = 0;
+    if (obs_.metrics)
+      for (const NewEvent& e : events) bytes += e.payload.size() + e.metadata.size();
+    const size_t n = events.size();
+    Result<AppendResult> r = write();
     if (r.ok()) {
-      if (obs_.metrics && !r->deduplicated) {
-        uint64_t bytes = 0;
-        for (const NewEvent& e : events) bytes += e.payload.size() + e.metadata.size();
-        obs_.metrics->count_append(events.size(), bytes);
-      }
+      if (obs_.metrics && !r->deduplicated) obs_.metrics->count_append(n, bytes);
       span.set_attribute("position", static_cast<int64_t>(r->last_position.value));
       return r;
     }
@@ -171,6 +175,18 @@ Result<AppendResult> EventStore::append_events(const StreamId& stream, ExpectedV
       obs_.log, LogLevel::kWarn, "append failed",
       std::array<LogField, 2>{LogField{"stream", stream.name()}, LogField{"error", s.to_string()}});
   return s;
+}
+
+Result<AppendResult> EventStore::append_events(const StreamId& stream, ExpectedVersion expected,
+                                               std::span<const NewEvent> events) {
+  return checked_append(stream, expected, events,
+                        [&] { return do_append(stream, expected, events); });
+}
+
+Result<AppendResult> EventStore::append_events(const StreamId& stream, ExpectedVersion expected,
+                                               std::vector<NewEvent>&& events) {
+  return checked_append(stream, expected, events,
+                        [&] { return do_append_owned(stream, expected, events); });
 }
 
 Status EventStore::read_stream(const StreamId& stream, const StreamReadOptions& options,

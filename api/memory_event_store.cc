@@ -9,18 +9,13 @@
 #include <mutex>
 
 #include "append_rules.h"
+#include "clock.h"
 
 namespace eventsource {
 namespace {
 
 // How many events a read copies out under the lock at a time.
 constexpr size_t kPage = 256;
-
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
 
 // Calls fn for each event of `page`; false when fn stopped the read.
 bool deliver(const std::vector<std::shared_ptr<const StoredEvent>>& page,
@@ -76,7 +71,7 @@ Result<AppendResult> InMemoryEventStore::do_append(const StreamId& stream, Expec
           }));
   if (!plan.write) return plan.retry;
   std::vector<EventPtr>& versions = streams_[stream];
-  const int64_t now = now_us();
+  const int64_t now = api_internal::now_us();
   AppendResult result;
   result.first_position = GlobalPosition(log_.size() + 1);
   for (const NewEvent& n : events) {

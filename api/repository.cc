@@ -7,8 +7,9 @@
 #include <fmt/format.h>
 
 #include <array>
-#include <chrono>
 #include <exception>
+
+#include "clock.h"
 
 namespace eventsource {
 namespace {
@@ -200,7 +201,12 @@ Result<AppendResult> RepositoryCore::save(const std::string& id, StreamVersion e
     e.timestamp_us = now;
     if (e.id.is_nil()) e.id = Uuid::random();  // known ids: published as stored
   }
-  Result<AppendResult> r = store_.append_events(st, ExpectedVersion::exact(expected), events);
+  // Without a publisher nothing reads the events after the append: let the
+  // store take their bytes.
+  Result<AppendResult> r =
+      options_.publisher
+          ? store_.append_events(st, ExpectedVersion::exact(expected), events)
+          : store_.append_events(st, ExpectedVersion::exact(expected), std::move(events));
   if (!r.ok()) {
     Status w = wrap(id, "save", r.status());
     span.record_error(w.to_string());

@@ -6,16 +6,9 @@
 
 #include <chrono>
 
+#include "clock.h"
+
 namespace eventsource {
-namespace {
-
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
 
 SnapshotStore::~SnapshotStore() = default;
 
@@ -29,7 +22,7 @@ Status SnapshotStore::save(const SnapshotRecord& snapshot) {
         fmt::format("snapshot of stream {}: the version must be >= 1", snapshot.stream.name()));
   if (s.ok()) {
     SnapshotRecord stamped = snapshot;
-    if (stamped.timestamp_us == 0) stamped.timestamp_us = now_us();
+    if (stamped.timestamp_us == 0) stamped.timestamp_us = api_internal::now_us();
     s = do_save(stamped);
   }
   if (!s.ok()) span.record_error(s.to_string());

@@ -18,28 +18,33 @@
 #include "eventsource/sqlite_event_store.h"
 
 #include <fmt/format.h>
-#include <fmt/ranges.h>
 #include <sqlite3.h>
 
 #include <algorithm>
 #include <array>
 #include <cassert>
-#include <charconv>
 #include <chrono>
 #include <cstring>
-#include <exception>
-#include <filesystem>
 #include <limits>
-#include <map>
 #include <mutex>
 #include <optional>
 #include <utility>
 #include <vector>
 
 #include "append_rules.h"
+#include "clock.h"
+#include "sqlite_connection.h"
 
 namespace eventsource {
 namespace {
+
+using api_internal::Binder;
+using api_internal::catch_all;
+using api_internal::clamp_to_int64;
+using api_internal::column_bytes;
+using api_internal::Connection;
+using api_internal::StatementUse;
+using api_internal::WriteTransaction;
 
 static_assert(SQLiteEventStore::kLayoutVersion == 1, "kSchema writes layout 1");
 
@@ -84,6 +89,23 @@ constexpr std::array<std::string_view, 5> kIndexes = {"events_by_id", "events_by
                                                       "events_by_type", "events_by_stream_type",
                                                       "events_by_tenant"};
 
+constexpr api_internal::StoreTables kTables = {
+    .store = "event store",
+    .table = "events",
+    .meta_table = "eventsource_meta",
+    .columns = kTableColumns,
+    .indexes = kIndexes,
+    .layout_version = SQLiteEventStore::kLayoutVersion,
+    .create_sql = kSchema,
+    .reading_layout = "reading the layout version",
+    .creating = "creating the tables",
+};
+
+constexpr api_internal::SqliteErrorHints kErrorHints = {
+    .options = "SQLiteEventStoreOptions",
+    .large_value = "payload",
+};
+
 // What a read selects, in the order of Column.
 #define EVENTSOURCE_SELECT_EVENTS                                                      \
   "SELECT position, version, timestamp_us, schema_version, id, correlation_id, "       \
@@ -122,228 +144,12 @@ constexpr const char* kInsert =
     "tenant, timestamp_us, correlation_id, causation_id, actor, metadata, payload) "
     "VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 
-// Statements a connection keeps prepared at most. Only read_all builds SQL
-// (one text per shape of filter), so only a program reading with many
-// shapes reaches it; the cache then starts over.
-constexpr size_t kMaxStatements = 64;
 // Idle read connections kept open for the next reads.
 constexpr size_t kMaxIdleReaders = 4;
 
-int64_t now_us() {
-  return std::chrono::duration_cast<std::chrono::microseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-// SQLite numbers are signed: a bound past INT64_MAX means "no bound".
-int64_t clamp(uint64_t v) {
-  return v > uint64_t{std::numeric_limits<int64_t>::max()} ? std::numeric_limits<int64_t>::max()
-                                                           : static_cast<int64_t>(v);
-}
 // LIMIT -1 is no limit.
-int64_t sql_limit(uint64_t max_count) { return max_count == kNoLimit ? -1 : clamp(max_count); }
-
-// A failed SQLite call as a Status: the code says what the caller can do
-// next, the message names the file, the operation and SQLite's reason.
-Status sqlite_error(int rc, sqlite3* db, const std::string& path, std::string_view what) {
-  const std::string reason = db != nullptr ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  const int sys_errno = db != nullptr ? sqlite3_system_errno(db) : 0;
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return Status(Code::kBusy,
-                    fmt::format("{}: {}: {}: another connection or process held the database's "
-                                "lock for longer than busy_timeout_ms; retry later, or raise "
-                                "SQLiteEventStoreOptions::busy_timeout_ms",
-                                path, what, reason));
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      return corruption(fmt::format("{}: {}: {}: not an SQLite database, or a damaged one "
-                                    "(check the path; 'sqlite3 {} \"PRAGMA integrity_check\"' "
-                                    "reports damage)",
-                                    path, what, reason, path),
-                        -1, -1);
-    case SQLITE_TOOBIG:
-      return invalid_argument(
-          fmt::format("{}: {}: {}: a value is larger than SQLite allows "
-                      "(SQLITE_MAX_LENGTH); store a smaller payload",
-                      path, what, reason));
-    case SQLITE_FULL:
-      return io_error(
-          fmt::format("{}: {}: {}: the disk is full; free space and retry", path, what, reason),
-          sys_errno);
-    case SQLITE_CANTOPEN:
-    case SQLITE_PERM:
-    case SQLITE_READONLY:
-      return io_error(fmt::format("{}: {}: {}: check that the file and its directory exist and "
-                                  "are writable (SQLite writes -wal and -shm files beside it)",
-                                  path, what, reason),
-                      sys_errno);
-    default:
-      return io_error(fmt::format("{}: {}: {}", path, what, reason), sys_errno);
-  }
-}
-
-// One SQLite connection and the statements prepared on it: each prepared
-// on first use, then kept and reset after every use until the connection
-// closes. Callers serialize (the writer under its mutex, a read connection
-// by the read that leased it), so it is opened SQLITE_OPEN_NOMUTEX.
-class Connection {
- public:
-  static Result<std::unique_ptr<Connection>> open(const std::string& path, int flags,
-                                                  int busy_timeout_ms) {
-    sqlite3* db = nullptr;
-    const int rc = sqlite3_open_v2(path.c_str(), &db, flags | SQLITE_OPEN_NOMUTEX, nullptr);
-    // The handle is ours even when the open failed (it carries the reason).
-    std::unique_ptr<Connection> c(new Connection(db, path));
-    if (rc != SQLITE_OK) return c->error(rc, "opening the database");
-    sqlite3_extended_result_codes(db, 1);
-    // Wait for a writer of another connection instead of failing at once.
-    sqlite3_busy_timeout(db, busy_timeout_ms);
-    return c;
-  }
-
-  Connection(const Connection&) = delete;
-  Connection& operator=(const Connection&) = delete;
-  ~Connection() { close().ignore_error(); }
-
-  sqlite3* db() const { return db_; }
-  const std::string& path() const { return path_; }
-  Status error(int rc, std::string_view what) const { return sqlite_error(rc, db_, path_, what); }
-
-  // The statement of `sql`, prepared on first use. REQUIRES: no statement
-  // of this connection is in use when the cache is full (only a read builds
-  // SQL, and it asks for its one statement before using any).
-  Result<sqlite3_stmt*> statement(std::string_view sql) {
-    if (auto it = statements_.find(sql); it != statements_.end()) return it->second;
-    if (statements_.size() >= kMaxStatements) finalize_all();
-    sqlite3_stmt* stmt = nullptr;
-    const int rc = sqlite3_prepare_v3(db_, sql.data(), static_cast<int>(sql.size()),
-                                      SQLITE_PREPARE_PERSISTENT, &stmt, nullptr);
-    if (rc != SQLITE_OK) return error(rc, "preparing a statement");
-    statements_.emplace(std::string(sql), stmt);
-    return stmt;
-  }
-
-  // Runs one cached statement that returns no rows (BEGIN, COMMIT).
-  Status run(std::string_view sql, std::string_view what);
-
-  // Runs `sql`, any number of statements, without caching (setup).
-  Status exec_script(const char* sql, std::string_view what) {
-    const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
-    return rc == SQLITE_OK ? Status() : error(rc, what);
-  }
-
-  // The first column of every row of `sql` as text (setup and schema
-  // checks; prepared for this one use).
-  Result<std::vector<std::string>> rows(const char* sql, std::string_view what) {
-    sqlite3_stmt* stmt = nullptr;
-    int rc = sqlite3_prepare_v2(db_, sql, -1, &stmt, nullptr);
-    std::vector<std::string> out;
-    if (rc == SQLITE_OK) {
-      while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
-        const unsigned char* text = sqlite3_column_text(stmt, 0);
-        out.emplace_back(text ? reinterpret_cast<const char*>(text) : "",
-                         static_cast<size_t>(sqlite3_column_bytes(stmt, 0)));
-      }
-    }
-    Status s = rc == SQLITE_DONE ? Status() : error(rc, what);
-    sqlite3_finalize(stmt);
-    if (!s.ok()) return s;
-    return out;
-  }
-
-  // Finalizes the statements and closes the connection. Idempotent.
-  Status close() {
-    if (db_ == nullptr) return Status();
-    finalize_all();
-    Status s;
-    if (const int rc = sqlite3_close(db_); rc != SQLITE_OK) {
-      s = error(rc, "closing the database");
-      sqlite3_close_v2(db_);  // closes as soon as whatever holds it is done
-    }
-    db_ = nullptr;
-    return s;
-  }
-
- private:
-  Connection(sqlite3* db, std::string path) : db_(db), path_(std::move(path)) {}
-
-  void finalize_all() {
-    for (auto& [sql, stmt] : statements_) sqlite3_finalize(stmt);
-    statements_.clear();
-  }
-
-  sqlite3* db_;
-  std::string path_;
-  std::map<std::string, sqlite3_stmt*, std::less<>> statements_;
-};
-
-// One use of a cached statement: resets it and clears its bindings at the
-// end, so the next use starts clean and no read transaction stays open.
-class StatementUse {
- public:
-  explicit StatementUse(sqlite3_stmt* stmt) : stmt_(stmt) {}
-  StatementUse(const StatementUse&) = delete;
-  StatementUse& operator=(const StatementUse&) = delete;
-  ~StatementUse() {
-    sqlite3_reset(stmt_);
-    sqlite3_clear_bindings(stmt_);
-  }
-
- private:
-  sqlite3_stmt* stmt_;
-};
-
-Status Connection::run(std::string_view sql, std::string_view what) {
-  EVENTSOURCE_ASSIGN_OR_RETURN(sqlite3_stmt* const stmt, statement(sql));
-  StatementUse use(stmt);
-  const int rc = sqlite3_step(stmt);
-  return rc == SQLITE_DONE || rc == SQLITE_ROW ? Status() : error(rc, what);
-}
-
-// Binds ?1, ?2, ... in turn and keeps the first failure. The bound bytes
-// are not copied: they must outlive the statement's use.
-class Binder {
- public:
-  explicit Binder(sqlite3_stmt* stmt) : stmt_(stmt) {}
-
-  Binder& bytes(std::string_view v) {
-    // An empty view may have no data pointer, which SQLite would bind as
-    // NULL: bind the empty BLOB instead.
-    return check(v.empty()
-                     ? sqlite3_bind_zeroblob(stmt_, next_++, 0)
-                     : sqlite3_bind_blob64(stmt_, next_++, v.data(), v.size(), SQLITE_STATIC));
-  }
-  Binder& uuid(const Uuid& u) {
-    return check(sqlite3_bind_blob(stmt_, next_++, u.bytes.data(), static_cast<int>(u.bytes.size()),
-                                   SQLITE_STATIC));
-  }
-  // nil = NULL (no id).
-  Binder& uuid_or_null(const Uuid& u) {
-    return u.is_nil() ? check(sqlite3_bind_null(stmt_, next_++)) : uuid(u);
-  }
-  Binder& integer(int64_t v) { return check(sqlite3_bind_int64(stmt_, next_++, v)); }
-
-  int rc() const { return rc_; }
-
- private:
-  Binder& check(int rc) {
-    if (rc_ == SQLITE_OK) rc_ = rc;
-    return *this;
-  }
-
-  sqlite3_stmt* stmt_;
-  int next_ = 1;
-  int rc_ = SQLITE_OK;
-};
-
-// The bytes of a BLOB column, valid until the next step of `stmt`.
-std::string_view column_bytes(sqlite3_stmt* stmt, int column) {
-  const void* data = sqlite3_column_blob(stmt, column);
-  const int size = sqlite3_column_bytes(stmt, column);
-  return data != nullptr ? std::string_view(static_cast<const char*>(data), size)
-                         : std::string_view();
+int64_t sql_limit(uint64_t max_count) {
+  return max_count == kNoLimit ? -1 : clamp_to_int64(max_count);
 }
 
 // A 16-byte id column; NULL is the nil id where `nullable`. False: malformed.
@@ -411,8 +217,7 @@ Result<int64_t> query_int(Connection& c, std::string_view sql, std::string_view 
   StatementUse use(stmt);
   Binder binder(stmt);
   bind(binder);
-  if (binder.rc() != SQLITE_OK) return c.error(binder.rc(), what);
-  const int rc = sqlite3_step(stmt);
+  const int rc = binder.step();
   if (rc != SQLITE_ROW) return c.error(rc, what);
   return sqlite3_column_int64(stmt, 0);
 }
@@ -436,9 +241,7 @@ Result<std::optional<api_internal::IdLocation>> find_id(Connection& c, const Uui
   const std::string what = fmt::format("looking up event id {}", id.to_string());
   EVENTSOURCE_ASSIGN_OR_RETURN(sqlite3_stmt* const stmt, c.statement(kFindId));
   StatementUse use(stmt);
-  Binder binder(stmt);
-  if (binder.uuid(id).rc() != SQLITE_OK) return c.error(binder.rc(), what);
-  const int rc = sqlite3_step(stmt);
+  const int rc = Binder(stmt).uuid(id).step();
   if (rc == SQLITE_DONE) return std::optional<api_internal::IdLocation>();
   if (rc != SQLITE_ROW) return c.error(rc, what);
   api_internal::IdLocation at;
@@ -448,27 +251,6 @@ Result<std::optional<api_internal::IdLocation>> find_id(Connection& c, const Uui
   at.position = GlobalPosition(static_cast<uint64_t>(sqlite3_column_int64(stmt, 3)));
   return std::optional<api_internal::IdLocation>(std::move(at));
 }
-
-// BEGIN IMMEDIATE .. COMMIT: takes the database's write lock at the start
-// (waiting up to busy_timeout_ms), so the versions and positions read
-// inside stay true until the commit. Rolls back unless committed: an error
-// or an exception halfway leaves nothing written.
-class WriteTransaction {
- public:
-  explicit WriteTransaction(Connection& c) : c_(c) {}
-  WriteTransaction(const WriteTransaction&) = delete;
-  WriteTransaction& operator=(const WriteTransaction&) = delete;
-  ~WriteTransaction() {
-    // A failed COMMIT may have rolled back already (autocommit is then on).
-    if (sqlite3_get_autocommit(c_.db()) == 0) c_.run("ROLLBACK", "rolling back").ignore_error();
-  }
-
-  Status begin(std::string_view what) { return c_.run("BEGIN IMMEDIATE", what); }
-  Status commit(std::string_view what) { return c_.run("COMMIT", what); }
-
- private:
-  Connection& c_;
-};
 
 // Why an INSERT broke a constraint although the judgement passed: another
 // writer got in between (which BEGIN IMMEDIATE should rule out), or the
@@ -495,17 +277,17 @@ Status constraint_failure(Connection& c, int rc, const StreamId& stream, Expecte
 Status insert_events(Connection& c, const StreamId& stream, ExpectedVersion expected,
                      StreamVersion current, GlobalPosition last, std::span<const NewEvent> events) {
   EVENTSOURCE_ASSIGN_OR_RETURN(sqlite3_stmt* const insert, c.statement(kInsert));
-  const int64_t now = now_us();
+  const int64_t now = api_internal::now_us();
   for (size_t i = 0; i < events.size(); ++i) {
     const NewEvent& e = events[i];
     const Uuid id = e.id.is_nil() ? Uuid::random() : e.id;
     StatementUse use(insert);
     Binder b(insert);
-    b.integer(clamp(last.value + 1 + i))
+    b.integer(clamp_to_int64(last.value + 1 + i))
         .uuid(id)
         .bytes(stream.type)
         .bytes(stream.id)
-        .integer(clamp(current.value + 1 + i))
+        .integer(clamp_to_int64(current.value + 1 + i))
         .bytes(e.type)
         .integer(e.schema_version)
         .bytes(e.tenant)
@@ -515,7 +297,7 @@ Status insert_events(Connection& c, const StreamId& stream, ExpectedVersion expe
         .bytes(e.actor)
         .bytes(e.metadata)
         .bytes(e.payload);
-    const int rc = b.rc() != SQLITE_OK ? b.rc() : sqlite3_step(insert);
+    const int rc = b.step();
     if (rc == SQLITE_DONE) continue;
     if ((rc & 0xff) == SQLITE_CONSTRAINT) return constraint_failure(c, rc, stream, expected, i, id);
     return c.error(rc, fmt::format("stream {}: inserting event {} of the batch ({})", stream.name(),
@@ -544,117 +326,6 @@ Result<AppendResult> append_batch(Connection& c, const StreamId& stream, Expecte
   result.first_position = GlobalPosition(last.value + 1);
   result.last_position = GlobalPosition(last.value + events.size());
   return result;
-}
-
-// What a database holds of ours.
-enum class Schema : uint8_t {
-  kNone,        // none of our tables: a new store
-  kIncomplete,  // our tables, but an index is missing (re-created)
-  kReady,
-};
-
-bool contains(const std::vector<std::string>& v, std::string_view s) {
-  return std::find(v.begin(), v.end(), s) != v.end();
-}
-
-// Looks at the schema. Errors: an events table that is not ours, a newer
-// layout, our tables altered.
-Result<Schema> inspect_schema(Connection& c) {
-  const std::string& path = c.path();
-  EVENTSOURCE_ASSIGN_OR_RETURN(const std::vector<std::string> tables,
-                               c.rows("SELECT name FROM sqlite_master WHERE type = 'table' AND "
-                                      "name IN ('events', 'eventsource_meta')",
-                                      "reading the schema"));
-  if (!contains(tables, "eventsource_meta")) {
-    if (!contains(tables, "events")) return Schema::kNone;
-    return invalid_argument(fmt::format(
-        "{}: the database holds a table named events that eventsource did not create (there is "
-        "no eventsource_meta table); open another file, or rename that table",
-        path));
-  }
-  EVENTSOURCE_ASSIGN_OR_RETURN(const std::vector<std::string> layout,
-                               c.rows("SELECT value FROM eventsource_meta WHERE name = 'layout' "
-                                      "AND typeof(value) = 'integer'",
-                                      "reading the layout version"));
-  int64_t version = 0;
-  if (layout.size() != 1 ||
-      std::from_chars(layout[0].data(), layout[0].data() + layout[0].size(), version).ec !=
-          std::errc() ||
-      version < 1)
-    return corruption(fmt::format("{}: table eventsource_meta has no valid 'layout' row; the "
-                                  "tables were changed outside eventsource (restore the "
-                                  "database from a backup)",
-                                  path),
-                      -1, -1);
-  if (version > SQLiteEventStore::kLayoutVersion)
-    return not_supported(
-        fmt::format("{}: the events table has layout {}, newer than this "
-                    "library's {}; open it with a newer eventsource",
-                    path, version, SQLiteEventStore::kLayoutVersion));
-  EVENTSOURCE_ASSIGN_OR_RETURN(
-      const std::vector<std::string> columns,
-      c.rows("SELECT name FROM pragma_table_info('events')", "reading the events table"));
-  if (!std::equal(columns.begin(), columns.end(), kTableColumns.begin(), kTableColumns.end()))
-    return corruption(fmt::format("{}: the events table has columns ({}), not those of layout "
-                                  "{}; it was changed outside eventsource (restore the "
-                                  "database from a backup)",
-                                  path, fmt::join(columns, ", "), version),
-                      -1, -1);
-  EVENTSOURCE_ASSIGN_OR_RETURN(
-      const std::vector<std::string> indexes,
-      c.rows("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'events'",
-             "reading the indexes"));
-  for (std::string_view index : kIndexes)
-    if (!contains(indexes, index)) return Schema::kIncomplete;
-  return Schema::kReady;
-}
-
-Status no_store(const std::string& path) {
-  return not_found(
-      fmt::format("{}: no event store here (create_if_missing is off); check the "
-                  "path, or open with create_if_missing",
-                  path));
-}
-
-Status use_wal(Connection& c) {
-  EVENTSOURCE_ASSIGN_OR_RETURN(const std::vector<std::string> mode,
-                               c.rows("PRAGMA journal_mode=WAL", "switching to WAL mode"));
-  if (mode.size() == 1 && (mode[0] == "wal" || mode[0] == "WAL")) return Status();
-  return not_supported(
-      fmt::format("{}: SQLite cannot put this database in WAL mode (the "
-                  "journal mode stays {}); keep it on a local file system",
-                  c.path(), mode.empty() ? "unknown" : mode[0]));
-}
-
-// Makes sure the database is in WAL mode and holds our tables, creating
-// them when allowed. It looks before it writes anything, so a file it
-// refuses (not a database, an events table not ours, no store and
-// !create_if_missing) is left as it was. Creating takes the write lock and
-// looks again under it: another process may have created them meanwhile.
-Status prepare_database(Connection& c, bool create_if_missing) {
-  EVENTSOURCE_ASSIGN_OR_RETURN(const Schema found, inspect_schema(c));
-  if (found == Schema::kNone && !create_if_missing) return no_store(c.path());
-  EVENTSOURCE_RETURN_IF_ERROR(use_wal(c));
-  if (found == Schema::kReady) return Status();
-  WriteTransaction txn(c);
-  EVENTSOURCE_RETURN_IF_ERROR(txn.begin("creating the tables"));
-  EVENTSOURCE_ASSIGN_OR_RETURN(const Schema now, inspect_schema(c));
-  if (now != Schema::kReady)
-    EVENTSOURCE_RETURN_IF_ERROR(c.exec_script(kSchema, "creating the tables"));
-  return txn.commit("creating the tables");
-}
-
-// Runs `fn`, turning an exception (std::bad_alloc, most likely) into an
-// error: none leaves the store.
-template <class Fn>
-auto catch_all(const std::string& path, std::string_view what, Fn&& fn) -> decltype(fn()) {
-  try {
-    return fn();
-  } catch (const std::exception& e) {
-    return Status(Code::kIoError, fmt::format("{}: {}: {}", path, what, e.what()));
-  } catch (...) {
-    return Status(Code::kIoError, fmt::format("{}: {}: an unknown exception", path, what));
-  }
 }
 
 class ReadPool;
@@ -700,8 +371,9 @@ class ReadPool {
       }
     }
     // Opened without the lock: opening may wait for a lock of the file.
-    EVENTSOURCE_ASSIGN_OR_RETURN(std::unique_ptr<Connection> c,
-                                 Connection::open(path_, SQLITE_OPEN_READWRITE, busy_timeout_ms_));
+    EVENTSOURCE_ASSIGN_OR_RETURN(
+        std::unique_ptr<Connection> c,
+        Connection::open(path_, SQLITE_OPEN_READWRITE, busy_timeout_ms_, kErrorHints));
     // A reader never writes; query_only makes sure of it.
     EVENTSOURCE_RETURN_IF_ERROR(c->exec_script("PRAGMA query_only=1", "opening a reader"));
     return Lease(this, std::move(c));
@@ -749,8 +421,10 @@ Lease::~Lease() {
 std::pair<int64_t, int64_t> version_range(const StreamReadOptions& o) {
   constexpr int64_t kMax = std::numeric_limits<int64_t>::max();
   if (o.direction == ReadDirection::kForward)
-    return {std::max<int64_t>(clamp(o.from.value), 1), o.to.value == 0 ? kMax : clamp(o.to.value)};
-  return {std::max<int64_t>(clamp(o.to.value), 1), o.from.value == 0 ? kMax : clamp(o.from.value)};
+    return {std::max<int64_t>(clamp_to_int64(o.from.value), 1),
+            o.to.value == 0 ? kMax : clamp_to_int64(o.to.value)};
+  return {std::max<int64_t>(clamp_to_int64(o.to.value), 1),
+          o.from.value == 0 ? kMax : clamp_to_int64(o.from.value)};
 }
 
 // A read_all's SQL: every filter is a WHERE term, so SQLite can walk the
@@ -775,7 +449,7 @@ std::string read_all_sql(const AllReadOptions& o) {
 
 int bind_read_all(sqlite3_stmt* stmt, const AllReadOptions& o) {
   Binder b(stmt);
-  b.integer(std::max<int64_t>(clamp(o.from.value), 1)).integer(o.from_time_us);
+  b.integer(std::max<int64_t>(clamp_to_int64(o.from.value), 1)).integer(o.from_time_us);
   for (const std::string& t : o.event_types) b.bytes(t);
   for (const std::string& t : o.stream_types) b.bytes(t);
   if (o.tenant) b.bytes(*o.tenant);
@@ -814,17 +488,12 @@ Result<std::unique_ptr<SQLiteEventStore>> SQLiteEventStore::open(
                       "connection to an in-memory database sees its own); "
                       "use InMemoryEventStore for a store without a file",
                       path));
-    // Debian's SQLite reads "file:..." as a URI: "./" keeps it a file name.
-    const std::string file = path.starts_with("file:") ? "./" + path : path;
-    std::error_code ec;
-    if (!options.create_if_missing && !std::filesystem::exists(file, ec)) return no_store(path);
-    const int flags = SQLITE_OPEN_READWRITE | (options.create_if_missing ? SQLITE_OPEN_CREATE : 0);
-    EVENTSOURCE_ASSIGN_OR_RETURN(std::unique_ptr<Connection> writer,
-                                 Connection::open(file, flags, options.busy_timeout_ms));
-    EVENTSOURCE_RETURN_IF_ERROR(prepare_database(*writer, options.create_if_missing));
-    EVENTSOURCE_RETURN_IF_ERROR(writer->exec_script(
-        options.synchronous_full ? "PRAGMA synchronous=FULL" : "PRAGMA synchronous=NORMAL",
-        "setting PRAGMA synchronous"));
+    EVENTSOURCE_ASSIGN_OR_RETURN(
+        std::unique_ptr<Connection> writer,
+        api_internal::open_database(path, api_internal::open_options(options), kTables,
+                                    kErrorHints));
+    // The readers open the name the writer's connection was given.
+    const std::string file = writer->path();
     auto impl = std::make_unique<Impl>(file, options, std::move(writer));
     log_to(options.observability.log, LogLevel::kInfo, "sqlite event store opened",
            std::array<LogField, 1>{LogField{"path", path}});

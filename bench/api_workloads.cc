@@ -225,10 +225,11 @@ Result<double> api_append(EventStore& store, const EventRegistry& reg,
       EVENTSOURCE_ASSIGN_OR_RETURN(NewEvent e, reg.encode(pool[j % pool.size()]));
       events.push_back(std::move(e));
     }
-    EVENTSOURCE_RETURN_IF_ERROR(
-        store
-            .append_events(streams[k % streams.size()], eventsource::ExpectedVersion::any(), events)
-            .status());
+    EVENTSOURCE_RETURN_IF_ERROR(store
+                                    .append_events(streams[k % streams.size()],
+                                                   eventsource::ExpectedVersion::any(),
+                                                   std::move(events))
+                                    .status());
   }
   return seconds_since(t0);
 }

@@ -414,6 +414,42 @@ TEST_SUITE("api-conformance") {
     }
   }
 
+  TEST_CASE("appending a moved vector stores the same as appending a span") {
+    FOR_EACH_BACKEND(b, dir) {
+      auto s = b.open(dir.path());
+      NewEvent e = ev("Placed", std::string(300, 'p'));
+      e.actor = "alice";
+      e.metadata = "{\"k\":1}";
+      e.schema_version = 2;
+      e.tenant = "acme";
+      const std::vector<NewEvent> batch = {e, ev("Shipped", "{\"t\":1}")};
+      REQUIRE(s->append_events(order("span"), ExpectedVersion::no_stream(), batch).ok());
+      std::vector<NewEvent> owned = batch;
+      auto r = s->append_events(order("moved"), ExpectedVersion::no_stream(), std::move(owned));
+      REQUIRE(r.ok());
+      CHECK(r->last_position.value == 4);
+      // Refused like a span: a conflict, with nothing written.
+      std::vector<NewEvent> again = batch;
+      CHECK(s->append_events(order("moved"), ExpectedVersion::no_stream(), std::move(again))
+                .status()
+                .code() == Code::kConflict);
+      auto a = s->get_events(order("span"));
+      auto m = s->get_events(order("moved"));
+      REQUIRE((a.ok() && m.ok()));
+      REQUIRE(a->size() == 2);
+      REQUIRE(m->size() == 2);
+      for (size_t i = 0; i < 2; ++i) {
+        CHECK((*m)[i].payload == (*a)[i].payload);
+        CHECK((*m)[i].type == (*a)[i].type);
+        CHECK((*m)[i].tenant == (*a)[i].tenant);
+        CHECK((*m)[i].actor == (*a)[i].actor);
+        CHECK((*m)[i].metadata == (*a)[i].metadata);
+        CHECK((*m)[i].schema_version == (*a)[i].schema_version);
+      }
+      CHECK(position_of(*s) == 4);
+    }
+  }
+
   TEST_CASE("events stamped before 1970 are read like any other") {
     FOR_EACH_BACKEND(b, dir) {
       auto s = b.open(dir.path());

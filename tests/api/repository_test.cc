@@ -6,7 +6,9 @@
 #include <doctest/doctest.h>
 
 #include <atomic>
+#include <algorithm>
 #include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -197,7 +199,77 @@ Order placed_order(AggregateRepository<Order>& repo, const std::string& id, int 
   return std::move(o).value();
 }
 
+// Records the name of every span started, and how many ended.
+class NameTracer final : public Tracer {
+ public:
+  class Named final : public TraceSpan {
+   public:
+    explicit Named(NameTracer* t) : t_(t) {}
+    void set_attribute(std::string_view, std::string_view) override {}
+    void set_attribute(std::string_view, int64_t) override {}
+    void record_error(std::string_view) override {}
+    void end() override {
+      std::lock_guard lock(t_->mu);
+      ++t_->ended;
+    }
+
+   private:
+    NameTracer* t_;
+  };
+  std::unique_ptr<TraceSpan> start_span(std::string_view name) override {
+    std::lock_guard lock(mu);
+    names.emplace_back(name);
+    return std::make_unique<Named>(this);
+  }
+  bool saw(std::string_view name) const {
+    std::lock_guard lock(mu);
+    return std::find(names.begin(), names.end(), name) != names.end();
+  }
+  mutable std::mutex mu;
+  std::vector<std::string> names;
+  int ended = 0;
+};
+
 TEST_SUITE("api-repository") {
+  TEST_CASE("spans and counters: the repository and the stores under it report what they did") {
+    TempDir dir("es-repo-obs");
+    NameTracer tracer;
+    Metrics metrics;
+    EventRegistry registry;
+    register_all(registry);
+    const Observability obs{.tracer = &tracer, .metrics = &metrics};
+    EngineEventStoreOptions o;
+    o.store.durability = Durability::kGroup;
+    o.observability = obs;
+    auto store = EngineEventStore::open(dir.file("events.es"), o);
+    REQUIRE(store.ok());
+    EngineSnapshotStore snaps((*store)->shared_store(), obs);
+    AggregateRepository<Order> orders(**store, registry,
+                                      {.snapshots = &snaps, .snapshot_every = 2, .observability = obs});
+    Order order("1");
+    REQUIRE(order.handle(PlaceOrder{"ann"}).ok());
+    REQUIRE(order.handle(AddItem{"a"}).ok());
+    REQUIRE(orders.save(order).ok());
+    REQUIRE(orders.load("1").ok());
+    for (std::string_view name :
+         {span_names::kRepositorySave, span_names::kAppendEvents, span_names::kSnapshotSave,
+          span_names::kRepositoryLoad, span_names::kSnapshotGet, span_names::kGetEvents})
+      CHECK_MESSAGE(tracer.saw(name), name);
+    CHECK(tracer.ended == static_cast<int>(tracer.names.size()));
+    const Counters c = metrics.counters();
+    CHECK(c.appends == 1);
+    CHECK(c.events_appended == 2);
+    CHECK(c.syncs == 1);  // kGroup: the append waited for an fdatasync
+    CHECK(c.snapshot_hits == 1);
+    CHECK(c.conflicts == 0);
+    Order stale("1");
+    REQUIRE(stale.handle(PlaceOrder{"bob"}).ok());
+    CHECK(orders.save(stale).status().code() == Code::kConflict);
+    CHECK(metrics.counters().conflicts == 1);
+    CHECK(metrics.prometheus_text().find("eventsource_syncs_total 1") != std::string::npos);
+  }
+
+
   TEST_CASE("the testing kit: given, when, then, and it fails when it should") {
     using S = Scenario<Order>;
     CHECK(S().given({OrderPlaced{"ann"}}).when(AddItem{"a", 2}).then({ItemAdded{"a", 2}}).ok());

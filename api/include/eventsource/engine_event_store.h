@@ -28,7 +28,10 @@ class EngineEventStore final : public EventStore {
   static Result<std::unique_ptr<EngineEventStore>> open(
       const std::string& path, const EngineEventStoreOptions& options = {});
   // Over a Store opened by the caller, shared with other components.
-  EngineEventStore(std::shared_ptr<Store> store, Observability observability = {});
+  // `durability`: the Store's (StoreOptions::durability), for the syncs
+  // counter: appends then count one sync each unless it is kNone.
+  EngineEventStore(std::shared_ptr<Store> store, Observability observability = {},
+                   Durability durability = Durability::kGroup);
   ~EngineEventStore() override;
 
   std::string_view backend() const override { return "engine"; }
@@ -41,6 +44,10 @@ class EngineEventStore final : public EventStore {
  private:
   Result<AppendResult> do_append(const StreamId& stream, ExpectedVersion expected,
                                  std::span<const NewEvent> events) override;
+  Result<AppendResult> do_append_owned(const StreamId& stream, ExpectedVersion expected,
+                                       std::vector<NewEvent>& events) override;
+  Result<AppendResult> write(const StreamId& stream, ExpectedVersion expected,
+                             std::span<const EventData> data);
   Status do_read_stream(const StreamId& stream, const StreamReadOptions& options,
                         const RecordCallback& fn) const override;
   Status do_read_all(const AllReadOptions& options, const RecordCallback& fn) const override;
@@ -51,6 +58,7 @@ class EngineEventStore final : public EventStore {
   Status closed_error() const;
 
   std::shared_ptr<Store> store_;
+  Durability durability_;
 };
 
 }  // namespace eventsource

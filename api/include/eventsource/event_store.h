@@ -160,6 +160,10 @@ class EventStore {
   // batch with one id), kConflict, kDuplicateEvent, kClosed, kIoError.
   Result<AppendResult> append_events(const StreamId& stream, ExpectedVersion expected,
                                      std::span<const NewEvent> events);
+  // The same, taking the events: a backend may move their bytes instead of
+  // copying them (the engine's does). `events` is left valid but unspecified.
+  Result<AppendResult> append_events(const StreamId& stream, ExpectedVersion expected,
+                                     std::vector<NewEvent>&& events);
 
   // Calls `fn` for `stream`'s events that `options` select, in version order
   // (or reverse). A missing stream reads as empty. Span event_store.get_events.
@@ -194,6 +198,11 @@ class EventStore {
   // read_all's filters are the backend's to apply (all of them, exactly).
   virtual Result<AppendResult> do_append(const StreamId& stream, ExpectedVersion expected,
                                          std::span<const NewEvent> events) = 0;
+  // May take the events' bytes; by default the same as do_append.
+  virtual Result<AppendResult> do_append_owned(const StreamId& stream, ExpectedVersion expected,
+                                               std::vector<NewEvent>& events) {
+    return do_append(stream, expected, events);
+  }
   virtual Status do_read_stream(const StreamId& stream, const StreamReadOptions& options,
                                 const RecordCallback& fn) const = 0;
   virtual Status do_read_all(const AllReadOptions& options, const RecordCallback& fn) const = 0;
@@ -202,6 +211,12 @@ class EventStore {
   virtual Result<StreamVersion> do_stream_version(const StreamId& stream) const = 0;
 
  private:
+  // The checks, spans and counters around one append; `write` is do_append
+  // or do_append_owned.
+  template <class Write>
+  Result<AppendResult> checked_append(const StreamId& stream, ExpectedVersion expected,
+                                      std::span<const NewEvent> events, Write&& write);
+
   Observability obs_;
 };
 
