@@ -105,12 +105,15 @@ Status Store::Impl::write_checkpoint_locked() {
   c.index_slot = slot;
   c.index_epoch = slots_[slot].epoch;
   c.written_us = now_us();
-  s = write_checkpoint_file(*os_, path_, c, seed_, opt_.file_mode);
-  if (!s.ok()) {
+  bool renamed = false;
+  s = write_checkpoint_file(*os_, path_, c, seed_, opt_.file_mode, &renamed);
+  if (!s.ok() && !renamed) {
     // The old checkpoint still names the old index: the new one is garbage.
     free_index_segment(slot).ignore_error();  // else freed at the next open
     return s;
   }
+  // In place (even if its directory fsync failed): the checkpoint file now
+  // names the new index, so it is the one in use.
   ckpt_ = c;
   // Swap the in-memory index onto the new persisted one.
   int err = 0;
@@ -139,6 +142,11 @@ Status Store::Impl::write_checkpoint_locked() {
     index_epoch_ = c.index_epoch;
     index_covers_ = covers;
   }
+  // The directory fsync failed: after a power loss the old checkpoint file
+  // may come back, naming the old index, so that one is kept too (the next
+  // open frees whichever is not named). The checkpoint is not durable: the
+  // next one is tried as if this one had not happened.
+  if (!s.ok()) return s;
   // The previous index segment is no longer referenced: zero it (so no
   // stale header or blob byte outlives it) and free its slots.
   if (old_slot != kNoSlot && old_slot < slots_.size() && old_slot != slot)

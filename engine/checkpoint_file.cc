@@ -27,7 +27,8 @@ static Status write_all(Os& os, int fd, const uint8_t* p, size_t n, uint64_t off
 }
 
 Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpoint& c,
-                             uint64_t seed, unsigned file_mode) {
+                             uint64_t seed, unsigned file_mode, bool* renamed) {
+  if (renamed != nullptr) *renamed = false;
   uint8_t buf[ck::kSize] = {};
   std::memcpy(buf + ck::kMagic, format::kCheckpointMagic, 8);
   put_u32(buf + ck::kVersion, format::kFormatVersion);
@@ -64,6 +65,7 @@ Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpo
     return io_error(fmt::format("{}: rename to {} failed: {}", tmp, final_path, std::strerror(-r)),
                     -r);
   }
+  if (renamed != nullptr) *renamed = true;
   r = os.sync_dir_of(final_path);
   if (r < 0)
     return io_error(

@@ -30,8 +30,11 @@ std::string checkpoint_path(const std::string& data_path);
 
 // Writes PATH.ckpt atomically: temp file, fsync, rename, fsync(dir).
 // A crash at any step leaves the old or the new checkpoint, both valid.
+// `*renamed` (optional) tells a failure after the rename (the directory
+// fsync) from one before it: then the new file is in place, and after a
+// power loss either the old or the new one may be found.
 Status write_checkpoint_file(Os& os, const std::string& data_path, const Checkpoint& c,
-                             uint64_t seed, unsigned file_mode);
+                             uint64_t seed, unsigned file_mode, bool* renamed = nullptr);
 
 // Reads PATH.ckpt. Missing: nullopt, *problem ok. Unreadable/damaged/from
 // another store: nullopt with *problem saying why (kCorruption naming the

@@ -303,8 +303,10 @@ TEST_SUITE("checkpoint-file") {
         write_or_fail(path, checkpoint(1));
         FaultyOs os;
         os.fail_at(n, err, FaultKind::kError, Persistence::kTransient);
-        Status s = write_checkpoint_file(os, path, checkpoint(2), kSeed, 0600);
+        bool renamed = true;
+        Status s = write_checkpoint_file(os, path, checkpoint(2), kSeed, 0600, &renamed);
         CHECK(os.fault_fired());
+        CHECK(renamed == (n == calls));  // only the directory sync comes after the rename
         EVENTSOURCE_CHECK_CODE(s, Code::kIoError);
         CHECK(s.sys_errno() == err);
         CHECK(s.message().find(path + ".ckpt") != std::string::npos);
@@ -315,6 +317,41 @@ TEST_SUITE("checkpoint-file") {
         CHECK(same(*r.checkpoint, checkpoint(n == calls ? 2 : 1)));
       }
     }
+  }
+
+  TEST_CASE("a store whose checkpoint fails at any OS call verifies clean and keeps every event") {
+    // Found by api-faults: when close()'s checkpoint renamed the new file into
+    // place and then failed to fsync the directory, the store freed the new
+    // index segment the file now named; verify then reported "the index
+    // segment named by the checkpoint is missing" on an intact store.
+    TempDir dir("es-ckpt-store");
+    bool fired_after_rename = false;
+    for (uint64_t n = 1;; ++n) {
+      CAPTURE(n);
+      const std::string path = dir.file("s" + std::to_string(n));
+      auto os = std::make_shared<FaultyOs>();
+      StoreOptions o = small_store_options();
+      o.os = os;
+      std::unique_ptr<Store> store = open_or_fail(path, o);
+      const StreamId stream{"Order", "1"};
+      const std::vector<EventData> batch = {make_event("A", "{}"), make_event("B", "{}")};
+      EVENTSOURCE_REQUIRE_OK(store->append(stream, ExpectedVersion::any(), batch));
+      EVENTSOURCE_REQUIRE_OK(store->checkpoint());
+      EVENTSOURCE_REQUIRE_OK(store->append(stream, ExpectedVersion::any(), batch));
+      os->fail_at(n, EIO, FaultKind::kError, Persistence::kTransient);
+      const Status closed = store->close();
+      const bool fired = os->fault_fired();
+      fired_after_rename = fired_after_rename || closed.message().find("directory") != std::string::npos;
+      store.reset();
+      auto report = Store::verify(path);
+      EVENTSOURCE_REQUIRE_OK(report);
+      CHECK_MESSAGE(report->clean(), report->problems.front().what);
+      std::unique_ptr<Store> again = open_or_fail(path, small_store_options());
+      CHECK(again->committed_position().value == 4);
+      EVENTSOURCE_REQUIRE_OK(again->close());
+      if (!fired) break;
+    }
+    CHECK(fired_after_rename);  // the case of the bug was reached
   }
 
   TEST_CASE("a crash at any OS call of a replace leaves the old or the new file") {
