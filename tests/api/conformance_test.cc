@@ -17,12 +17,18 @@
 #include "eventsource/event_store.h"
 #include "eventsource/memory_event_store.h"
 #include "eventsource/sqlite_event_store.h"
+#include "tests/api/api_test_support.h"
 #include "tests/support/temp_dir.h"
 
 namespace eventsource {
 namespace {
 
+using testing::append_one;
+using testing::new_event;
+using testing::open_sqlite_events;
+using testing::read_all_stored;
 using testing::TempDir;
+using testing::with_id;
 
 struct BackendUnderTest {
   std::string name;
@@ -42,9 +48,7 @@ std::unique_ptr<EventStore> open_engine(const std::string& dir) {
 
 std::unique_ptr<EventStore> open_sqlite(const std::string& dir) {
   // NORMAL: no fsync per append; these cases test rules, not durability.
-  auto r = SQLiteEventStore::open(dir + "/events.db", {.synchronous_full = false});
-  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-  return std::move(r).value();
+  return open_sqlite_events(dir + "/events.db", {.synchronous_full = false});
 }
 
 // Add a backend here. `durable` backends also run the reopen cases.
@@ -64,29 +68,6 @@ std::vector<BackendUnderTest> backends() {
       SUBCASE(b.name.c_str())
 
 StreamId order(std::string id) { return StreamId{"Order", std::move(id)}; }
-
-NewEvent ev(std::string type, std::string payload = "{}") {
-  NewEvent e;
-  e.type = std::move(type);
-  e.payload = std::move(payload);
-  return e;
-}
-
-NewEvent with_id(NewEvent e, const Uuid& id) {
-  e.id = id;
-  return e;
-}
-
-Result<AppendResult> append1(EventStore& s, const StreamId& stream, ExpectedVersion expected,
-                             NewEvent e) {
-  return s.append_events(stream, expected, std::span<const NewEvent>(&e, 1));
-}
-
-std::vector<StoredEvent> all(const EventStore& s, const AllReadOptions& o = {}) {
-  auto r = s.get_all(o);
-  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-  return std::move(r).value();
-}
 
 std::vector<uint64_t> positions(const std::vector<StoredEvent>& events) {
   std::vector<uint64_t> out;
@@ -118,32 +99,34 @@ TEST_SUITE("api-conformance") {
       auto s = b.open(dir.path());
       const StreamId a = order("a");
       // no_stream: only on a new stream.
-      REQUIRE(append1(*s, a, ExpectedVersion::no_stream(), ev("Placed")).ok());
-      auto r = append1(*s, a, ExpectedVersion::no_stream(), ev("Placed"));
+      REQUIRE(append_one(*s, a, ExpectedVersion::no_stream(), new_event("Placed")).ok());
+      auto r = append_one(*s, a, ExpectedVersion::no_stream(), new_event("Placed"));
       REQUIRE(r.status().code() == Code::kConflict);
       CHECK(r.status().actual_version() == 1);
       CHECK(r.status().expected_version() == 0);
       CHECK(r.status().message().find("Order-a") != std::string::npos);
       // exists: only on an existing stream.
-      CHECK(append1(*s, order("b"), ExpectedVersion::exists(), ev("X")).status().code() ==
+      CHECK(append_one(*s, order("b"), ExpectedVersion::exists(), new_event("X")).status().code() ==
             Code::kConflict);
-      auto ok = append1(*s, a, ExpectedVersion::exists(), ev("ItemAdded"));
+      auto ok = append_one(*s, a, ExpectedVersion::exists(), new_event("ItemAdded"));
       REQUIRE(ok.ok());
       CHECK(ok->version.value == 2);
       // exact: only at that version.
-      r = append1(*s, a, ExpectedVersion::exact(StreamVersion(1)), ev("ItemAdded"));
+      r = append_one(*s, a, ExpectedVersion::exact(StreamVersion(1)), new_event("ItemAdded"));
       REQUIRE(r.status().code() == Code::kConflict);
       CHECK(r.status().actual_version() == 2);
       CHECK(r.status().expected_version() == 1);
-      REQUIRE(append1(*s, a, ExpectedVersion::exact(StreamVersion(2)), ev("ItemAdded")).ok());
+      REQUIRE(
+          append_one(*s, a, ExpectedVersion::exact(StreamVersion(2)), new_event("ItemAdded")).ok());
       // exact(0) is no_stream.
-      CHECK(append1(*s, order("c"), ExpectedVersion::exact(StreamVersion(0)), ev("P")).ok());
-      CHECK(append1(*s, order("c"), ExpectedVersion::exact(StreamVersion(0)), ev("P"))
+      CHECK(append_one(*s, order("c"), ExpectedVersion::exact(StreamVersion(0)), new_event("P"))
+                .ok());
+      CHECK(append_one(*s, order("c"), ExpectedVersion::exact(StreamVersion(0)), new_event("P"))
                 .status()
                 .code() == Code::kConflict);
       // any: always.
-      CHECK(append1(*s, a, ExpectedVersion::any(), ev("Shipped"))->version.value == 4);
-      CHECK(append1(*s, order("d"), ExpectedVersion::any(), ev("P"))->version.value == 1);
+      CHECK(append_one(*s, a, ExpectedVersion::any(), new_event("Shipped"))->version.value == 4);
+      CHECK(append_one(*s, order("d"), ExpectedVersion::any(), new_event("P"))->version.value == 1);
       // A refused append wrote nothing.
       CHECK(version_of(*s, a) == 4);
       CHECK(position_of(*s) == 6);
@@ -154,8 +137,8 @@ TEST_SUITE("api-conformance") {
     FOR_EACH_BACKEND(b, dir) {
       auto s = b.open(dir.path());
       const StreamId a = order("a");
-      const std::vector<NewEvent> batch = {with_id(ev("Placed"), Uuid::random()),
-                                           with_id(ev("ItemAdded"), Uuid::random())};
+      const std::vector<NewEvent> batch = {with_id(new_event("Placed"), Uuid::random()),
+                                           with_id(new_event("ItemAdded"), Uuid::random())};
       auto first = s->append_events(a, ExpectedVersion::no_stream(), batch);
       REQUIRE(first.ok());
       CHECK_FALSE(first->deduplicated);
@@ -168,7 +151,7 @@ TEST_SUITE("api-conformance") {
       CHECK(again->version.value == 2);
       CHECK(position_of(*s) == 2);
       // With any(), even after other appends landed.
-      REQUIRE(append1(*s, a, ExpectedVersion::any(), ev("Shipped")).ok());
+      REQUIRE(append_one(*s, a, ExpectedVersion::any(), new_event("Shipped")).ok());
       auto later = s->append_events(a, ExpectedVersion::any(), batch);
       REQUIRE(later.ok());
       CHECK(later->deduplicated);
@@ -177,7 +160,7 @@ TEST_SUITE("api-conformance") {
       auto stale = s->append_events(a, ExpectedVersion::exact(StreamVersion(2)), batch);
       CHECK(stale.status().code() == Code::kConflict);
       CHECK(position_of(*s) == 3);
-      CHECK(all(*s).size() == 3);
+      CHECK(read_all_stored(*s).size() == 3);
     }
   }
 
@@ -186,24 +169,27 @@ TEST_SUITE("api-conformance") {
       auto s = b.open(dir.path());
       const Uuid x = Uuid::random(), y = Uuid::random();
       REQUIRE(s->append_events(order("a"), ExpectedVersion::any(),
-                               std::vector{with_id(ev("P"), x), with_id(ev("Q"), y)})
+                               std::vector{with_id(new_event("P"), x), with_id(new_event("Q"), y)})
                   .ok());
       // Part of the batch: stored and new ids mixed.
       auto mixed = s->append_events(order("a"), ExpectedVersion::any(),
-                                    std::vector{with_id(ev("P"), x), ev("New")});
+                                    std::vector{with_id(new_event("P"), x), new_event("New")});
       CHECK(mixed.status().code() == Code::kDuplicateEvent);
       // Another order.
-      auto swapped = s->append_events(order("a"), ExpectedVersion::any(),
-                                      std::vector{with_id(ev("Q"), y), with_id(ev("P"), x)});
+      auto swapped =
+          s->append_events(order("a"), ExpectedVersion::any(),
+                           std::vector{with_id(new_event("Q"), y), with_id(new_event("P"), x)});
       CHECK(swapped.status().code() == Code::kDuplicateEvent);
       // Another stream.
-      auto elsewhere = append1(*s, order("b"), ExpectedVersion::any(), with_id(ev("P"), x));
+      auto elsewhere =
+          append_one(*s, order("b"), ExpectedVersion::any(), with_id(new_event("P"), x));
       CHECK(elsewhere.status().code() == Code::kDuplicateEvent);
       CHECK(elsewhere.status().message().find("Order-a") != std::string::npos);
       // Twice in one batch.
       const Uuid z = Uuid::random();
-      auto twice = s->append_events(order("c"), ExpectedVersion::any(),
-                                    std::vector{with_id(ev("P"), z), with_id(ev("P"), z)});
+      auto twice =
+          s->append_events(order("c"), ExpectedVersion::any(),
+                           std::vector{with_id(new_event("P"), z), with_id(new_event("P"), z)});
       CHECK(twice.status().code() == Code::kInvalidArgument);
       CHECK(position_of(*s) == 2);
       CHECK(version_of(*s, order("b")) == 0);
@@ -220,7 +206,7 @@ TEST_SUITE("api-conformance") {
       CHECK(s->append_events(order("a"), ExpectedVersion::any(), std::vector<NewEvent>{})
                 .status()
                 .code() == Code::kInvalidArgument);
-      std::vector<NewEvent> big(kMaxBatchEvents + 1, ev("Tick", "1"));
+      std::vector<NewEvent> big(kMaxBatchEvents + 1, new_event("Tick", "1"));
       CHECK(s->append_events(order("a"), ExpectedVersion::any(), big).status().code() ==
             Code::kInvalidArgument);
       big.pop_back();
@@ -228,10 +214,10 @@ TEST_SUITE("api-conformance") {
       REQUIRE_MESSAGE(most.ok(), most.status().to_string());
       CHECK(most->last_position.value == kMaxBatchEvents);
       // One bad event spoils the batch.
-      std::vector<NewEvent> bad = {ev("Fine"), ev("")};
+      std::vector<NewEvent> bad = {new_event("Fine"), new_event("")};
       CHECK(s->append_events(order("b"), ExpectedVersion::any(), bad).status().code() ==
             Code::kInvalidArgument);
-      bad[1] = ev("Fine");
+      bad[1] = new_event("Fine");
       bad[1].metadata = "[1, 2]";
       CHECK(s->append_events(order("b"), ExpectedVersion::any(), bad).status().code() ==
             Code::kInvalidArgument);
@@ -242,11 +228,12 @@ TEST_SUITE("api-conformance") {
       bad[1].schema_version = 0;
       CHECK(s->append_events(order("b"), ExpectedVersion::any(), bad).status().code() ==
             Code::kInvalidArgument);
-      CHECK(
-          append1(*s, StreamId{"Bad-Type", "1"}, ExpectedVersion::any(), ev("P")).status().code() ==
-          Code::kInvalidArgument);
-      CHECK(append1(*s, StreamId{"", "1"}, ExpectedVersion::any(), ev("P")).status().code() ==
-            Code::kInvalidArgument);
+      CHECK(append_one(*s, StreamId{"Bad-Type", "1"}, ExpectedVersion::any(), new_event("P"))
+                .status()
+                .code() == Code::kInvalidArgument);
+      CHECK(append_one(*s, StreamId{"", "1"}, ExpectedVersion::any(), new_event("P"))
+                .status()
+                .code() == Code::kInvalidArgument);
       CHECK(version_of(*s, order("b")) == 0);
       CHECK(position_of(*s) == kMaxBatchEvents);
     }
@@ -260,21 +247,22 @@ TEST_SUITE("api-conformance") {
       for (int i = 0; i < 60; ++i) {
         const StreamId st = order(std::to_string(i % 7));
         const uint64_t before = version_of(*s, st);
-        auto r = append1(*s, st, ExpectedVersion::exact(StreamVersion(before)), ev("E"));
+        auto r = append_one(*s, st, ExpectedVersion::exact(StreamVersion(before)), new_event("E"));
         REQUIRE(r.ok());
         want.push_back(r->last_position.value);
         // Refused appends in between must leave no gap.
-        CHECK(append1(*s, st, ExpectedVersion::exact(StreamVersion(before)), ev("E"))
+        CHECK(append_one(*s, st, ExpectedVersion::exact(StreamVersion(before)), new_event("E"))
                   .status()
                   .code() == Code::kConflict);
         if (i == 0)
-          REQUIRE(append1(*s, order("dup"), ExpectedVersion::any(), with_id(ev("D"), dup)).ok());
+          REQUIRE(append_one(*s, order("dup"), ExpectedVersion::any(), with_id(new_event("D"), dup))
+                      .ok());
         if (i == 0) want.push_back(2);
-        CHECK(append1(*s, order("x"), ExpectedVersion::any(), with_id(ev("D"), dup))
+        CHECK(append_one(*s, order("x"), ExpectedVersion::any(), with_id(new_event("D"), dup))
                   .status()
                   .code() == Code::kDuplicateEvent);
       }
-      const auto events = all(*s);
+      const auto events = read_all_stored(*s);
       std::vector<uint64_t> dense(events.size());
       for (size_t i = 0; i < dense.size(); ++i) dense[i] = i + 1;
       CHECK(positions(events) == dense);
@@ -286,10 +274,10 @@ TEST_SUITE("api-conformance") {
         for (size_t i = 0; i < got->size(); ++i) CHECK((*got)[i].version.value == i + 1);
       }
       // From a position, with a limit.
-      CHECK(positions(all(*s, {.from = GlobalPosition(50), .max_count = 5})) ==
+      CHECK(positions(read_all_stored(*s, {.from = GlobalPosition(50), .max_count = 5})) ==
             std::vector<uint64_t>{50, 51, 52, 53, 54});
-      CHECK(all(*s, {.from = GlobalPosition(62)}).empty());
-      CHECK(all(*s, {.max_count = 0}).empty());
+      CHECK(read_all_stored(*s, {.from = GlobalPosition(62)}).empty());
+      CHECK(read_all_stored(*s, {.max_count = 0}).empty());
       CHECK(position_of(*s) == 61);
     }
   }
@@ -299,8 +287,8 @@ TEST_SUITE("api-conformance") {
       auto s = b.open(dir.path());
       const StreamId a = order("a");
       for (int i = 0; i < 10; ++i) {
-        REQUIRE(append1(*s, a, ExpectedVersion::any(), ev("E")).ok());
-        REQUIRE(append1(*s, order("other"), ExpectedVersion::any(), ev("E")).ok());
+        REQUIRE(append_one(*s, a, ExpectedVersion::any(), new_event("E")).ok());
+        REQUIRE(append_one(*s, order("other"), ExpectedVersion::any(), new_event("E")).ok());
       }
       auto read = [&](StreamReadOptions o) {
         auto r = s->get_events(a, o);
@@ -344,14 +332,14 @@ TEST_SUITE("api-conformance") {
       const char* types[] = {"Order", "Cart", "User"};
       const char* tenants[] = {"acme", "globex", ""};
       for (int i = 0; i < 24; ++i) {
-        NewEvent e = ev(i % 2 ? "Odd" : "Even");
+        NewEvent e = new_event(i % 2 ? "Odd" : "Even");
         e.tenant = tenants[i % 3];
         e.timestamp_us = 100 + i;
-        REQUIRE(append1(*s, StreamId{types[(i / 3) % 3], std::to_string(i % 4)},
-                        ExpectedVersion::any(), e)
+        REQUIRE(append_one(*s, StreamId{types[(i / 3) % 3], std::to_string(i % 4)},
+                           ExpectedVersion::any(), e)
                     .ok());
       }
-      const auto everything = all(*s);
+      const auto everything = read_all_stored(*s);
       REQUIRE(everything.size() == 24);
       // Every filter against the same predicate evaluated here.
       auto expect = [&](const AllReadOptions& o) {
@@ -390,7 +378,7 @@ TEST_SUITE("api-conformance") {
       for (size_t i = 0; i < cases.size(); ++i) {
         CAPTURE(i);
         const auto want = expect(cases[i]);
-        CHECK(positions(all(*s, cases[i])) == want);
+        CHECK(positions(read_all_stored(*s, cases[i])) == want);
         if (i != 2) CHECK_FALSE(want.empty());
       }
       // A category: one stream type, for a tenant, from a position or a time.
@@ -417,12 +405,12 @@ TEST_SUITE("api-conformance") {
   TEST_CASE("appending a moved vector stores the same as appending a span") {
     FOR_EACH_BACKEND(b, dir) {
       auto s = b.open(dir.path());
-      NewEvent e = ev("Placed", std::string(300, 'p'));
+      NewEvent e = new_event("Placed", std::string(300, 'p'));
       e.actor = "alice";
       e.metadata = "{\"k\":1}";
       e.schema_version = 2;
       e.tenant = "acme";
-      const std::vector<NewEvent> batch = {e, ev("Shipped", "{\"t\":1}")};
+      const std::vector<NewEvent> batch = {e, new_event("Shipped", "{\"t\":1}")};
       REQUIRE(s->append_events(order("span"), ExpectedVersion::no_stream(), batch).ok());
       std::vector<NewEvent> owned = batch;
       auto r = s->append_events(order("moved"), ExpectedVersion::no_stream(), std::move(owned));
@@ -453,14 +441,14 @@ TEST_SUITE("api-conformance") {
   TEST_CASE("events stamped before 1970 are read like any other") {
     FOR_EACH_BACKEND(b, dir) {
       auto s = b.open(dir.path());
-      NewEvent old = ev("Founded");
+      NewEvent old = new_event("Founded");
       old.timestamp_us = -86'400'000'000;  // 1969-12-31
-      REQUIRE(append1(*s, order("a"), ExpectedVersion::any(), old).ok());
-      auto events = all(*s);
+      REQUIRE(append_one(*s, order("a"), ExpectedVersion::any(), old).ok());
+      auto events = read_all_stored(*s);
       REQUIRE(events.size() == 1);
       CHECK(events[0].timestamp_us == old.timestamp_us);
-      CHECK(all(*s, {.from_time_us = -86'400'000'001}).size() == 1);
-      CHECK(all(*s, {.from_time_us = 0}).empty());
+      CHECK(read_all_stored(*s, {.from_time_us = -86'400'000'001}).size() == 1);
+      CHECK(read_all_stored(*s, {.from_time_us = 0}).empty());
       size_t n = 0;
       REQUIRE(s->read_category("Order", {}, [&](const EventRecord&) { return ++n > 0; }).ok());
       CHECK(n == 1);
@@ -471,10 +459,10 @@ TEST_SUITE("api-conformance") {
     FOR_EACH_BACKEND(b, dir) {
       auto s = b.open(dir.path());
       for (int i = 0; i < 40; ++i) {
-        NewEvent e = ev("Placed", "{\"n\":" + std::to_string(i) + "}");
+        NewEvent e = new_event("Placed", "{\"n\":" + std::to_string(i) + "}");
         e.tenant = i % 2 ? "acme" : "globex";
         // Same stream names under both tenants.
-        REQUIRE(append1(*s, order(std::to_string(i % 5)), ExpectedVersion::any(), e).ok());
+        REQUIRE(append_one(*s, order(std::to_string(i % 5)), ExpectedVersion::any(), e).ok());
       }
       for (const char* t : {"acme", "globex"}) {
         CAPTURE(t);
@@ -493,13 +481,13 @@ TEST_SUITE("api-conformance") {
                  }).ok());
         CHECK(n == 20);
       }
-      CHECK(all(*s, {.tenant = "initech"}).empty());
+      CHECK(read_all_stored(*s, {.tenant = "initech"}).empty());
     }
   }
 
   TEST_CASE("the whole envelope comes back byte for byte, after reopen for durable backends") {
     FOR_EACH_BACKEND(b, dir) {
-      NewEvent e = ev("Placed", std::string("{\"bin\":\"\0\xff\xfe\",\"x\":1}", 19));
+      NewEvent e = new_event("Placed", std::string("{\"bin\":\"\0\xff\xfe\",\"x\":1}", 19));
       e.schema_version = 3;
       e.id = Uuid::random();
       e.tenant = "t\xc3\xa9nant";
@@ -508,7 +496,7 @@ TEST_SUITE("api-conformance") {
       e.causation_id = Uuid::random();
       e.actor = "alice@example.com";
       e.metadata = "{\"ip\":\"10.0.0.1\",\"nested\":{\"a\":[1,2]}}";
-      NewEvent plain = ev("Shipped");
+      NewEvent plain = new_event("Shipped");
       const StreamId odd{"Order", std::string("id\0with\xffraw", 11)};
       StoredEvent first, second;
       {
@@ -558,8 +546,9 @@ TEST_SUITE("api-conformance") {
             s->append_events(odd, ExpectedVersion::no_stream(), std::vector{e, plain_again});
         REQUIRE_MESSAGE(retry.ok(), retry.status().to_string());
         CHECK(retry->deduplicated);
-        CHECK(append1(*s, odd, ExpectedVersion::exact(StreamVersion(1)), ev("X")).status().code() ==
-              Code::kConflict);
+        CHECK(append_one(*s, odd, ExpectedVersion::exact(StreamVersion(1)), new_event("X"))
+                  .status()
+                  .code() == Code::kConflict);
       }
     }
   }
@@ -577,8 +566,8 @@ TEST_SUITE("api-conformance") {
         threads.emplace_back([&, t] {
           for (int round = 0; round < kRounds; ++round) {
             sync.arrive_and_wait();
-            auto r = append1(*s, hot, ExpectedVersion::exact(StreamVersion(round)),
-                             ev("Bid", "{\"t\":" + std::to_string(t) + "}"));
+            auto r = append_one(*s, hot, ExpectedVersion::exact(StreamVersion(round)),
+                                new_event("Bid", "{\"t\":" + std::to_string(t) + "}"));
             if (r.ok()) {
               ++wins;
               __atomic_add_fetch(&wins_per_round[round], 1, __ATOMIC_RELAXED);
@@ -596,7 +585,7 @@ TEST_SUITE("api-conformance") {
       CHECK(conflicts == kRounds * (kThreads - 1));
       for (int round = 0; round < kRounds; ++round) CHECK(wins_per_round[round] == 1);
       CHECK(version_of(*s, hot) == kRounds);
-      CHECK(positions(all(*s)).back() == kRounds);
+      CHECK(positions(read_all_stored(*s)).back() == kRounds);
     }
   }
 
@@ -610,7 +599,9 @@ TEST_SUITE("api-conformance") {
       for (int w = 0; w < kWriters; ++w)
         threads.emplace_back([&, w] {
           for (int i = 0; i < kPerWriter; ++i)
-            if (!append1(*s, order("w" + std::to_string(w)), ExpectedVersion::any(), ev("E")).ok())
+            if (!append_one(*s, order("w" + std::to_string(w)), ExpectedVersion::any(),
+                            new_event("E"))
+                     .ok())
               ++failures;
         });
       threads.emplace_back([&] {
@@ -635,7 +626,8 @@ TEST_SUITE("api-conformance") {
     FOR_EACH_BACKEND(b, dir) {
       auto s = b.open(dir.path());
       for (int i = 0; i < 5; ++i)
-        REQUIRE(append1(*s, order(std::to_string(i)), ExpectedVersion::any(), ev("E")).ok());
+        REQUIRE(
+            append_one(*s, order(std::to_string(i)), ExpectedVersion::any(), new_event("E")).ok());
       size_t inner = 0;
       REQUIRE(s->read_all({}, [&](const EventRecord& e) {
                  auto nested = s->get_events(e.stream());
@@ -660,9 +652,9 @@ TEST_SUITE("api-conformance") {
   TEST_CASE("after close every call is refused with kClosed") {
     FOR_EACH_BACKEND(b, dir) {
       auto s = b.open(dir.path());
-      REQUIRE(append1(*s, order("a"), ExpectedVersion::any(), ev("E")).ok());
+      REQUIRE(append_one(*s, order("a"), ExpectedVersion::any(), new_event("E")).ok());
       REQUIRE(s->close().ok());
-      CHECK(append1(*s, order("a"), ExpectedVersion::any(), ev("E")).status().code() ==
+      CHECK(append_one(*s, order("a"), ExpectedVersion::any(), new_event("E")).status().code() ==
             Code::kClosed);
       CHECK(s->read_all({}, [](const EventRecord&) { return true; }).code() == Code::kClosed);
       CHECK(s->read_stream(order("a"), {}, [](const EventRecord&) { return true; }).code() ==

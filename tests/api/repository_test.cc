@@ -5,8 +5,8 @@
 
 #include <doctest/doctest.h>
 
-#include <atomic>
 #include <algorithm>
+#include <atomic>
 #include <map>
 #include <mutex>
 #include <stdexcept>
@@ -22,6 +22,7 @@
 #include "eventsource/memory_event_store.h"
 #include "eventsource/snapshot_store.h"
 #include "eventsource/testing.h"
+#include "tests/api/api_test_support.h"
 #include "tests/support/temp_dir.h"
 
 namespace shop {
@@ -146,6 +147,7 @@ namespace eventsource {
 namespace {
 
 using namespace shop;
+using testing::append_one;
 using testing::TempDir;
 
 void register_all(EventRegistry& r) {
@@ -244,8 +246,8 @@ TEST_SUITE("api-repository") {
     auto store = EngineEventStore::open(dir.file("events.es"), o);
     REQUIRE(store.ok());
     EngineSnapshotStore snaps((*store)->shared_store(), obs);
-    AggregateRepository<Order> orders(**store, registry,
-                                      {.snapshots = &snaps, .snapshot_every = 2, .observability = obs});
+    AggregateRepository<Order> orders(
+        **store, registry, {.snapshots = &snaps, .snapshot_every = 2, .observability = obs});
     Order order("1");
     REQUIRE(order.handle(PlaceOrder{"ann"}).ok());
     REQUIRE(order.handle(AddItem{"a"}).ok());
@@ -268,7 +270,6 @@ TEST_SUITE("api-repository") {
     CHECK(metrics.counters().conflicts == 1);
     CHECK(metrics.prometheus_text().find("eventsource_syncs_total 1") != std::string::npos);
   }
-
 
   TEST_CASE("the testing kit: given, when, then, and it fails when it should") {
     using S = Scenario<Order>;
@@ -638,10 +639,7 @@ TEST_SUITE("api-repository") {
       NewEvent bad;
       bad.type = "OrderPlaced";
       bad.payload = "{\"customer\": 42}";
-      REQUIRE(f.store
-                  ->append_events(StreamId{"Order", "2"}, ExpectedVersion::any(),
-                                  std::span<const NewEvent>(&bad, 1))
-                  .ok());
+      REQUIRE(append_one(*f.store, StreamId{"Order", "2"}, ExpectedVersion::any(), bad).ok());
       auto broken = orders.load("2");
       REQUIRE_FALSE(broken.ok());
       CHECK(broken.status().message().find("OrderPlaced") != std::string::npos);
@@ -649,10 +647,7 @@ TEST_SUITE("api-repository") {
       // A type the registry does not know.
       bad.type = "Mystery";
       bad.payload = "{}";
-      REQUIRE(f.store
-                  ->append_events(StreamId{"Order", "3"}, ExpectedVersion::any(),
-                                  std::span<const NewEvent>(&bad, 1))
-                  .ok());
+      REQUIRE(append_one(*f.store, StreamId{"Order", "3"}, ExpectedVersion::any(), bad).ok());
       auto unknown = orders.load("3");
       REQUIRE_FALSE(unknown.ok());
       CHECK(unknown.status().message().find("Mystery") != std::string::npos);

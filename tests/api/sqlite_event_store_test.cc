@@ -6,7 +6,6 @@
 #include "eventsource/sqlite_event_store.h"
 
 #include <doctest/doctest.h>
-#include <sqlite3.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -18,86 +17,24 @@
 #include <string>
 #include <vector>
 
+#include "tests/api/api_test_support.h"
 #include "tests/support/child.h"
 #include "tests/support/temp_dir.h"
 
 namespace eventsource {
 namespace {
 
+using testing::append_one;
 using testing::Child;
 using testing::ChildPipes;
+using testing::file_text;
+using testing::mentions;
+using testing::new_event;
+using testing::open_sqlite_events;
+using testing::RawDb;
+using testing::read_all_stored;
 using testing::TempDir;
-
-std::unique_ptr<SQLiteEventStore> open_store(const std::string& path,
-                                             const SQLiteEventStoreOptions& options = {}) {
-  auto r = SQLiteEventStore::open(path, options);
-  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-  return std::move(r).value();
-}
-
-// A plain SQLite connection, to look at (or tamper with) the database.
-class RawDb {
- public:
-  explicit RawDb(const std::string& path) {
-    REQUIRE(sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                            nullptr) == SQLITE_OK);
-  }
-  RawDb(const RawDb&) = delete;
-  RawDb& operator=(const RawDb&) = delete;
-  ~RawDb() { sqlite3_close_v2(db_); }
-
-  // SQLite's result code of running `sql`.
-  int try_exec(const std::string& sql) {
-    return sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr);
-  }
-  void exec(const std::string& sql) {
-    REQUIRE_MESSAGE(try_exec(sql) == SQLITE_OK, sql, ": ", sqlite3_errmsg(db_));
-  }
-  // Column `column` of every row, as text.
-  std::vector<std::string> rows(const std::string& sql, int column = 0) {
-    sqlite3_stmt* stmt = nullptr;
-    REQUIRE_MESSAGE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK, sql,
-                    ": ", sqlite3_errmsg(db_));
-    std::vector<std::string> out;
-    while (sqlite3_step(stmt) == SQLITE_ROW) {
-      const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, column));
-      out.emplace_back(text ? text : "", static_cast<size_t>(sqlite3_column_bytes(stmt, column)));
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-  std::string one(const std::string& sql) {
-    auto r = rows(sql);
-    REQUIRE_MESSAGE(r.size() == 1, sql);
-    return r[0];
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
-
-NewEvent ev(std::string type, std::string payload = "{}") {
-  NewEvent e;
-  e.type = std::move(type);
-  e.payload = std::move(payload);
-  return e;
-}
-
-Result<AppendResult> append1(EventStore& s, const StreamId& stream, ExpectedVersion expected,
-                             NewEvent e) {
-  return s.append_events(stream, expected, std::span<const NewEvent>(&e, 1));
-}
-
-std::vector<StoredEvent> all(const EventStore& s, const AllReadOptions& o = {}) {
-  auto r = s.get_all(o);
-  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-  return std::move(r).value();
-}
-
-NewEvent with_id(NewEvent e, const Uuid& id) {
-  e.id = id;
-  return e;
-}
+using testing::with_id;
 
 // A forked child's ids. Not Uuid::random(): its generator is thread_local
 // state seeded once, which fork copies, so a child draws the very ids its
@@ -112,20 +49,11 @@ Uuid child_id() {
   return u;
 }
 
-bool mentions(const Status& s, const std::string& text) {
-  return s.message().find(text) != std::string::npos;
-}
-
-std::string file_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
 TEST_SUITE("api-sqlite") {
   TEST_CASE("a new store is in WAL mode, with its layout row and the indexes its feeds use") {
     TempDir dir("es-sqlite");
     const std::string path = dir.file("events.db");
-    auto s = open_store(path);
+    auto s = open_sqlite_events(path);
     CHECK(s->backend() == "sqlite");
     CHECK(s->path() == path);
     RawDb raw(path);
@@ -166,25 +94,25 @@ TEST_SUITE("api-sqlite") {
     const std::string path = dir.file("events.db");
     const StreamId binary{std::string("Ord\0er\xff", 7), std::string("\0\x01\xfe", 3)};
     const StreamId lower{"Order", "a"}, upper{"Order", "A"}, nul{"Order", std::string("a\0", 2)};
-    NewEvent e = ev(std::string("Type\0\xc3\x28", 7), std::string("\0\0payload\xff", 10));
+    NewEvent e = new_event(std::string("Type\0\xc3\x28", 7), std::string("\0\0payload\xff", 10));
     e.tenant = std::string("t\0\xff", 3);
     e.actor = std::string("\xfe\xff", 2);
     e.metadata = "{\"k\":\"v\"}";
     e.schema_version = 0xffffffffu;
     e.timestamp_us = 1;
     e.correlation_id = Uuid::random();
-    NewEvent empty = ev("Empty", "");
+    NewEvent empty = new_event("Empty", "");
     std::vector<StoredEvent> before;
     {
-      auto s = open_store(path, {.synchronous_full = false});
+      auto s = open_sqlite_events(path, {.synchronous_full = false});
       REQUIRE(s->append_events(binary, ExpectedVersion::no_stream(), std::vector{e, empty}).ok());
       for (const StreamId& st : {lower, upper, nul})
-        REQUIRE(append1(*s, st, ExpectedVersion::no_stream(), ev("P")).ok());
-      before = all(*s);
+        REQUIRE(append_one(*s, st, ExpectedVersion::no_stream(), new_event("P")).ok());
+      before = read_all_stored(*s);
       REQUIRE(s->close().ok());
     }
-    auto s = open_store(path);
-    const auto after = all(*s);
+    auto s = open_sqlite_events(path);
+    const auto after = read_all_stored(*s);
     REQUIRE(after.size() == 5);
     CHECK(after == before);
     CHECK(after[0].stream == binary);
@@ -199,9 +127,9 @@ TEST_SUITE("api-sqlite") {
     CHECK(after[1].payload.empty());
     // "a", "A" and "a\0" are three streams, found by their exact bytes.
     for (const StreamId& st : {lower, upper, nul}) CHECK(s->stream_version(st).value().value == 1);
-    CHECK(all(*s, {.tenant = std::string("t\0\xff", 3)}).size() == 1);
-    CHECK(all(*s, {.tenant = "t"}).empty());
-    CHECK(all(*s, {.tenant = ""}).size() == 4);
+    CHECK(read_all_stored(*s, {.tenant = std::string("t\0\xff", 3)}).size() == 1);
+    CHECK(read_all_stored(*s, {.tenant = "t"}).empty());
+    CHECK(read_all_stored(*s, {.tenant = ""}).size() == 4);
     // Stored as BLOBs; a nil id as NULL, no tenant as the empty BLOB.
     RawDb raw(path);
     CHECK(raw.one("SELECT typeof(stream_id) || typeof(type) || typeof(tenant) || "
@@ -222,29 +150,30 @@ TEST_SUITE("api-sqlite") {
       auto n = (*r)->get_all();
       if (!n.ok()) return 2;
       pipes.send(n->size());
-      auto mine = append1(**r, StreamId{"Child", "1"}, ExpectedVersion::no_stream(),
-                          with_id(ev("Hi"), child_id()));
+      auto mine = append_one(**r, StreamId{"Child", "1"}, ExpectedVersion::no_stream(),
+                             with_id(new_event("Hi"), child_id()));
       if (!mine.ok()) return 3;
       pipes.send(mine->last_position.value);
       // Then both append to one stream at once.
       pipes.receive();
       for (int i = 0; i < 100; ++i)
-        if (!append1(**r, StreamId{"Shared", "1"}, ExpectedVersion::any(),
-                     with_id(ev("C"), child_id()))
+        if (!append_one(**r, StreamId{"Shared", "1"}, ExpectedVersion::any(),
+                        with_id(new_event("C"), child_id()))
                  .ok())
           return 4;
       return (*r)->close().ok() ? 0 : 5;
     });
-    auto a = open_store(path);
-    auto b = open_store(path);
+    auto a = open_sqlite_events(path);
+    auto b = open_sqlite_events(path);
     for (int i = 0; i < 3; ++i)
-      REQUIRE(append1(*a, StreamId{"Order", "1"}, ExpectedVersion::any(), ev("E")).ok());
+      REQUIRE(append_one(*a, StreamId{"Order", "1"}, ExpectedVersion::any(), new_event("E")).ok());
     CHECK(b->stream_version(StreamId{"Order", "1"})->value == 3);
-    REQUIRE(
-        append1(*b, StreamId{"Order", "1"}, ExpectedVersion::exact(StreamVersion(3)), ev("FromB"))
-            .ok());
+    REQUIRE(append_one(*b, StreamId{"Order", "1"}, ExpectedVersion::exact(StreamVersion(3)),
+                       new_event("FromB"))
+                .ok());
     CHECK(a->current_position()->value == 4);
-    CHECK(append1(*a, StreamId{"Order", "1"}, ExpectedVersion::exact(StreamVersion(3)), ev("X"))
+    CHECK(append_one(*a, StreamId{"Order", "1"}, ExpectedVersion::exact(StreamVersion(3)),
+                     new_event("X"))
               .status()
               .code() == Code::kConflict);
 
@@ -254,10 +183,10 @@ TEST_SUITE("api-sqlite") {
     CHECK(a->stream_version(StreamId{"Child", "1"})->value == 1);
     REQUIRE(child.send(1));
     for (int i = 0; i < 100; ++i)
-      REQUIRE(append1(*a, StreamId{"Shared", "1"}, ExpectedVersion::any(), ev("P")).ok());
+      REQUIRE(append_one(*a, StreamId{"Shared", "1"}, ExpectedVersion::any(), new_event("P")).ok());
     CHECK(child.wait_exit_code() == 0);
     // Every append of both processes landed, densely.
-    const auto events = all(*b);
+    const auto events = read_all_stored(*b);
     REQUIRE(events.size() == 205);
     for (size_t i = 0; i < events.size(); ++i) CHECK(events[i].position.value == i + 1);
     auto shared = b->get_events(StreamId{"Shared", "1"});
@@ -312,8 +241,9 @@ TEST_SUITE("api-sqlite") {
       RawDb raw(shared);
       raw.exec("CREATE TABLE users(name TEXT); INSERT INTO users VALUES('ann')");
     }
-    auto s = open_store(shared);
-    REQUIRE(append1(*s, StreamId{"User", "ann"}, ExpectedVersion::any(), ev("Joined")).ok());
+    auto s = open_sqlite_events(shared);
+    REQUIRE(
+        append_one(*s, StreamId{"User", "ann"}, ExpectedVersion::any(), new_event("Joined")).ok());
     RawDb raw(shared);
     CHECK(raw.one("SELECT name FROM users") == "ann");
   }
@@ -321,7 +251,7 @@ TEST_SUITE("api-sqlite") {
   TEST_CASE("a newer layout is not supported, an altered table is corruption") {
     TempDir dir("es-sqlite");
     const std::string path = dir.file("events.db");
-    open_store(path)->close().ignore_error();
+    open_sqlite_events(path)->close().ignore_error();
     RawDb raw(path);
     raw.exec("UPDATE eventsource_meta SET value = 2 WHERE name = 'layout'");
     auto newer = SQLiteEventStore::open(path);
@@ -347,10 +277,10 @@ TEST_SUITE("api-sqlite") {
   TEST_CASE("a dropped index is created again on open") {
     TempDir dir("es-sqlite");
     const std::string path = dir.file("events.db");
-    open_store(path)->close().ignore_error();
+    open_sqlite_events(path)->close().ignore_error();
     RawDb raw(path);
     raw.exec("DROP INDEX events_by_tenant");
-    auto s = open_store(path, {.create_if_missing = false});
+    auto s = open_sqlite_events(path, {.create_if_missing = false});
     CHECK(raw.rows("SELECT name FROM sqlite_master WHERE name = 'events_by_tenant'").size() == 1);
   }
 
@@ -392,9 +322,9 @@ TEST_SUITE("api-sqlite") {
   TEST_CASE("a row damaged behind the store's back reads as corruption") {
     TempDir dir("es-sqlite");
     const std::string path = dir.file("events.db");
-    auto s = open_store(path);
+    auto s = open_sqlite_events(path);
     for (int i = 0; i < 3; ++i)
-      REQUIRE(append1(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), ev("E")).ok());
+      REQUIRE(append_one(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), new_event("E")).ok());
     RawDb raw(path);
     raw.exec("UPDATE events SET id = x'0102' WHERE position = 2");
     int seen = 0;
@@ -410,37 +340,38 @@ TEST_SUITE("api-sqlite") {
   TEST_CASE("the write lock held elsewhere: appends wait, then kBusy; reads go on") {
     TempDir dir("es-sqlite");
     const std::string path = dir.file("events.db");
-    auto s = open_store(path, {.busy_timeout_ms = 200});
-    REQUIRE(append1(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), ev("E")).ok());
+    auto s = open_sqlite_events(path, {.busy_timeout_ms = 200});
+    REQUIRE(append_one(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), new_event("E")).ok());
     RawDb raw(path);
     raw.exec("BEGIN IMMEDIATE");
     const auto start = std::chrono::steady_clock::now();
-    auto r = append1(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), ev("E"));
+    auto r = append_one(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), new_event("E"));
     const auto waited = std::chrono::steady_clock::now() - start;
     REQUIRE_FALSE(r.ok());
     CHECK(r.status().code() == Code::kBusy);
     CHECK(mentions(r.status(), path));
     CHECK(waited >= std::chrono::milliseconds(150));
     // WAL: readers are not blocked by a writer.
-    CHECK(all(*s).size() == 1);
+    CHECK(read_all_stored(*s).size() == 1);
     CHECK(s->current_position()->value == 1);
     raw.exec("COMMIT");
-    auto after = append1(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), ev("E"));
+    auto after = append_one(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), new_event("E"));
     REQUIRE(after.ok());
     CHECK(after->last_position.value == 2);  // no gap from the refused one
   }
 
   TEST_CASE("a read sees one snapshot, and its callback may append") {
     TempDir dir("es-sqlite");
-    auto s = open_store(dir.file("events.db"));
+    auto s = open_sqlite_events(dir.file("events.db"));
     for (int i = 0; i < 3; ++i)
-      REQUIRE(
-          append1(*s, StreamId{"Order", std::to_string(i)}, ExpectedVersion::any(), ev("E")).ok());
+      REQUIRE(append_one(*s, StreamId{"Order", std::to_string(i)}, ExpectedVersion::any(),
+                         new_event("E"))
+                  .ok());
     int seen = 0;
     REQUIRE(s->read_all({}, [&](const EventRecord& e) {
                ++seen;
-               auto r = append1(*s, StreamId{"Echo", std::to_string(e.position.value)},
-                                ExpectedVersion::no_stream(), ev("Echo"));
+               auto r = append_one(*s, StreamId{"Echo", std::to_string(e.position.value)},
+                                   ExpectedVersion::no_stream(), new_event("Echo"));
                CHECK_MESSAGE(r.ok(), r.status().to_string());
                return true;
              }).ok());
@@ -455,11 +386,11 @@ TEST_SUITE("api-sqlite") {
       SQLiteEventStoreOptions options;
       options.observability.metrics = &metrics;
       options.synchronous_full = full;
-      auto s = open_store(dir.file(full ? "full.db" : "normal.db"), options);
-      NewEvent e = ev("E");
+      auto s = open_sqlite_events(dir.file(full ? "full.db" : "normal.db"), options);
+      NewEvent e = new_event("E");
       e.id = Uuid::random();
-      REQUIRE(append1(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), e).ok());
-      REQUIRE(append1(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), e)->deduplicated);
+      REQUIRE(append_one(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), e).ok());
+      REQUIRE(append_one(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), e)->deduplicated);
       CHECK(metrics.counters().syncs == (full ? 1u : 0u));
       CHECK(metrics.counters().appends == 1);
     }
@@ -468,9 +399,9 @@ TEST_SUITE("api-sqlite") {
   TEST_CASE("close: twice is fine, later calls are kClosed, a read under way finishes") {
     TempDir dir("es-sqlite");
     const std::string path = dir.file("events.db");
-    auto s = open_store(path);
+    auto s = open_sqlite_events(path);
     for (int i = 0; i < 5; ++i)
-      REQUIRE(append1(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), ev("E")).ok());
+      REQUIRE(append_one(*s, StreamId{"Order", "1"}, ExpectedVersion::any(), new_event("E")).ok());
     int seen = 0;
     REQUIRE(s->read_all({}, [&](const EventRecord&) {
                if (++seen == 1) CHECK(s->close().ok());
@@ -480,7 +411,7 @@ TEST_SUITE("api-sqlite") {
     CHECK(s->close().ok());
     CHECK(s->close().ok());
     const StreamId a{"Order", "1"};
-    auto appended = append1(*s, a, ExpectedVersion::any(), ev("E"));
+    auto appended = append_one(*s, a, ExpectedVersion::any(), new_event("E"));
     CHECK(appended.status().code() == Code::kClosed);
     CHECK(mentions(appended.status(), path));
     CHECK(s->read_all({}, [](const EventRecord&) { return true; }).code() == Code::kClosed);
@@ -490,7 +421,7 @@ TEST_SUITE("api-sqlite") {
     CHECK(s->event_exists(Uuid::random()).status().code() == Code::kClosed);
     // Every connection is closed: the last one checkpointed the WAL away.
     CHECK_FALSE(std::filesystem::exists(path + "-wal"));
-    CHECK(open_store(path)->current_position()->value == 5);
+    CHECK(open_sqlite_events(path)->current_position()->value == 5);
   }
 }
 

@@ -6,7 +6,6 @@
 #include "eventsource/sqlite_snapshot_store.h"
 
 #include <doctest/doctest.h>
-#include <sqlite3.h>
 
 #include <atomic>
 #include <filesystem>
@@ -17,11 +16,17 @@
 #include <vector>
 
 #include "eventsource/sqlite_event_store.h"
+#include "tests/api/api_test_support.h"
 #include "tests/support/temp_dir.h"
 
 namespace eventsource {
 namespace {
 
+using testing::file_text;
+using testing::mentions;
+using testing::new_event;
+using testing::open_sqlite_events;
+using testing::RawDb;
 using testing::TempDir;
 
 std::unique_ptr<SQLiteSnapshotStore> open_snaps(const std::string& path,
@@ -30,50 +35,6 @@ std::unique_ptr<SQLiteSnapshotStore> open_snaps(const std::string& path,
   REQUIRE_MESSAGE(r.ok(), r.status().to_string());
   return std::move(r).value();
 }
-
-std::unique_ptr<SQLiteEventStore> open_events(const std::string& path) {
-  auto r = SQLiteEventStore::open(path);
-  REQUIRE_MESSAGE(r.ok(), r.status().to_string());
-  return std::move(r).value();
-}
-
-// A plain SQLite connection, to look at (or tamper with) the database.
-class RawDb {
- public:
-  explicit RawDb(const std::string& path) {
-    REQUIRE(sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE,
-                            nullptr) == SQLITE_OK);
-  }
-  RawDb(const RawDb&) = delete;
-  RawDb& operator=(const RawDb&) = delete;
-  ~RawDb() { sqlite3_close_v2(db_); }
-
-  void exec(const std::string& sql) {
-    REQUIRE_MESSAGE(sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, nullptr) == SQLITE_OK, sql,
-                    ": ", sqlite3_errmsg(db_));
-  }
-  // The first column of every row, as text.
-  std::vector<std::string> rows(const std::string& sql) {
-    sqlite3_stmt* stmt = nullptr;
-    REQUIRE_MESSAGE(sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt, nullptr) == SQLITE_OK, sql,
-                    ": ", sqlite3_errmsg(db_));
-    std::vector<std::string> out;
-    while (sqlite3_step(stmt) == SQLITE_ROW) {
-      const auto* text = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
-      out.emplace_back(text ? text : "", static_cast<size_t>(sqlite3_column_bytes(stmt, 0)));
-    }
-    sqlite3_finalize(stmt);
-    return out;
-  }
-  std::string one(const std::string& sql) {
-    auto r = rows(sql);
-    REQUIRE_MESSAGE(r.size() == 1, sql);
-    return r[0];
-  }
-
- private:
-  sqlite3* db_ = nullptr;
-};
 
 SnapshotRecord snap(const StreamId& stream, uint64_t version, std::string state,
                     uint32_t schema_version = 1, int64_t timestamp_us = 1000) {
@@ -91,22 +52,6 @@ uint64_t prune(SnapshotStore& s, const StreamId& stream, uint64_t keep_from) {
   auto r = s.prune(stream, StreamVersion(keep_from));
   REQUIRE_MESSAGE(r.ok(), r.status().to_string());
   return *r;
-}
-
-bool mentions(const Status& s, const std::string& text) {
-  return s.message().find(text) != std::string::npos;
-}
-
-std::string file_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-NewEvent ev(std::string type) {
-  NewEvent e;
-  e.type = std::move(type);
-  e.payload = "{}";
-  return e;
 }
 
 const StreamId kOrder{"Order", "1"};
@@ -238,14 +183,15 @@ TEST_SUITE("api-sqlite-snapshots") {
         std::unique_ptr<SQLiteEventStore> events;
         std::unique_ptr<SQLiteSnapshotStore> snaps;
         if (events_first) {
-          events = open_events(path);
+          events = open_sqlite_events(path);
           snaps = open_snaps(path);
         } else {
           snaps = open_snaps(path);
-          events = open_events(path);
+          events = open_sqlite_events(path);
         }
         for (int i = 0; i < 3; ++i) {
-          auto r = events->append_events(kOrder, ExpectedVersion::any(), std::vector{ev("E")});
+          auto r =
+              events->append_events(kOrder, ExpectedVersion::any(), std::vector{new_event("E")});
           REQUIRE_MESSAGE(r.ok(), r.status().to_string());
           REQUIRE(snaps->save(snap(kOrder, r->version.value, "s" + std::to_string(i))).ok());
         }
@@ -261,7 +207,7 @@ TEST_SUITE("api-sqlite-snapshots") {
       // Saves and appends go on side by side.
       REQUIRE((*events)
                   ->append_events(kOrder, ExpectedVersion::exact(StreamVersion(3)),
-                                  std::vector{ev("E")})
+                                  std::vector{new_event("E")})
                   .ok());
       REQUIRE(snaps->save(snap(kOrder, 4, "s3")).ok());
       CHECK(prune(*snaps, kOrder, 4) == 3);
@@ -274,7 +220,7 @@ TEST_SUITE("api-sqlite-snapshots") {
 
     // An event store's file holds no snapshot store until one is created.
     const std::string only_events = dir.file("only-events.db");
-    open_events(only_events)->close().ignore_error();
+    open_sqlite_events(only_events)->close().ignore_error();
     auto none = SQLiteSnapshotStore::open(only_events, {.create_if_missing = false});
     REQUIRE_FALSE(none.ok());
     CHECK(none.status().code() == Code::kNotFound);
