@@ -221,10 +221,8 @@ Result<double> api_append(EventStore& store, const EventRegistry& reg,
   const auto t0 = Clock::now();
   for (uint64_t i = 0, k = 0; i < n; i += batch, ++k) {
     events.clear();
-    for (uint64_t j = i; j < std::min(n, i + batch); ++j) {
-      EVENTSOURCE_ASSIGN_OR_RETURN(NewEvent e, reg.encode(pool[j % pool.size()]));
-      events.push_back(std::move(e));
-    }
+    for (uint64_t j = i; j < std::min(n, i + batch); ++j)
+      EVENTSOURCE_RETURN_IF_ERROR(reg.encode(pool[j % pool.size()], events.emplace_back()));
     EVENTSOURCE_RETURN_IF_ERROR(store
                                     .append_events(streams[k % streams.size()],
                                                    eventsource::ExpectedVersion::any(),

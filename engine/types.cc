@@ -79,12 +79,6 @@ std::string Uuid::to_string() const {
       b[15]);
 }
 
-bool Uuid::is_nil() const {
-  for (uint8_t b : bytes)
-    if (b != 0) return false;
-  return true;
-}
-
 Result<StreamId> StreamId::parse(std::string_view name) {
   size_t dash = name.find('-');
   if (dash == std::string_view::npos || dash == 0 || dash + 1 == name.size())

@@ -193,9 +193,8 @@ class AggregateRepository {
       if (!foreign.empty())
         return core_.wrap(aggregate.id(), "save",
                           invalid_argument("an event is refused: " + foreign));
-      Result<NewEvent> n = registry_.encode(e);
-      if (!n.ok()) return core_.wrap(aggregate.id(), "save", n.status());
-      encoded.push_back(std::move(n).value());
+      const Status s = registry_.encode(e, encoded.emplace_back());
+      if (!s.ok()) return core_.wrap(aggregate.id(), "save", s);
     }
     Result<AppendResult> r = core_.save(aggregate.id(), before, std::move(encoded), context);
     if (!r.ok()) {
