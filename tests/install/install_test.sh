@@ -6,7 +6,7 @@
 # (ES_INSTALL_KEEP=1 keeps it for a look). Checks, one PASS/FAIL line each:
 #   install     meson setup (tests, bench off; tools on) + meson install
 #   headers     <prefix>/include holds exactly eventsource/{options,status,store,types}.h
-#               and api/'s eventsource/observability.h
+#               and api/'s (event store, events, json, aggregates, repository, ...)
 #   files       the libraries, esdump, eventsource.pc and eventsource-api.pc
 #               are installed
 #   pkg-config  eventsource.pc names the private deps a --static link needs
@@ -61,10 +61,21 @@ else
 fi
 
 # ------------------------------------------------------------------ headers --
-expected_headers="eventsource/observability.h
+expected_headers="eventsource/aggregate.h
+eventsource/engine_event_store.h
+eventsource/event_store.h
+eventsource/events.h
+eventsource/json.h
+eventsource/memory_event_store.h
+eventsource/observability.h
 eventsource/options.h
+eventsource/repository.h
+eventsource/snapshot_store.h
+eventsource/sqlite_event_store.h
+eventsource/sqlite_snapshot_store.h
 eventsource/status.h
 eventsource/store.h
+eventsource/testing.h
 eventsource/types.h"
 installed_headers=""
 if [ -d "$prefix/include" ]; then
