@@ -14,9 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "bench/api_workloads.h"
 #include "bench/plot.h"
 #include "bench/report.h"
-#include "bench/api_workloads.h"
 #include "bench/workloads.h"
 
 namespace esbench {
@@ -203,7 +203,8 @@ std::string parse_flags(int argc, char** argv, Flags* flags) {
       cfg.workloads.clear();
       for (const std::string& w : split(value)) {
         if (w == "all" || w == "api") {
-          if (w == "all") cfg.workloads.insert(cfg.workloads.end(), kWorkloads.begin(), kWorkloads.end());
+          if (w == "all")
+            cfg.workloads.insert(cfg.workloads.end(), kWorkloads.begin(), kWorkloads.end());
           cfg.workloads.insert(cfg.workloads.end(), kApiWorkloads.begin(), kApiWorkloads.end());
           continue;
         }

@@ -3,8 +3,6 @@
 // positions and payload byte sums) so a broken store fails the run.
 #include "bench/workloads.h"
 
-#include "bench/api_workloads.h"
-
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
@@ -21,6 +19,7 @@
 #include <latch>
 #include <thread>
 
+#include "bench/api_workloads.h"
 #include "bench/json.h"
 #include "bench/sync_count.h"
 

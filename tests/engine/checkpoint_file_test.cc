@@ -341,7 +341,8 @@ TEST_SUITE("checkpoint-file") {
       os->fail_at(n, EIO, FaultKind::kError, Persistence::kTransient);
       const Status closed = store->close();
       const bool fired = os->fault_fired();
-      fired_after_rename = fired_after_rename || closed.message().find("directory") != std::string::npos;
+      fired_after_rename =
+          fired_after_rename || closed.message().find("directory") != std::string::npos;
       store.reset();
       auto report = Store::verify(path);
       EVENTSOURCE_REQUIRE_OK(report);
