@@ -63,6 +63,7 @@ fi
 # ------------------------------------------------------------------ headers --
 expected_headers="eventsource/aggregate.h
 eventsource/engine_event_store.h
+eventsource/event_bus.h
 eventsource/event_store.h
 eventsource/events.h
 eventsource/json.h

@@ -47,7 +47,7 @@ class TraceSpan {
 class Tracer {
  public:
   virtual ~Tracer() = default;
-  // A new span named `name` (one of span_names, or "event_dispatch.<Type>"
+  // A new span named `name` (one of span_names, or "event.dispatch.<Type>"
   // and the like). nullptr: not recorded.
   virtual std::unique_ptr<TraceSpan> start_span(std::string_view name) = 0;
 };
