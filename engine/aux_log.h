@@ -60,6 +60,12 @@ Status for_each_aux_record(
     const uint8_t* frame, const FrameHeader& h, uint64_t seed,
     const std::function<void(const AuxRecord&, uint64_t seq, uint32_t body_off, uint32_t len)>& fn);
 
+// Whether `name` (a projection state's or dead letter's) is reserved for
+// the library's own records (kReservedNamePrefix, format-spec.md [F-47]).
+inline bool reserved_aux_name(std::string_view name) {
+  return !name.empty() && name.front() == kReservedNamePrefix;
+}
+
 // The replayed aux state. Applying records in chain order is idempotent for
 // repeated values (compaction copies), and removals of absent entries are
 // no-ops. Not thread-safe: the owner locks.

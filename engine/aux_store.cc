@@ -5,6 +5,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cassert>
+#include <functional>
+#include <iterator>
+#include <span>
 
 #include "engine/coding.h"
 #include "engine/format.h"
@@ -372,6 +376,95 @@ Status check_name(const std::string& path, std::string_view what, std::string_vi
   return Status();
 }
 
+// A name the app may use: check_name's limits, and not reserved [F-47].
+Status check_user_name(const std::string& path, std::string_view what, std::string_view name) {
+  EVENTSOURCE_RETURN_IF_ERROR(check_name(path, what, name));
+  if (reserved_aux_name(name))
+    return invalid_argument(fmt::format(
+        "{}: {} '{}': names starting with '{}' are reserved for the library (choose another name)",
+        path, what, name, kReservedNamePrefix));
+  return Status();
+}
+
+// --- retry marks [F-47]: the kRetryMarksName projection state holds the
+// marked dead-letter ids as u64 little-endian, strictly ascending, each >= 1.
+
+static_assert(kMaxRetryMarks * 8 == format::kMaxProjectionState,
+              "the retry marks fill at most one projection state");
+
+std::string encode_retry_marks(const std::vector<uint64_t>& ids) {
+  // Invariant: ids are ascending, distinct and >= 1, as [F-47] requires.
+  assert(std::adjacent_find(ids.begin(), ids.end(), std::greater_equal<>()) == ids.end());
+  assert(ids.empty() || ids.front() >= 1);
+  std::string out(ids.size() * 8, '\0');
+  for (size_t i = 0; i < ids.size(); ++i)
+    put_u64(reinterpret_cast<uint8_t*>(out.data()) + 8 * i, ids[i]);
+  return out;
+}
+
+struct RetryMarks {
+  std::vector<uint64_t> live;  // marked ids that have a dead letter, ascending
+  bool stale = false;          // the record also holds ids whose dead letter is gone
+};
+
+// The marks the aux state holds now. The state's bytes come from disk:
+// malformed ones are kCorruption naming the record, never a guess.
+Result<RetryMarks> read_retry_marks(const Store::Impl& impl) EVENTSOURCE_REQUIRES(impl.aux_mu_) {
+  RetryMarks marks;
+  auto it = impl.aux_state_.projections.find(kRetryMarksName);
+  if (it == impl.aux_state_.projections.end()) return marks;
+  const std::string& state = it->second.state.state;
+  const auto* p = reinterpret_cast<const uint8_t*>(state.data());
+  std::string why;
+  if (state.size() % 8 != 0) why = fmt::format("{} bytes, not a multiple of 8", state.size());
+  uint64_t prev = 0;
+  for (size_t i = 0; why.empty() && i < state.size() / 8; ++i) {
+    const uint64_t id = get_u64(p + 8 * i);
+    if (id <= prev) {
+      why = i == 0
+                ? "id 0 at index 0 (ids are >= 1)"
+                : fmt::format("id {} at index {} is not above the id before it ({})", id, i, prev);
+      break;
+    }
+    prev = id;
+    if (impl.aux_state_.dead_letters.contains(id)) {
+      marks.live.push_back(id);
+    } else {
+      marks.stale = true;
+    }
+  }
+  if (!why.empty()) {
+    const uint64_t offset = it->second.offset;
+    const uint64_t slot = impl.slot_of(offset);
+    return corruption(
+        fmt::format("{}: the retry marks of dead letters (projection state '{}') are malformed: "
+                    "{} (format-spec.md [F-47]); the dead letters themselves are intact: 'esdump "
+                    "dlq {}' lists them",
+                    impl.where(slot, offset), kRetryMarksName, why, impl.path_),
+        static_cast<int64_t>(slot), static_cast<int64_t>(offset));
+  }
+  return marks;
+}
+
+// The record that stores `state` (from encode_retry_marks) as the marks.
+AuxRecord retry_marks_record(std::string_view state) {
+  AuxRecord r;
+  r.kind = AuxKind::kProjectionState;
+  r.name = kRetryMarksName;
+  r.position = 0;
+  r.time_us = now_us();
+  r.data = state;
+  return r;
+}
+
+// `ids` sorted, without duplicates.
+std::vector<uint64_t> sorted_ids(std::span<const uint64_t> ids) {
+  std::vector<uint64_t> out(ids.begin(), ids.end());
+  std::sort(out.begin(), out.end());
+  out.erase(std::unique(out.begin(), out.end()), out.end());
+  return out;
+}
+
 // Runs one aux write: the write lock, the record, then (kGroup/kEach) the
 // shared sync, then visible. `prepare` runs under the write lock (after a
 // flush when `needs_view`) and fills the record or fails.
@@ -521,7 +614,7 @@ Result<uint64_t> Store::prune_snapshots(const StreamId& stream, StreamVersion ke
 
 Result<uint64_t> Store::add_dead_letter(const DeadLetter& letter, const AppendOptions& options) {
   EVENTSOURCE_RETURN_IF_ERROR(
-      check_name(impl_->path_, "a dead letter's projection name", letter.projection));
+      check_user_name(impl_->path_, "a dead letter's projection name", letter.projection));
   if (letter.error.size() > format::kMaxAuxError)
     return invalid_argument(fmt::format("{}: dead letter of {}: error text of {} bytes exceeds {}",
                                         impl_->path_, letter.projection, letter.error.size(),
@@ -607,7 +700,7 @@ Result<uint64_t> Store::purge_dead_letters(std::string_view projection,
 
 Status Store::save_projection_state(std::string_view name, GlobalPosition position,
                                     std::string_view state, const AppendOptions& options) {
-  EVENTSOURCE_RETURN_IF_ERROR(check_name(impl_->path_, "a projection name", name));
+  EVENTSOURCE_RETURN_IF_ERROR(check_user_name(impl_->path_, "a projection name", name));
   if (state.size() > format::kMaxProjectionState)
     return invalid_argument(fmt::format("{}: projection {}: state of {} bytes exceeds {}",
                                         impl_->path_, name, state.size(),
@@ -625,6 +718,11 @@ Status Store::save_projection_state(std::string_view name, GlobalPosition positi
 }
 
 Result<std::optional<ProjectionState>> Store::projection_state(std::string_view name) const {
+  if (reserved_aux_name(name))
+    return invalid_argument(
+        fmt::format("{}: projection name '{}': names starting with '{}' are reserved for the "
+                    "library (choose another name)",
+                    impl_->path_, name, kReservedNamePrefix));
   Impl::OpGuard guard(*impl_);
   if (!guard.ok()) return impl_->closed_status();
   MutexLock lock(&impl_->aux_mu_);
@@ -638,8 +736,69 @@ Result<std::vector<std::string>> Store::projection_names() const {
   if (!guard.ok()) return impl_->closed_status();
   MutexLock lock(&impl_->aux_mu_);
   std::vector<std::string> out;
-  for (const auto& [name, p] : impl_->aux_state_.projections) out.push_back(name);
+  for (const auto& [name, p] : impl_->aux_state_.projections)
+    if (!reserved_aux_name(name)) out.push_back(name);
   return out;
+}
+
+Result<uint64_t> Store::mark_dead_letters_for_retry(std::span<const uint64_t> ids,
+                                                    const AppendOptions& options) {
+  const std::vector<uint64_t> want = sorted_ids(ids);
+  uint64_t added = 0;
+  std::string state;  // the record's state: outlives the write
+  // Read, merge and write under the write lock, after pending aux writes
+  // are applied: two concurrent calls never both start from the same marks.
+  Status s = aux_op(*impl_, options, true, [&](std::optional<AuxRecord>* out) {
+    MutexLock lock(&impl_->aux_mu_);
+    for (uint64_t id : ids)
+      if (!impl_->aux_state_.dead_letters.contains(id))
+        return not_found(
+            fmt::format("{}: no dead letter with id {}, nothing was marked for retry (list them "
+                        "with 'esdump dlq {}')",
+                        impl_->path_, id, impl_->path_));
+    EVENTSOURCE_ASSIGN_OR_RETURN(RetryMarks marks, read_retry_marks(*impl_));
+    std::vector<uint64_t> merged;
+    std::set_union(marks.live.begin(), marks.live.end(), want.begin(), want.end(),
+                   std::back_inserter(merged));
+    const uint64_t fresh = merged.size() - marks.live.size();
+    if (merged.size() > kMaxRetryMarks)
+      return invalid_argument(fmt::format(
+          "{}: cannot mark {} more dead letters for retry: {} are marked and at most {} can be "
+          "(let the app retry the marked ones on its next start, or resolve or purge dead "
+          "letters with 'esdump dlq {} resolve ID' or 'purge', first)",
+          impl_->path_, fresh, marks.live.size(), kMaxRetryMarks, impl_->path_));
+    if (fresh == 0 && !marks.stale) return Status();  // nothing changes
+    state = encode_retry_marks(merged);
+    *out = retry_marks_record(state);
+    added = fresh;
+    return Status();
+  });
+  if (!s.ok()) return s;
+  return added;
+}
+
+Result<std::vector<uint64_t>> Store::dead_letters_marked_for_retry() const {
+  Impl::OpGuard guard(*impl_);
+  if (!guard.ok()) return impl_->closed_status();
+  MutexLock lock(&impl_->aux_mu_);
+  EVENTSOURCE_ASSIGN_OR_RETURN(RetryMarks marks, read_retry_marks(*impl_));
+  return std::move(marks.live);
+}
+
+Status Store::unmark_dead_letters(std::span<const uint64_t> ids, const AppendOptions& options) {
+  const std::vector<uint64_t> drop = sorted_ids(ids);
+  std::string state;  // the record's state: outlives the write
+  return aux_op(*impl_, options, true, [&](std::optional<AuxRecord>* out) {
+    MutexLock lock(&impl_->aux_mu_);
+    EVENTSOURCE_ASSIGN_OR_RETURN(RetryMarks marks, read_retry_marks(*impl_));
+    std::vector<uint64_t> kept;
+    std::set_difference(marks.live.begin(), marks.live.end(), drop.begin(), drop.end(),
+                        std::back_inserter(kept));
+    if (kept.size() == marks.live.size() && !marks.stale) return Status();  // nothing changes
+    state = encode_retry_marks(kept);
+    *out = retry_marks_record(state);
+    return Status();
+  });
 }
 
 }  // namespace eventsource

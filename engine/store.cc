@@ -197,7 +197,9 @@ StoreStats Store::Impl::stats() const {
     st.snapshots = aux_state_.snapshot_count;
     st.snapshot_streams = aux_state_.snapshots.size();
     st.dead_letters = aux_state_.dead_letters.size();
-    st.projection_states = aux_state_.projections.size();
+    st.projection_states = static_cast<uint64_t>(
+        std::count_if(aux_state_.projections.begin(), aux_state_.projections.end(),
+                      [](const auto& p) { return !reserved_aux_name(p.first); }));
     st.aux_live_bytes = aux_state_.live_bytes;
   }
   {

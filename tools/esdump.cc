@@ -1,12 +1,14 @@
 // esdump: inspect, export, import, verify and repair an eventsource store from
-// the shell. Exit codes: 0 ok, 1 damage found (verify) or a failed read,
-// 2 usage or I/O error. Uses only the engine's public API (engine/store.h).
+// the shell. Exit codes: 0 ok, 1 damage found (verify), a failed read or a
+// missing dead letter (dlq show/retry/resolve), 2 usage or I/O error. Uses
+// only the engine's public API (engine/store.h).
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <iostream>
 #include <limits>
 #include <memory>
+#include <optional>
 #include <set>
 #include <span>
 #include <string>
@@ -824,10 +827,10 @@ int run_snapshots(const ParsedArgs& args) {
 
 // --------------------------------------------------------------------- dlq --
 
-constexpr OptionSpec kDlqOptions[] = {{"json", OptionKind::kFlag},
-                                      {"projection", OptionKind::kValue}};
+constexpr OptionSpec kDlqOptions[] = {
+    {"json", OptionKind::kFlag}, {"projection", OptionKind::kValue}, {"all", OptionKind::kFlag}};
 
-Json letter_json(const DeadLetter& d, bool with_error) {
+Json letter_json(const DeadLetter& d, bool marked) {
   Json j = Json::object();
   j["id"] = d.id;
   put_text(j, "projection", d.projection);
@@ -835,8 +838,92 @@ Json letter_json(const DeadLetter& d, bool with_error) {
   j["attempts"] = d.attempts;
   j["first_failure"] = time_text(d.first_failure_us);
   j["last_failure"] = time_text(d.last_failure_us);
-  if (with_error) put_text(j, "error", d.error);
+  j["marked_for_retry"] = marked;
+  put_text(j, "error", d.error);
   return j;
+}
+
+// list and show: a read-only open, so they work beside a live writer.
+int run_dlq_read(const ParsedArgs& args, std::optional<uint64_t> show_id) {
+  constexpr std::string_view kCmd = "dlq";
+  const std::string& path = args.positionals[0];
+  const std::string* projection = args.get("projection");
+  const bool json = args.has("json");
+  int code = kExitOk;
+  std::unique_ptr<Store> store = open_read_only(kCmd, path, &code);
+  if (!store) return code;
+  // Malformed marks do not hide the dead letters: they are listed without
+  // marks, and the exit status says a read failed.
+  std::set<uint64_t> marked;
+  Result<std::vector<uint64_t>> marks = store->dead_letters_marked_for_retry();
+  if (marks.ok()) {
+    marked.insert(marks->begin(), marks->end());
+  } else {
+    err("esdump {}: warning: the retry marks of {} cannot be read, shown as unmarked: {}", kCmd,
+        path, marks.status().to_string());
+    code = kExitDamage;
+  }
+  if (show_id) {
+    Result<DeadLetter> d = store->dead_letter(*show_id);
+    if (!d.ok()) {
+      err("esdump {}: {}", kCmd, d.status().to_string());
+      return d.status().code() == Code::kNotFound ? kExitDamage
+                                                  : read_failed(kCmd, *store, d.status());
+    }
+    const bool is_marked = marked.contains(d->id);
+    if (json) {
+      out_line(dump_json(letter_json(*d, is_marked)));
+    } else {
+      out_line(fmt::format("id            {}", d->id));
+      out_line(fmt::format("projection    {}", printable(d->projection)));
+      out_line(fmt::format("position      {}", d->position.value));
+      out_line(fmt::format("attempts      {}", d->attempts));
+      out_line(fmt::format("first failure {}", time_text(d->first_failure_us)));
+      out_line(fmt::format("last failure  {}", time_text(d->last_failure_us)));
+      out_line(fmt::format("retry         {}",
+                           is_marked ? "marked (the app retries it on its next start)" : "no"));
+      out_line(fmt::format("error         {}", printable(d->error)));
+    }
+    close_quietly(*store, kCmd);
+    return finish_output(code);
+  }
+  Result<std::vector<DeadLetter>> list =
+      store->dead_letters(projection ? std::string_view(*projection) : std::string_view());
+  if (!list.ok()) return read_failed(kCmd, *store, list.status());
+  for (const DeadLetter& d : *list) {
+    const bool is_marked = marked.contains(d.id);
+    if (json) {
+      out_line(dump_json(letter_json(d, is_marked)));
+    } else {
+      out_line(fmt::format("#{}{} {} position {} attempts {} last {}: {}", d.id,
+                           is_marked ? " [retry]" : "", printable(d.projection), d.position.value,
+                           d.attempts, time_text(d.last_failure_us), printable(d.error, 120)));
+    }
+  }
+  close_quietly(*store, kCmd);
+  return finish_output(code);
+}
+
+// retry, resolve, purge: they write, so they need the writer lock (a
+// read-write open); a live writer's lock makes the open fail with its pid.
+std::unique_ptr<Store> open_for_writing(const std::string& path, int* exit_code) {
+  StoreOptions options;
+  options.mode = OpenMode::kReadWrite;
+  options.create = CreateMode::kMustExist;
+  options.durability = Durability::kEach;
+  Result<std::unique_ptr<Store>> opened = Store::open(path, options);
+  if (opened.ok()) return std::move(opened).value();
+  err("esdump dlq: cannot open {} for writing: {}", path, opened.status().to_string());
+  *exit_code = opened.status().code() == Code::kCorruption ? kExitDamage : kExitError;
+  return nullptr;
+}
+
+// Closes after a write; a failed close (the final checkpoint) is an error.
+bool close_after_write(Store& store) {
+  Status closed = store.close();
+  if (closed.ok()) return true;
+  err("esdump dlq: closing {}: {}", store.path(), closed.to_string());
+  return false;
 }
 
 int run_dlq(const ParsedArgs& args) {
@@ -845,80 +932,99 @@ int run_dlq(const ParsedArgs& args) {
   const std::string action = args.positionals.size() > 1 ? args.positionals[1] : "list";
   const std::string* projection = args.get("projection");
   const bool json = args.has("json");
-  if (action == "list" || action == "show") {
-    if (action == "list" && args.positionals.size() > 2)
-      return usage_error(kCmd, "list takes no argument");
-    uint64_t id = 0;
-    if (action == "show") {
-      if (args.positionals.size() != 3) return usage_error(kCmd, "show needs an ID");
-      Result<uint64_t> v = parse_u64(args.positionals[2], "ID");
-      if (!v.ok()) return usage_error(kCmd, v.status().message());
-      id = *v;
+  const bool all = args.has("all");
+  const size_t extra = args.positionals.size() > 2 ? args.positionals.size() - 2 : 0;
+  if (all && action != "retry") return usage_error(kCmd, "--all goes with retry only");
+  if (action == "list") {
+    if (extra > 0) return usage_error(kCmd, "list takes no argument");
+    return run_dlq_read(args, std::nullopt);
+  }
+  if (action == "show" || action == "resolve") {
+    if (extra != 1) return usage_error(kCmd, action + " needs one ID");
+    if (projection) return usage_error(kCmd, "--projection goes with list, retry --all and purge");
+    Result<uint64_t> id = parse_u64(args.positionals[2], "ID");
+    if (!id.ok()) return usage_error(kCmd, id.status().message());
+    if (action == "show") return run_dlq_read(args, *id);
+    int code = kExitOk;
+    std::unique_ptr<Store> store = open_for_writing(path, &code);
+    if (!store) return code;
+    Status removed = store->remove_dead_letter(*id);
+    if (!removed.ok()) {
+      err("esdump {}: resolving #{} failed: {}", kCmd, *id, removed.to_string());
+      return removed.code() == Code::kNotFound ? kExitDamage : kExitError;
+    }
+    if (!close_after_write(*store)) return kExitError;
+    if (json) {
+      Json j = Json::object();
+      j["resolved"] = *id;
+      out_line(dump_json(j));
+    } else {
+      out_line(fmt::format("resolved #{}", *id));
+    }
+    return finish_output(kExitOk);
+  }
+  if (action == "retry") {
+    std::vector<uint64_t> ids;
+    if (all) {
+      if (extra > 0) return usage_error(kCmd, "retry takes IDs or --all, not both");
+    } else {
+      if (extra == 0) return usage_error(kCmd, "retry needs IDs or --all");
+      if (projection) return usage_error(kCmd, "--projection goes with retry --all, not IDs");
+      for (size_t i = 2; i < args.positionals.size(); ++i) {
+        Result<uint64_t> id = parse_u64(args.positionals[i], "ID");
+        if (!id.ok()) return usage_error(kCmd, id.status().message());
+        ids.push_back(*id);
+      }
     }
     int code = kExitOk;
-    std::unique_ptr<Store> store = open_read_only(kCmd, path, &code);
+    std::unique_ptr<Store> store = open_for_writing(path, &code);
     if (!store) return code;
-    if (action == "show") {
-      Result<DeadLetter> d = store->dead_letter(id);
-      if (!d.ok()) {
-        err("esdump {}: {}", kCmd, d.status().to_string());
-        return d.status().code() == Code::kNotFound ? kExitDamage
-                                                    : read_failed(kCmd, *store, d.status());
-      }
-      if (json) {
-        out_line(dump_json(letter_json(*d, true)));
-      } else {
-        out_line(fmt::format("id            {}", d->id));
-        out_line(fmt::format("projection    {}", printable(d->projection)));
-        out_line(fmt::format("position      {}", d->position.value));
-        out_line(fmt::format("attempts      {}", d->attempts));
-        out_line(fmt::format("first failure {}", time_text(d->first_failure_us)));
-        out_line(fmt::format("last failure  {}", time_text(d->last_failure_us)));
-        out_line(fmt::format("error         {}", printable(d->error)));
-      }
-      close_quietly(*store, kCmd);
-      return finish_output(kExitOk);
+    if (all) {
+      // The writer lock is ours: no dead letter comes or goes until close.
+      Result<std::vector<DeadLetter>> list =
+          store->dead_letters(projection ? std::string_view(*projection) : std::string_view());
+      if (!list.ok()) return read_failed(kCmd, *store, list.status());
+      for (const DeadLetter& d : *list) ids.push_back(d.id);
     }
-    Result<std::vector<DeadLetter>> list =
-        store->dead_letters(projection ? std::string_view(*projection) : std::string_view());
-    if (!list.ok()) return read_failed(kCmd, *store, list.status());
-    for (const DeadLetter& d : *list) {
-      if (json) {
-        out_line(dump_json(letter_json(d, true)));
-      } else {
-        out_line(fmt::format("#{} {} position {} attempts {} last {}: {}", d.id,
-                             printable(d.projection), d.position.value, d.attempts,
-                             time_text(d.last_failure_us), printable(d.error, 120)));
+    Result<uint64_t> n = store->mark_dead_letters_for_retry(ids);
+    if (!n.ok()) {
+      err("esdump {}: marking for retry failed: {}", kCmd, n.status().to_string());
+      switch (n.status().code()) {
+        case Code::kNotFound:
+        case Code::kCorruption:
+          return kExitDamage;
+        default:
+          return kExitError;
       }
     }
-    close_quietly(*store, kCmd);
+    if (!close_after_write(*store)) return kExitError;
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    if (json) {
+      Json j = Json::object();
+      j["marked"] = *n;
+      j["ids"] = ids;
+      out_line(dump_json(j));
+    } else {
+      out_line(fmt::format("marked {} for retry (the app retries them on its next start)",
+                           plural(*n, "dead letter")));
+    }
     return finish_output(kExitOk);
   }
   if (action != "purge")
-    return usage_error(kCmd, "unknown action '" + printable(action) + "' (list, show ID, purge)");
-  if (args.positionals.size() > 2) return usage_error(kCmd, "purge takes no argument");
-  // Purging writes: it needs the writer lock (a read-write open).
-  StoreOptions options;
-  options.mode = OpenMode::kReadWrite;
-  options.create = CreateMode::kMustExist;
-  options.durability = Durability::kEach;
-  Result<std::unique_ptr<Store>> opened = Store::open(path, options);
-  if (!opened.ok()) {
-    err("esdump {}: cannot open {} for writing: {}", kCmd, path, opened.status().to_string());
-    return opened.status().code() == Code::kCorruption ? kExitDamage : kExitError;
-  }
-  std::unique_ptr<Store> store = std::move(opened).value();
+    return usage_error(kCmd, "unknown action '" + printable(action) +
+                                 "' (list, show ID, retry ID.../--all, resolve ID, purge)");
+  if (extra > 0) return usage_error(kCmd, "purge takes no argument");
+  int code = kExitOk;
+  std::unique_ptr<Store> store = open_for_writing(path, &code);
+  if (!store) return code;
   Result<uint64_t> n =
       store->purge_dead_letters(projection ? std::string_view(*projection) : std::string_view());
   if (!n.ok()) {
     err("esdump {}: purging {} failed: {}", kCmd, path, n.status().to_string());
     return kExitError;
   }
-  Status closed = store->close();
-  if (!closed.ok()) {
-    err("esdump {}: closing {}: {}", kCmd, path, closed.to_string());
-    return kExitError;
-  }
+  if (!close_after_write(*store)) return kExitError;
   if (json) {
     Json j = Json::object();
     j["purged"] = *n;
@@ -1041,20 +1147,41 @@ One line per stream with a snapshot, in name order:
   --json      JSON lines: {"stream","version","schema_version","time","bytes","versions"}
 )",
      kSnapshotsOptions, 1, 1, run_snapshots},
-    {"dlq", "list, show or purge dead letters of projections",
-     R"(usage: esdump dlq STORE [list|show ID|purge] [--projection P] [--json]
+    {"dlq", "list, show, retry, resolve or purge dead letters of projections",
+     R"(usage: esdump dlq STORE [list] [--projection P] [--json]
+       esdump dlq STORE show ID [--json]
+       esdump dlq STORE retry ID [ID ...] [--json]
+       esdump dlq STORE retry --all [--projection P] [--json]
+       esdump dlq STORE resolve ID [--json]
+       esdump dlq STORE purge [--projection P] [--json]
+
+Dead letters are events a projection gave up on. esdump cannot run a
+projection's code: 'retry' marks dead letters, and the app replays the
+marked ones through their projection on its next start.
 
   list      (default) one line per dead letter, by id:
-            #ID PROJECTION position N attempts N last <time>: <error>
+            #ID [retry] PROJECTION position N attempts N last <time>: <error>
+            ("[retry]" when it is marked for retry)
   show ID   every field of one dead letter (exit 1 if there is none)
-  purge     removes all dead letters (of --projection P only, if given);
-            opens the store read-write, so no writer may have it open
+  retry ID...  marks these dead letters for retry (exit 1, nothing marked,
+            if one of them does not exist); prints "marked N dead letters
+            for retry" (N: newly marked). At most 8192 are marked at once.
+  retry --all  marks every dead letter (of --projection P only, if given)
+  resolve ID   removes one dead letter you handled by hand (exit 1 if there
+            is none); its retry mark goes with it
+  purge     removes all dead letters (of --projection P only, if given)
+  retry, resolve and purge open the store read-write: they fail while an app
+  has it open for writing (the message names its pid).
 
-  --projection P  only dead letters of projection P (list, purge)
-  --json          JSON lines: {"id","projection","position","attempts",
-                  "first_failure","last_failure","error"}; purge: {"purged"}
+  --projection P  only dead letters of projection P (list, retry --all, purge)
+  --all           retry: every dead letter (of --projection P)
+  --json          list, show: JSON lines {"id","projection","position",
+                  "attempts","first_failure","last_failure",
+                  "marked_for_retry","error"}; retry: {"marked","ids"} (ids:
+                  the ones asked for, all marked now); resolve: {"resolved"};
+                  purge: {"purged"}
 )",
-     kDlqOptions, 1, 3, run_dlq},
+     kDlqOptions, 1, std::numeric_limits<size_t>::max(), run_dlq},
     {"verify",
      "check every checksum; exit 1 when damage is found",
      R"(usage: esdump verify STORE

@@ -1,19 +1,24 @@
-// Aux records (format-spec.md "Aux segments", [F-39]..[F-46]): snapshots,
+// Aux records (format-spec.md "Aux segments", [F-39]..[F-47]): snapshots,
 // dead letters and projection states are stored, found without a scan,
 // survive reopen (removals too), respect their limits, are seen by read-only
 // handles as of open/refresh, are compacted, and damage to them is reported
-// with its location, never returned as data.
+// with its location, never returned as data. Retry marks of dead letters
+// ([F-47]): kept in a reserved projection state, atomic under concurrent
+// marks, stale ones ignored, bounded.
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "engine/coding.h"
 #include "engine/format.h"
+#include "engine/segment.h"
 #include "eventsource/store.h"
 #include "tests/support/files.h"
 #include "tests/support/store_helpers.h"
@@ -60,6 +65,62 @@ std::vector<AuxFrame> aux_frames(const std::string& path) {
       out.push_back({base + off, len});
       off += len;
     }
+  }
+  return out;
+}
+
+std::vector<uint64_t> marked(const Store& s) {
+  auto r = s.dead_letters_marked_for_retry();
+  REQUIRE(r.ok());
+  return r.value();
+}
+
+std::vector<uint64_t> add_letters(Store& s, std::string projection, int n) {
+  std::vector<uint64_t> ids;
+  for (int i = 0; i < n; ++i) {
+    auto id = s.add_dead_letter(letter(projection, static_cast<uint64_t>(i) + 1, "e"));
+    REQUIRE(id.ok());
+    ids.push_back(id.value());
+  }
+  return ids;
+}
+
+// Stores `state` as the retry marks record of a fresh store at `path`,
+// bypassing the engine's checks: saves it under the 10-byte name
+// "%dlq.retry", then renames the record to "$dlq.retry" in the file and
+// signs record and frame again. The result is a valid aux chain.
+void plant_retry_marks(const std::string& path, const std::string& state) {
+  {
+    auto s = open_or_fail(path, small_store_options());
+    EVENTSOURCE_REQUIRE_OK(s->save_projection_state("%dlq.retry", GlobalPosition(0), state));
+    EVENTSOURCE_REQUIRE_OK(s->close());
+  }
+  const auto frames = aux_frames(path);
+  REQUIRE(frames.size() == 1);
+  std::string data = read_file(path);
+  auto* d = reinterpret_cast<uint8_t*>(data.data());
+  FileHeader h;
+  EVENTSOURCE_REQUIRE_OK(parse_file_header(d, data.size(), &h));
+  uint8_t* frame = d + frames[0].offset;
+  uint8_t* rec = frame + format::frame_header::kSize;
+  const uint32_t rec_len = get_u32(rec + format::aux_record::kRecordLen);
+  const size_t name_at = data.find("%dlq.retry", frames[0].offset);
+  REQUIRE(name_at != std::string::npos);
+  data[name_at] = kReservedNamePrefix;
+  put_u32(rec + format::aux_record::kChecksum,
+          static_cast<uint32_t>(checksum64(rec + 8, rec_len - 8, h.seed())));
+  put_u64(frame + format::frame_header::kChecksum,
+          checksum64(frame + format::frame_header::kFrameLen,
+                     frames[0].len - format::frame_header::kFrameLen, h.seed()));
+  write_file(path, data);
+}
+
+std::string u64_bytes(std::initializer_list<uint64_t> ids) {
+  std::string out;
+  for (uint64_t id : ids) {
+    char b[8];
+    put_u64(reinterpret_cast<uint8_t*>(b), id);
+    out.append(b, 8);
   }
   return out;
 }
@@ -176,6 +237,237 @@ TEST_SUITE("aux") {
     auto s = open_or_fail(path, small_store_options());
     CHECK(s->projection_state("totals").value()->position == GlobalPosition(500));
     CHECK(s->projection_state("audit").value()->state.empty());
+  }
+
+  TEST_CASE("retry marks: mark, list, unmark; kept across reopen; read-only sees them as of open") {
+    TempDir dir;
+    const std::string path = dir.file("rm.evs");
+    std::vector<uint64_t> ids;
+    {
+      auto s = open_or_fail(path, small_store_options());
+      ids = add_letters(*s, "billing", 3);
+      CHECK(marked(*s).empty());
+      // Duplicates count once; the answer is ascending whatever the order asked.
+      const std::vector<uint64_t> ask = {ids[2], ids[0], ids[0]};
+      CHECK(s->mark_dead_letters_for_retry(ask).value() == 2u);
+      CHECK(marked(*s) == std::vector<uint64_t>{ids[0], ids[2]});
+      // Marking what is marked already changes nothing and writes nothing.
+      const uint64_t bytes = s->stats().aux_bytes;
+      CHECK(s->mark_dead_letters_for_retry(std::vector<uint64_t>{ids[2]}).value() == 0u);
+      CHECK(s->stats().aux_bytes == bytes);
+      CHECK(s->mark_dead_letters_for_retry(ids).value() == 1u);
+      CHECK(marked(*s) == ids);
+      // Unmarking ignores ids that are not marked (or do not exist).
+      EVENTSOURCE_REQUIRE_OK(s->unmark_dead_letters(std::vector<uint64_t>{ids[1], 999}));
+      CHECK(marked(*s) == std::vector<uint64_t>{ids[0], ids[2]});
+      const uint64_t after_unmark = s->stats().aux_bytes;
+      EVENTSOURCE_REQUIRE_OK(s->unmark_dead_letters(std::vector<uint64_t>{ids[1]}));
+      CHECK(s->stats().aux_bytes == after_unmark);
+      // Marks do not change the dead letters.
+      CHECK(s->dead_letters().value().size() == 3);
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    auto w = open_or_fail(path, small_store_options());
+    CHECK(marked(*w) == std::vector<uint64_t>{ids[0], ids[2]});
+    StoreOptions ro = small_store_options();
+    ro.mode = OpenMode::kReadOnly;
+    auto r = open_or_fail(path, ro);
+    CHECK(marked(*r) == std::vector<uint64_t>{ids[0], ids[2]});
+    EVENTSOURCE_CHECK_CODE(r->mark_dead_letters_for_retry(ids), Code::kReadOnly);
+    EVENTSOURCE_CHECK_CODE(r->unmark_dead_letters(ids), Code::kReadOnly);
+    // The writer unmarks one and marks another: the reader sees it after refresh().
+    EVENTSOURCE_REQUIRE_OK(w->unmark_dead_letters(std::vector<uint64_t>{ids[0]}));
+    CHECK(w->mark_dead_letters_for_retry(std::vector<uint64_t>{ids[1]}).value() == 1u);
+    CHECK(marked(*r) == std::vector<uint64_t>{ids[0], ids[2]});
+    EVENTSOURCE_REQUIRE_OK(r->refresh());
+    CHECK(marked(*r) == std::vector<uint64_t>{ids[1], ids[2]});
+    EVENTSOURCE_REQUIRE_OK(w->close());
+    auto again = open_or_fail(path, ro);
+    CHECK(marked(*again) == std::vector<uint64_t>{ids[1], ids[2]});
+  }
+
+  TEST_CASE("retry marks from 4 threads at once are all kept") {
+    // Each call reads the marks and writes them whole: a call that started
+    // from marks missing another thread's pending write would drop them.
+    for (Durability d : {Durability::kGroup, Durability::kNone}) {
+      CAPTURE(static_cast<int>(d));
+      TempDir dir;
+      const std::string path = dir.file("mt.evs");
+      StoreOptions o = small_store_options();
+      o.durability = d;
+      constexpr int kThreads = 4, kPerThread = 60;
+      std::vector<std::vector<uint64_t>> ids(kThreads);
+      {
+        auto s = open_or_fail(path, o);
+        for (int t = 0; t < kThreads; ++t)
+          ids[t] = add_letters(*s, "p" + std::to_string(t), kPerThread);
+        std::vector<std::thread> threads;
+        for (int t = 0; t < kThreads; ++t)
+          threads.emplace_back([&, t] {
+            for (int i = 0; i < kPerThread; ++i) {
+              auto n = s->mark_dead_letters_for_retry(std::span(&ids[t][i], 1));
+              CHECK(n.ok());
+              if (n.ok()) CHECK(n.value() == 1u);
+              // Every other one is unmarked again by the thread that marked it.
+              if (i % 2 == 1) CHECK(s->unmark_dead_letters(std::span(&ids[t][i], 1)).ok());
+            }
+          });
+        for (auto& th : threads) th.join();
+        std::vector<uint64_t> want;
+        for (int t = 0; t < kThreads; ++t)
+          for (int i = 0; i < kPerThread; i += 2) want.push_back(ids[t][i]);
+        std::sort(want.begin(), want.end());
+        CHECK(marked(*s) == want);
+        EVENTSOURCE_REQUIRE_OK(s->close());
+        auto r = open_or_fail(path, o);
+        CHECK(marked(*r) == want);
+      }
+    }
+  }
+
+  TEST_CASE("a removed or purged dead letter's mark is stale: never reported, dropped on write") {
+    TempDir dir;
+    const std::string path = dir.file("stale.evs");
+    auto s = open_or_fail(path, small_store_options());
+    const std::vector<uint64_t> a = add_letters(*s, "a", 2);
+    const std::vector<uint64_t> b = add_letters(*s, "b", 2);
+    std::vector<uint64_t> all = a;
+    all.insert(all.end(), b.begin(), b.end());
+    CHECK(s->mark_dead_letters_for_retry(all).value() == 4u);
+    EVENTSOURCE_REQUIRE_OK(s->remove_dead_letter(a[0]));
+    CHECK(marked(*s) == std::vector<uint64_t>{a[1], b[0], b[1]});
+    CHECK(s->purge_dead_letters("b").value() == 2u);
+    CHECK(marked(*s) == std::vector<uint64_t>{a[1]});
+    // A stale id is not a dead letter any more: it cannot be marked.
+    EVENTSOURCE_CHECK_CODE(s->mark_dead_letters_for_retry(std::vector<uint64_t>{b[0]}),
+                           Code::kNotFound);
+    // The next write of the marks drops the stale ones (one write), then
+    // there is nothing left to drop (no write).
+    const uint64_t before = s->stats().aux_bytes;
+    EVENTSOURCE_REQUIRE_OK(s->unmark_dead_letters({}));
+    const uint64_t after_drop = s->stats().aux_bytes;
+    CHECK(after_drop > before);
+    EVENTSOURCE_REQUIRE_OK(s->unmark_dead_letters({}));
+    CHECK(s->stats().aux_bytes == after_drop);
+    // New dead letters get new ids: a stale mark never marks them.
+    const uint64_t c = add_letters(*s, "b", 1)[0];
+    CHECK(marked(*s) == std::vector<uint64_t>{a[1]});
+    CHECK(s->mark_dead_letters_for_retry(std::vector<uint64_t>{c}).value() == 1u);
+    EVENTSOURCE_REQUIRE_OK(s->close());
+    auto r = open_or_fail(path, small_store_options());
+    CHECK(marked(*r) == std::vector<uint64_t>{a[1], c});
+    CHECK(r->purge_dead_letters().value() == 2u);
+    CHECK(marked(*r).empty());
+  }
+
+  TEST_CASE("marking an id without a dead letter is kNotFound naming it; nothing is marked") {
+    TempDir dir;
+    const std::string path = dir.file("nf.evs");
+    auto s = open_or_fail(path, small_store_options());
+    const std::vector<uint64_t> ids = add_letters(*s, "p", 2);
+    const uint64_t before = s->stats().aux_bytes;
+    auto r = s->mark_dead_letters_for_retry(std::vector<uint64_t>{ids[0], 4242, 4343, ids[1]});
+    EVENTSOURCE_CHECK_CODE(r, Code::kNotFound);
+    CHECK(r.status().message().find("4242") != std::string::npos);
+    CHECK(r.status().message().find("4343") == std::string::npos);
+    CHECK(r.status().message().find("nf.evs") != std::string::npos);
+    CHECK(marked(*s).empty());
+    CHECK(s->stats().aux_bytes == before);
+    // An empty request marks nothing and is no error.
+    CHECK(s->mark_dead_letters_for_retry({}).value() == 0u);
+    CHECK(s->stats().aux_bytes == before);
+  }
+
+  TEST_CASE(
+      "names starting with '$' are reserved; the marks record is hidden from names and counts") {
+    TempDir dir;
+    const std::string path = dir.file("res.evs");
+    {
+      auto s = open_or_fail(path, small_store_options());
+      for (std::string_view name : {std::string_view("$dlq.retry"), std::string_view("$mine")}) {
+        CAPTURE(name);
+        auto saved = s->save_projection_state(name, GlobalPosition(1), "x");
+        EVENTSOURCE_CHECK_CODE(saved, Code::kInvalidArgument);
+        CHECK(saved.message().find("reserved") != std::string::npos);
+        EVENTSOURCE_CHECK_CODE(s->projection_state(name), Code::kInvalidArgument);
+        EVENTSOURCE_CHECK_CODE(s->add_dead_letter(letter(std::string(name), 1, "e")),
+                               Code::kInvalidArgument);
+      }
+      // Only the first byte matters.
+      EVENTSOURCE_REQUIRE_OK(s->save_projection_state("totals$", GlobalPosition(2)));
+      const uint64_t id = s->add_dead_letter(letter("mail$er", 1, "e")).value();
+      CHECK(s->mark_dead_letters_for_retry(std::span(&id, 1)).value() == 1u);
+      CHECK(s->projection_names().value() == std::vector<std::string>{"totals$"});
+      CHECK(s->stats().projection_states == 1u);
+      EVENTSOURCE_REQUIRE_OK(s->close());
+    }
+    auto s = open_or_fail(path, small_store_options());
+    CHECK(s->projection_names().value() == std::vector<std::string>{"totals$"});
+    CHECK(s->stats().projection_states == 1u);
+    CHECK(marked(*s).size() == 1u);
+  }
+
+  TEST_CASE("more than kMaxRetryMarks marks is kInvalidArgument saying how many are marked") {
+    TempDir dir;
+    const std::string path = dir.file("cap.evs");
+    auto s = open_or_fail(path, small_store_options());
+    const std::vector<uint64_t> ids = add_letters(*s, "p", static_cast<int>(kMaxRetryMarks) + 2);
+    const std::span<const uint64_t> first(ids.data(), kMaxRetryMarks);
+    // Exactly the limit fits: a 64 KiB state.
+    CHECK(s->mark_dead_letters_for_retry(first).value() == kMaxRetryMarks);
+    auto over = s->mark_dead_letters_for_retry(std::span(ids).last(2));
+    EVENTSOURCE_CHECK_CODE(over, Code::kInvalidArgument);
+    CHECK(over.status().message().find(std::to_string(kMaxRetryMarks) + " are marked") !=
+          std::string::npos);
+    CHECK(over.status().message().find("resolve") != std::string::npos);
+    CHECK(over.status().message().find("cap.evs") != std::string::npos);
+    CHECK(marked(*s).size() == kMaxRetryMarks);
+    // Marked ones do not count twice.
+    CHECK(s->mark_dead_letters_for_retry(first.first(10)).value() == 0u);
+    // A removed dead letter frees its mark's room.
+    EVENTSOURCE_REQUIRE_OK(s->remove_dead_letter(ids[0]));
+    CHECK(s->mark_dead_letters_for_retry(std::span(ids).last(1)).value() == 1u);
+    EVENTSOURCE_REQUIRE_OK(s->close());
+    auto r = open_or_fail(path, small_store_options());
+    const std::vector<uint64_t> got = marked(*r);
+    REQUIRE(got.size() == kMaxRetryMarks);
+    CHECK(got.front() == ids[1]);
+    CHECK(got.back() == ids.back());
+  }
+
+  TEST_CASE("malformed retry marks are kCorruption naming the record, never guessed [F-47]") {
+    struct Case {
+      const char* what;
+      std::string state;
+    };
+    const Case cases[] = {{"not a multiple of 8", u64_bytes({1}) + "xyz"},
+                          {"descending", u64_bytes({5, 3})},
+                          {"repeated", u64_bytes({4, 4})},
+                          {"id 0", u64_bytes({0})}};
+    for (const Case& c : cases) {
+      CAPTURE(c.what);
+      TempDir dir;
+      const std::string path = dir.file("bad.evs");
+      plant_retry_marks(path, c.state);
+      const uint64_t at = aux_frames(path)[0].offset + format::frame_header::kSize;
+      auto s = open_or_fail(path, small_store_options());
+      // Hidden like any reserved record; the chain itself is sound.
+      CHECK(s->projection_names().value().empty());
+      auto got = s->dead_letters_marked_for_retry();
+      EVENTSOURCE_CHECK_CODE(got, Code::kCorruption);
+      CHECK(mentions_offset(got.status().message(), static_cast<int64_t>(at)));
+      CHECK(got.status().message().find("esdump dlq") != std::string::npos);
+      const uint64_t id = s->add_dead_letter(letter("p", 1, "e")).value();
+      EVENTSOURCE_CHECK_CODE(s->mark_dead_letters_for_retry(std::span(&id, 1)), Code::kCorruption);
+      EVENTSOURCE_CHECK_CODE(s->unmark_dead_letters(std::span(&id, 1)), Code::kCorruption);
+      CHECK(s->dead_letters().value().size() == 1u);
+    }
+    // The planting itself is sound: well-formed marks (all stale here) read back.
+    TempDir dir;
+    const std::string path = dir.file("good.evs");
+    plant_retry_marks(path, u64_bytes({1, 2}));
+    auto s = open_or_fail(path, small_store_options());
+    CHECK(marked(*s).empty());
   }
 
   TEST_CASE("limits are kInvalidArgument naming the store") {

@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # End-to-end test of esdump and es_example: example run, verify, export ->
 # import -> export round trip, import errors, JSON output, a flipped byte
-# found by verify, filters, and usage errors. Usage: esdump_test.sh ESDUMP ES_EXAMPLE
+# found by verify, filters, dead letters marked for retry and resolved, and
+# usage errors. Usage: esdump_test.sh ESDUMP ES_EXAMPLE DLQ_FIXTURE
 set -uo pipefail
 
 # meson passes paths relative to the build directory; this script cd's away.
 esdump=$(realpath "$1")
 example=$(realpath "$2")
+fixture=$(realpath "$3")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 cd "$tmp"
@@ -113,6 +115,87 @@ run 0 "$esdump" dlq dlq.evs purge --json && expect out '"purged":1' "purge --jso
 run 0 "$esdump" dlq dlq.evs && [ ! -s out ] || fail "purged dead letters are gone"
 run 0 "$esdump" info dlq.evs && expect out '^dead letters +0$' "info after purge"
 run 0 "$esdump" verify dlq.evs
+
+echo "== dlq retry, resolve; marks in list and show"
+"$fixture" marks.evs add billing 3 >billing.ids || fail "dlq_fixture add billing"
+"$fixture" marks.evs add mailer 2 >mailer.ids || fail "dlq_fixture add mailer"
+b1=$(sed -n 1p billing.ids)
+b2=$(sed -n 2p billing.ids)
+b3=$(sed -n 3p billing.ids)
+m1=$(sed -n 1p mailer.ids)
+m2=$(sed -n 2p mailer.ids)
+run 0 "$esdump" dlq marks.evs && {
+  [ "$(wc -l <out)" = 5 ] || fail "dlq list before marks: want 5 lines, got $(wc -l <out)"
+  if grep -q 'retry' out; then fail "no dead letter is marked yet: $(cat out)"; fi
+}
+run 0 "$esdump" dlq marks.evs retry "$b1" "$b3" &&
+  expect out '^marked 2 dead letters for retry \(the app retries them on its next start\)$' "retry IDs"
+run 0 "$esdump" dlq marks.evs list && {
+  expect out "^#$b1 \[retry\] billing position 1 attempts 1 last .*: failure 1$" "marked line"
+  expect out "^#$b2 billing position 2 " "unmarked line"
+  expect out "^#$b3 \[retry\] billing " "second marked line"
+  [ "$(grep -c '\[retry\]' out)" = 2 ] || fail "want 2 marked lines: $(cat out)"
+}
+run 0 "$esdump" dlq marks.evs list --json && python3 -c '
+import json, sys
+b1, b2, b3, m1, m2 = (int(a) for a in sys.argv[1:])
+got = {d["id"]: d["marked_for_retry"] for d in map(json.loads, open("out"))}
+assert got == {b1: True, b2: False, b3: True, m1: False, m2: False}, got' "$b1" "$b2" "$b3" "$m1" "$m2" ||
+  fail "dlq list --json marked_for_retry"
+run 0 "$esdump" dlq marks.evs show "$b1" && expect out '^retry +marked' "show of a marked dead letter"
+run 0 "$esdump" dlq marks.evs show "$b2" && expect out '^retry +no$' "show of an unmarked dead letter"
+run 0 "$esdump" dlq marks.evs show "$b3" --json && expect out '"marked_for_retry":true' "show --json marked"
+run 0 "$esdump" dlq marks.evs show "$b2" --json && expect out '"marked_for_retry":false' "show --json unmarked"
+# Marked already: counted 0, ids listed once.
+run 0 "$esdump" dlq marks.evs retry "$b1" "$b1" --json &&
+  expect out "^\{\"marked\":0,\"ids\":\[$b1\]\}$" "retry --json of a marked id"
+# An id without a dead letter: exit 1, named, and nothing marked.
+run 1 "$esdump" dlq marks.evs retry "$b2" 999999 && expect err '999999' "retry of a missing id names it"
+run 0 "$esdump" dlq marks.evs show "$b2" --json && expect out '"marked_for_retry":false' "a failed retry marks nothing"
+run 0 "$esdump" dlq marks.evs retry --all --projection mailer --json &&
+  expect out "^\{\"marked\":2,\"ids\":\[$m1,$m2\]\}$" "retry --all --projection"
+run 0 "$esdump" dlq marks.evs show "$b2" --json && expect out '"marked_for_retry":false' "--projection limits retry --all"
+run 0 "$esdump" dlq marks.evs retry --all &&
+  expect out '^marked 1 dead letter for retry ' "retry --all marks the rest"
+run 0 "$esdump" dlq marks.evs list && [ "$(grep -c '\[retry\]' out)" = 5 ] || fail "all 5 marked: $(cat out)"
+run 0 "$esdump" dlq marks.evs resolve "$b1" && expect out "^resolved #$b1$" "resolve"
+run 1 "$esdump" dlq marks.evs resolve "$b1" && expect err "$b1" "resolve of a missing id names it"
+run 0 "$esdump" dlq marks.evs resolve "$m1" --json && expect out "^\{\"resolved\":$m1\}$" "resolve --json"
+run 0 "$esdump" dlq marks.evs list --json && python3 -c '
+import json, sys
+ids = [d["id"] for d in map(json.loads, open("out"))]
+want = sorted(int(a) for a in sys.argv[1:])
+assert ids == want, (ids, want)
+assert all(d["marked_for_retry"] for d in map(json.loads, open("out")))' "$b2" "$b3" "$m2" ||
+  fail "resolved dead letters are gone, the rest stay marked"
+# The marks are a reserved record: not a projection state of the app.
+run 0 "$esdump" info marks.evs && expect out '^projections +0 saved states' "info does not count the marks"
+run 0 "$esdump" verify marks.evs
+for args in "retry" "retry --all $b2" "retry x" "retry $b2 --projection billing" "resolve" \
+  "resolve $b2 $b3" "resolve x" "list --all" "show $b2 --all" "purge --all" "list $b2"; do
+  # shellcheck disable=SC2086 # word splitting wanted
+  run 2 "$esdump" dlq marks.evs $args && expect err '^esdump dlq: ' "usage error: dlq $args"
+done
+run 0 "$esdump" dlq --help && {
+  expect out 'retry ID \[ID \.\.\.\]' "dlq --help: retry"
+  expect out 'resolve ID' "dlq --help: resolve"
+}
+# A writer holds the store: the writes fail with its pid, the reads work.
+mkfifo hold.fifo
+"$fixture" marks.evs hold <hold.fifo >hold.out 2>hold.err &
+holder=$!
+exec 3>hold.fifo
+for _ in $(seq 100); do
+  grep -q holding hold.out && break
+  sleep 0.05
+done
+grep -q holding hold.out || fail "dlq_fixture hold did not start: $(cat hold.err)"
+run 2 "$esdump" dlq marks.evs retry "$b2" && expect err "locked by process $holder" "retry names the writer's pid"
+run 2 "$esdump" dlq marks.evs resolve "$b2" && expect err "locked by process $holder" "resolve names the writer's pid"
+run 0 "$esdump" dlq marks.evs list && [ "$(wc -l <out)" = 3 ] || fail "list beside a writer"
+exec 3>&-
+wait "$holder" || fail "dlq_fixture hold exited $?: $(cat hold.err)"
+run 0 "$esdump" dlq marks.evs show "$b2" && expect out '^retry +marked' "nothing changed while the writer held the store"
 
 echo "== streams"
 run 0 "$esdump" streams demo.evs && {

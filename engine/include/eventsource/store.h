@@ -109,7 +109,7 @@ struct StoreStats {
   uint64_t snapshots = 0;         // live snapshots, all streams
   uint64_t snapshot_streams = 0;  // streams with at least one snapshot
   uint64_t dead_letters = 0;
-  uint64_t projection_states = 0;
+  uint64_t projection_states = 0;  // saved states, reserved names (kRetryMarksName) not counted
   uint32_t aux_segments = 0;
   uint64_t aux_bytes = 0;        // bytes of aux frames in the aux chain
   uint64_t aux_live_bytes = 0;   // of which records still live (the rest compaction reclaims)
@@ -143,6 +143,18 @@ struct ProjectionState {
   std::string state;
   int64_t updated_us = 0;
 };
+
+// Projection names beginning with kReservedNamePrefix are the library's own
+// records: save_projection_state, projection_state and add_dead_letter
+// refuse them (kInvalidArgument), projection_names() and
+// StoreStats::projection_states leave them out.
+inline constexpr char kReservedNamePrefix = '$';
+// The reserved projection-state record that holds the retry marks of dead
+// letters (format-spec.md [F-47]).
+inline constexpr std::string_view kRetryMarksName = "$dlq.retry";
+// At most this many dead letters are marked for retry at once: the marks
+// are one projection state (64 KiB) of 8-byte ids.
+inline constexpr size_t kMaxRetryMarks = (64 << 10) / 8;
 
 // One problem found by verify().
 struct VerifyProblem {
@@ -345,26 +357,59 @@ class Store {
                                    const AppendOptions& options = {});
 
   // Records a dead letter (letter.id is ignored) and returns its id.
+  // letter.projection: 1..255 bytes, not beginning with kReservedNamePrefix.
   Result<uint64_t> add_dead_letter(const DeadLetter& letter, const AppendOptions& options = {});
   // Dead letters, by id; only `projection`'s when it is not empty.
   Result<std::vector<DeadLetter>> dead_letters(std::string_view projection = {}) const;
   // One dead letter; kNotFound if there is none with that id.
   Result<DeadLetter> dead_letter(uint64_t id) const;
   // Removes one dead letter; kNotFound if absent. Stays removed after a crash
-  // once acknowledged.
+  // once acknowledged. Its retry mark, if any, goes stale (below).
   Status remove_dead_letter(uint64_t id, const AppendOptions& options = {});
   // Removes all dead letters (of `projection` when not empty); returns how many.
   Result<uint64_t> purge_dead_letters(std::string_view projection = {},
                                       const AppendOptions& options = {});
 
+  // Retry marks: ids of dead letters an operator wants retried ('esdump dlq
+  // STORE retry'). The app's projection runner replays marked letters
+  // through their projection on its next start and then unmarks them.
+  // Stored as the projection-state record named kRetryMarksName
+  // (format-spec.md [F-47]); each call below that changes the marks writes
+  // that record whole, once, as an aux write (durability, errors as above).
+  // Calls are atomic with respect to each other: the marks are read and
+  // rewritten under the write lock. A mark whose dead letter is removed
+  // (remove_dead_letter, purge_dead_letters) is stale: never reported, and
+  // dropped by the next write of the marks. Ids are never reused, so a
+  // stale mark cannot come back to life.
+  //
+  // Marks `ids` (duplicates and ids marked already count once) and returns
+  // how many were newly marked; writes nothing when that is 0 and no stale
+  // mark is to be dropped. Errors: kNotFound naming the first id (in `ids`
+  // order) without a dead letter: nothing is marked then; kInvalidArgument
+  // when the marks would exceed kMaxRetryMarks (the message says how many
+  // are marked: let the app retry them, or resolve or purge dead letters,
+  // first); kCorruption (located) when the stored marks are malformed.
+  Result<uint64_t> mark_dead_letters_for_retry(std::span<const uint64_t> ids,
+                                               const AppendOptions& options = {});
+  // Marked ids that still have a dead letter, ascending. Read-only handles
+  // see the marks as of open/refresh(). Errors: kClosed; kCorruption
+  // (located) when the stored marks are malformed.
+  Result<std::vector<uint64_t>> dead_letters_marked_for_retry() const;
+  // Removes these ids' marks; ids not marked are ignored. Writes nothing
+  // when no mark changes. Errors as mark_dead_letters_for_retry's, but
+  // never kNotFound or kInvalidArgument.
+  Status unmark_dead_letters(std::span<const uint64_t> ids, const AppendOptions& options = {});
+
   // Saves `name`'s position (and state). Costs what an append in the same
   // durability mode costs: one frame, and for kGroup/kEach a share of a
-  // group-committed fdatasync. name: 1..255 bytes.
+  // group-committed fdatasync. name: 1..255 bytes, not beginning with
+  // kReservedNamePrefix.
   Status save_projection_state(std::string_view name, GlobalPosition position,
                                std::string_view state = {}, const AppendOptions& options = {});
-  // The latest saved state of `name`, or nullopt.
+  // The latest saved state of `name`, or nullopt. kInvalidArgument for a
+  // reserved name.
   Result<std::optional<ProjectionState>> projection_state(std::string_view name) const;
-  // Names with a saved state, in byte order.
+  // Names with a saved state, in byte order; reserved names are left out.
   Result<std::vector<std::string>> projection_names() const;
 
   class Impl;
