@@ -175,6 +175,14 @@ Result<GlobalPosition> EngineEventStore::do_current_position() const {
   return p;
 }
 
+Result<GlobalPosition> EngineEventStore::do_refresh() const {
+  // Read-write: a no-op answering the committed position. Read-only: picks
+  // up what the writer process committed since.
+  Result<GlobalPosition> p = store_->refresh();
+  if (!p.ok() && !store_->is_open()) return closed_error();
+  return p;
+}
+
 Result<StreamVersion> EngineEventStore::do_stream_version(const StreamId& stream) const {
   StreamVersion v = store_->stream_version(stream);
   if (v.value == 0 && !store_->is_open()) return closed_error();

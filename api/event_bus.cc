@@ -272,6 +272,7 @@ void InMemoryEventBus::dispatch(const StoredEvent& event, uint64_t seq, const Su
     }
     if (result.ok()) {
       ++delivered_;
+      if (Metrics* m = options_.observability.metrics) m->count_dispatched(1);
       if (report != nullptr) ++report->delivered;
       continue;
     }
@@ -284,6 +285,7 @@ void InMemoryEventBus::dispatch(const StoredEvent& event, uint64_t seq, const Su
 
 void InMemoryEventBus::report_failure(HandlerFailure failure) {
   ++failures_;
+  if (Metrics* m = options_.observability.metrics) m->count_handler_failure();
   if (options_.observability.log) {
     const std::string position = std::to_string(failure.position.value);
     const std::string id = failure.event_id.to_string();

@@ -6,7 +6,10 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <atomic>
+#include <condition_variable>
 #include <exception>
+#include <mutex>
 #include <unordered_set>
 
 #include "envelope.h"
@@ -72,7 +75,63 @@ Status counted_read(const Observability& obs, std::string_view what, const Recor
 
 }  // namespace
 
+struct EventStore::AppendSignal {
+  std::mutex mu;
+  std::condition_variable cv;
+  uint64_t appends = 0;  // bumped by every append while someone waits
+  uint64_t wakes = 0;    // bumped by wake_waiters
+  std::atomic<int> waiters{0};
+};
+
+EventStore::EventStore(Observability obs)
+    : obs_(std::move(obs)), signal_(std::make_unique<AppendSignal>()) {}
+
 EventStore::~EventStore() = default;
+
+Result<GlobalPosition> EventStore::wait_for_events(GlobalPosition after,
+                                                   std::chrono::milliseconds timeout,
+                                                   std::chrono::milliseconds poll) const {
+  using Clock = std::chrono::steady_clock;
+  const Clock::time_point deadline = Clock::now() + timeout;
+  poll = std::max(poll, std::chrono::milliseconds(1));
+  AppendSignal& sig = *signal_;
+  sig.waiters.fetch_add(1);
+  struct Leave {
+    std::atomic<int>& n;
+    ~Leave() { n.fetch_sub(1); }
+  } leave{sig.waiters};
+  uint64_t wakes = 0;
+  {
+    std::lock_guard lock(sig.mu);
+    wakes = sig.wakes;
+  }
+  while (true) {
+    // Registered as a waiter before looking: an append after this look
+    // bumps `appends` and wakes the wait below.
+    uint64_t appends = 0;
+    {
+      std::lock_guard lock(sig.mu);
+      appends = sig.appends;
+      if (sig.wakes != wakes) return do_refresh();
+    }
+    Result<GlobalPosition> head = do_refresh();
+    if (!head.ok() || head->value > after.value) return head;
+    const Clock::time_point now = Clock::now();
+    if (now >= deadline) return head;
+    std::unique_lock lock(sig.mu);
+    sig.cv.wait_until(lock, std::min(deadline, now + poll),
+                      [&] { return sig.appends != appends || sig.wakes != wakes; });
+  }
+}
+
+void EventStore::wake_waiters() const {
+  AppendSignal& sig = *signal_;
+  {
+    std::lock_guard lock(sig.mu);
+    ++sig.wakes;
+  }
+  sig.cv.notify_all();
+}
 
 StoredEvent EventRecord::to_stored() const {
   StoredEvent s;
@@ -161,6 +220,13 @@ Result<AppendResult> EventStore::checked_append(const StreamId& stream, Expected
     Result<AppendResult> r = write();
     if (r.ok()) {
       if (obs_.metrics && !r->deduplicated) obs_.metrics->count_append(n, bytes);
+      if (signal_->waiters.load() > 0 && !r->deduplicated) {
+        {
+          std::lock_guard lock(signal_->mu);
+          ++signal_->appends;
+        }
+        signal_->cv.notify_all();
+      }
       span.set_attribute("position", static_cast<int64_t>(r->last_position.value));
       return r;
     }

@@ -84,8 +84,32 @@ void Metrics::count_snapshot_miss(SnapshotMiss reason) {
   }
 }
 
+void Metrics::count_dispatched(uint64_t calls) {
+  dispatched_.fetch_add(calls, std::memory_order_relaxed);
+}
+void Metrics::count_handler_failure() {
+  handler_failures_.fetch_add(1, std::memory_order_relaxed);
+}
+void Metrics::count_dead_letter() { dead_letters_.fetch_add(1, std::memory_order_relaxed); }
+
+void Metrics::set_projection_lag(std::string_view projection, uint64_t events, double seconds) {
+  std::lock_guard lock(lag_mu_);
+  auto it = lag_.find(projection);
+  if (it == lag_.end())
+    it = lag_.emplace(std::string(projection), ProjectionLag{std::string(projection)}).first;
+  it->second.events = events;
+  it->second.seconds = seconds;
+}
+
 Counters Metrics::counters() const {
   Counters c;
+  c.events_dispatched = dispatched_.load(std::memory_order_relaxed);
+  c.handler_failures = handler_failures_.load(std::memory_order_relaxed);
+  c.dead_letters = dead_letters_.load(std::memory_order_relaxed);
+  {
+    std::lock_guard lock(lag_mu_);
+    for (const auto& [name, lag] : lag_) c.projection_lag.push_back(lag);
+  }
   c.appends = appends_.load(std::memory_order_relaxed);
   c.events_appended = events_appended_.load(std::memory_order_relaxed);
   c.bytes_appended = bytes_appended_.load(std::memory_order_relaxed);
@@ -100,6 +124,26 @@ Counters Metrics::counters() const {
   c.snapshot_misses_decode = misses_decode_.load(std::memory_order_relaxed);
   return c;
 }
+
+namespace {
+
+// A label value as the exposition format wants it: \\, \" and \n escaped.
+std::string prometheus_label(std::string_view v) {
+  std::string out;
+  for (char ch : v) {
+    if (ch == '\\' || ch == '"') {
+      out.push_back('\\');
+      out.push_back(ch);
+    } else if (ch == '\n') {
+      out += "\\n";
+    } else {
+      out.push_back(ch);
+    }
+  }
+  return out;
+}
+
+}  // namespace
 
 std::string Metrics::prometheus_text(std::string_view prefix) const {
   const Counters c = counters();
@@ -128,6 +172,21 @@ std::string Metrics::prometheus_text(std::string_view prefix) const {
                  "{0}_snapshot_misses_total{{reason=\"decode\"}} {3}\n",
                  prefix, c.snapshot_misses_none, c.snapshot_misses_schema,
                  c.snapshot_misses_decode);
+  counter("events_dispatched", "Handler calls that succeeded (bus and projections).",
+          c.events_dispatched);
+  counter("handler_failures", "Handler calls that failed, retries included.", c.handler_failures);
+  counter("dead_letters", "Events projections dead-lettered.", c.dead_letters);
+  auto gauge = [&](std::string_view name, std::string_view help, auto value_of) {
+    fmt::format_to(std::back_inserter(out), "# HELP {0}_{1} {2}\n# TYPE {0}_{1} gauge\n", prefix,
+                   name, help);
+    for (const ProjectionLag& lag : c.projection_lag)
+      fmt::format_to(std::back_inserter(out), "{}_{}{{projection=\"{}\"}} {}\n", prefix, name,
+                     prometheus_label(lag.projection), value_of(lag));
+  };
+  gauge("projection_lag_events", "Positions a projection is behind the head.",
+        [](const ProjectionLag& l) { return l.events; });
+  gauge("projection_lag_seconds", "Age of the last event a lagging projection handled.",
+        [](const ProjectionLag& l) { return l.seconds; });
   return out;
 }
 

@@ -34,6 +34,8 @@ std::string_view code_name(Code code) {
       return "duplicate event";
     case Code::kRejected:
       return "rejected";
+    case Code::kTimedOut:
+      return "timed out";
   }
   return "unknown";
 }

@@ -173,7 +173,15 @@ TEST_SUITE("api-observability") {
     Metrics m;
     m.count_append(3, 600);
     m.count_snapshot_miss(Metrics::SnapshotMiss::kSchema);
+    m.set_projection_lag("totals\"v2", 7, 1.5);
+    m.count_dead_letter();
     const std::string text = m.prometheus_text("shop");
+    CHECK(text.find("# TYPE shop_projection_lag_events gauge\n"
+                    "shop_projection_lag_events{projection=\"totals\\\"v2\"} 7\n") !=
+          std::string::npos);
+    CHECK(text.find("\nshop_projection_lag_seconds{projection=\"totals\\\"v2\"} 1.5\n") !=
+          std::string::npos);
+    CHECK(text.find("\nshop_dead_letters_total 1\n") != std::string::npos);
     CHECK(text.find("# HELP shop_appends_total Append calls that stored events.\n"
                     "# TYPE shop_appends_total counter\n"
                     "shop_appends_total 1\n") != std::string::npos);
@@ -194,8 +202,8 @@ TEST_SUITE("api-observability") {
       if (line[0] != '#') ++samples;
       at = nl + 1;
     }
-    CHECK(families == 10);
-    CHECK(samples == 12);
+    CHECK(families == 15);
+    CHECK(samples == 17);
     CHECK(Metrics().prometheus_text().rfind("# HELP eventsource_appends_total", 0) == 0);
   }
 

@@ -39,6 +39,7 @@ const Named kCodes[] = {
     {Code::kReadOnly, "read-only"},
     {Code::kDuplicateEvent, "duplicate event"},
     {Code::kRejected, "rejected"},
+    {Code::kTimedOut, "timed out"},
 };
 
 void check_no_details(const Status& s) {

@@ -54,6 +54,7 @@ class EngineEventStore final : public EventStore {
   Result<bool> do_event_exists(const Uuid& id) const override;
   Result<GlobalPosition> do_current_position() const override;
   Result<StreamVersion> do_stream_version(const StreamId& stream) const override;
+  Result<GlobalPosition> do_refresh() const override;
 
   Status closed_error() const;
 

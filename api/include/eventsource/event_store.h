@@ -30,8 +30,10 @@
 // same version wins.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -186,13 +188,25 @@ class EventStore {
   // The stream's version (0 = no such stream).
   Result<StreamVersion> stream_version(const StreamId& stream) const;
 
+  // Waits until the store holds an event past `after`, then returns the
+  // last position. Returns earlier, with the last position (which may be
+  // <= after), when `timeout` passes or wake_waiters() is called. Appends
+  // through this object wake it at once; appends made elsewhere (another
+  // process, another handle on the same file) are seen by looking every
+  // `poll` (the engine's read-only handles refresh then). Errors: kClosed.
+  Result<GlobalPosition> wait_for_events(
+      GlobalPosition after, std::chrono::milliseconds timeout,
+      std::chrono::milliseconds poll = std::chrono::milliseconds(2)) const;
+  // Makes every wait_for_events in progress return now.
+  void wake_waiters() const;
+
   // Releases the backend's files; later calls return kClosed. Idempotent.
   virtual Status close() = 0;
 
   const Observability& observability() const { return obs_; }
 
  protected:
-  explicit EventStore(Observability obs) : obs_(std::move(obs)) {}
+  explicit EventStore(Observability obs);
 
   // The backend's part. The public calls have checked the arguments, and
   // read_all's filters are the backend's to apply (all of them, exactly).
@@ -209,8 +223,12 @@ class EventStore {
   virtual Result<bool> do_event_exists(const Uuid& id) const = 0;
   virtual Result<GlobalPosition> do_current_position() const = 0;
   virtual Result<StreamVersion> do_stream_version(const StreamId& stream) const = 0;
+  // The last position, after picking up appends made elsewhere (the
+  // engine's read-only handles refresh). By default do_current_position.
+  virtual Result<GlobalPosition> do_refresh() const { return do_current_position(); }
 
  private:
+  struct AppendSignal;
   // The checks, spans and counters around one append; `write` is do_append
   // or do_append_owned.
   template <class Write>
@@ -218,6 +236,7 @@ class EventStore {
                                       std::span<const NewEvent> events, Write&& write);
 
   Observability obs_;
+  std::unique_ptr<AppendSignal> signal_;  // wait_for_events' wake-ups
 };
 
 // Checks one append's arguments as every backend must (exposed for the

@@ -15,10 +15,13 @@
 #include <atomic>
 #include <cstdint>
 #include <functional>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace eventsource {
 
@@ -76,7 +79,16 @@ class Span {
   std::unique_ptr<TraceSpan> span_;
 };
 
-// What the counters held at one moment. Monotonic: they only grow.
+// One projection's lag, as it last reported it (a gauge).
+struct ProjectionLag {
+  std::string projection;
+  uint64_t events = 0;  // positions behind the head
+  double seconds = 0;   // age of the last event handled while behind (0 when caught up)
+  bool operator==(const ProjectionLag&) const = default;
+};
+
+// What the counters held at one moment. Monotonic: they only grow (except
+// projection_lag, a gauge).
 struct Counters {
   uint64_t appends = 0;          // append calls that stored events
   uint64_t events_appended = 0;  // events they stored
@@ -92,6 +104,11 @@ struct Counters {
   uint64_t snapshot_misses_none = 0;
   uint64_t snapshot_misses_schema = 0;
   uint64_t snapshot_misses_decode = 0;
+  // The bus, subscriptions and projections.
+  uint64_t events_dispatched = 0;  // handler calls that succeeded (bus and projections)
+  uint64_t handler_failures = 0;   // handler calls that failed (retries included)
+  uint64_t dead_letters = 0;       // events projections dead-lettered
+  std::vector<ProjectionLag> projection_lag = {};  // by projection name
 
   bool operator==(const Counters&) const = default;
 };
@@ -106,11 +123,16 @@ class Metrics {
   void count_snapshot_hit();
   enum class SnapshotMiss : uint8_t { kNone, kSchema, kDecode };
   void count_snapshot_miss(SnapshotMiss reason);
+  void count_dispatched(uint64_t calls);
+  void count_handler_failure();
+  void count_dead_letter();
+  void set_projection_lag(std::string_view projection, uint64_t events, double seconds);
 
   Counters counters() const;
   // Prometheus text exposition format (version 0.0.4): one counter family
   // per field, named `<prefix>_<field>_total` (snapshot misses as one family
-  // with a `reason` label), each with # HELP and # TYPE lines.
+  // with a `reason` label), each with # HELP and # TYPE lines; projection
+  // lag as two gauge families with a `projection` label.
   std::string prometheus_text(std::string_view prefix = "eventsource") const;
 
  private:
@@ -118,6 +140,9 @@ class Metrics {
   std::atomic<uint64_t> reads_{0}, events_read_{0}, bytes_read_{0};
   std::atomic<uint64_t> syncs_{0}, conflicts_{0}, snapshot_hits_{0};
   std::atomic<uint64_t> misses_none_{0}, misses_schema_{0}, misses_decode_{0};
+  std::atomic<uint64_t> dispatched_{0}, handler_failures_{0}, dead_letters_{0};
+  mutable std::mutex lag_mu_;
+  std::map<std::string, ProjectionLag, std::less<>> lag_;
 };
 
 enum class LogLevel : uint8_t { kDebug, kInfo, kWarn, kError };

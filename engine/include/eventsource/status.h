@@ -28,6 +28,7 @@ enum class Code : uint8_t {
   kReadOnly,         // a write on a store opened read-only
   kDuplicateEvent,   // an appended event's id is already stored (not as a retry)
   kRejected,         // api/: a command broke a business rule (a decider's or aggregate's refusal)
+  kTimedOut,         // api/: a wait or a handler call ran past its time limit
 };
 
 std::string_view code_name(Code code);

@@ -1,0 +1,1 @@
+#include "eventsource/read_model.h"
