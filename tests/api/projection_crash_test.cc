@@ -83,6 +83,9 @@ class SideLog final : public Projection {
   std::string_view name() const override { return kName; }
   Status handle(const EventRecord& e) override {
     if (e.payload == "{\"poison\":true}") return invalid_argument("poison payload");
+    // A handler with some work to do, so that kills land mid catch-up
+    // however fast the disk syncs.
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
     const std::string line = std::to_string(e.position.value) + "\n";
     if (write(fd_, line.data(), line.size()) != static_cast<ssize_t>(line.size()))
       return io_error("side log write", errno);
@@ -195,7 +198,7 @@ void kill_loop(int kills) {
     const pid_t pid = fork();
     REQUIRE(pid >= 0);
     if (pid == 0) child(path, side, child_seed, false);
-    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 40'000));
+    std::this_thread::sleep_for(std::chrono::microseconds(rng() % 60'000));
     REQUIRE(kill(pid, SIGKILL) == 0);
     int status = 0;
     REQUIRE(waitpid(pid, &status, 0) == pid);
@@ -204,7 +207,7 @@ void kill_loop(int kills) {
     check_after_kill(o);
     windows.push_back({o.checkpoint, o.max_handled});
     if (o.checkpoint < head) ++mid_run;
-    if (k % 4 == 3) head = grow(path, 150);  // more backlog to catch up
+    head = grow(path, 400);  // more backlog to catch up
   }
   // A last run to the head, without a kill.
   const pid_t pid = fork();
