@@ -6,12 +6,21 @@
 //  - both go through tenant-scoped AggregateRepositories with snapshots in
 //    the same file, and every step prints what it did.
 // It shows a rejection, an optimistic-locking conflict and its retry, a
-// load from a snapshot, time travel and the counters, then leaves a store
-// that esdump shows. Usage: es_orders STORE
+// load from a snapshot, time travel and the counters. The read side: the
+// repositories publish saved events to a bus whose subscriber prints
+// notifications; a ProjectionRunner keeps order totals per customer (a read
+// model the app answers from once wait_until says it has the last save),
+// and a shipping-label projection dead-letters a malformed event that a
+// legacy writer appended. It leaves a store that esdump shows (esdump dlq
+// lists the dead letter). Usage: es_orders STORE
 #include <fmt/format.h>
 
+#include <atomic>
+#include <chrono>
 #include <cstdio>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <random>
 #include <string>
 #include <variant>
@@ -19,9 +28,13 @@
 
 #include "eventsource/aggregate.h"
 #include "eventsource/engine_event_store.h"
+#include "eventsource/event_bus.h"
 #include "eventsource/events.h"
 #include "eventsource/json.h"
 #include "eventsource/observability.h"
+#include "eventsource/projection.h"
+#include "eventsource/projection_runner.h"
+#include "eventsource/projection_store.h"
 #include "eventsource/repository.h"
 #include "eventsource/snapshot_store.h"
 
@@ -223,8 +236,10 @@ Status registry_for(eventsource::EventRegistry& r) {
 
 eventsource::RepositoryOptions options_for(const std::string& tenant,
                                            eventsource::SnapshotStore* snapshots,
-                                           eventsource::Metrics* metrics) {
+                                           eventsource::Metrics* metrics,
+                                           eventsource::InMemoryEventBus* bus) {
   eventsource::RepositoryOptions o;
+  o.publisher = bus->publisher();  // saved events, once durable
   o.tenant = tenant;
   o.snapshots = snapshots;
   o.snapshot_every = 5;
@@ -236,15 +251,87 @@ eventsource::RepositoryOptions options_for(const std::string& tenant,
 // One tenant's repositories over the shared store.
 struct Shop {
   Shop(std::string t, eventsource::EventStore& store, const eventsource::EventRegistry& registry,
-       eventsource::SnapshotStore* snapshots, eventsource::Metrics* metrics)
+       eventsource::SnapshotStore* snapshots, eventsource::Metrics* metrics,
+       eventsource::InMemoryEventBus* bus)
       : tenant(std::move(t)),
-        orders(store, registry, options_for(tenant, snapshots, metrics)),
-        customers(store, registry, options_for(tenant, snapshots, metrics)) {}
+        orders(store, registry, options_for(tenant, snapshots, metrics, bus)),
+        customers(store, registry, options_for(tenant, snapshots, metrics, bus)) {}
 
   std::string tenant;
   eventsource::AggregateRepository<Order> orders;
   eventsource::AggregateRepository<Customer> customers;
   std::string shipped_order;  // one this run shipped
+};
+
+// --- The read side ---
+using eventsource::EventRecord;
+
+// Order totals per customer, from the order events. In memory, so it starts
+// from the first event on every run (a persistent read model would resume
+// from its checkpoint). Queried from the main thread while it runs.
+class CustomerTotals final : public eventsource::DeclarativeProjection {
+ public:
+  struct Total {
+    int64_t orders = 0;
+    int64_t cents = 0;
+  };
+  explicit CustomerTotals(const eventsource::EventRegistry& r)
+      : DeclarativeProjection("customer-totals") {
+    on<OrderPlaced>(r, [this](const OrderPlaced& e, const EventRecord& at) {
+      std::lock_guard lock(mu_);
+      Order& o = orders_[std::string(at.stream_id)];
+      o.customer = e.customer_id;
+      ++totals_[o.customer].orders;
+      return Status();
+    });
+    on<ItemAdded>(r, [this](const ItemAdded& e, const EventRecord& at) {
+      std::lock_guard lock(mu_);
+      Order& o = orders_[std::string(at.stream_id)];
+      o.cents += e.quantity * e.unit_price_cents;
+      totals_[o.customer].cents += e.quantity * e.unit_price_cents;
+      return Status();
+    });
+    on<OrderCancelled>(r, [this](const OrderCancelled&, const EventRecord& at) {
+      std::lock_guard lock(mu_);
+      const Order& o = orders_[std::string(at.stream_id)];
+      Total& t = totals_[o.customer];
+      --t.orders;
+      t.cents -= o.cents;
+      return Status();
+    });
+  }
+  std::map<std::string, Total> totals() const {
+    std::lock_guard lock(mu_);
+    return totals_;
+  }
+
+ private:
+  struct Order {
+    std::string customer;
+    int64_t cents = 0;
+  };
+  mutable std::mutex mu_;
+  std::map<std::string, Order> orders_;
+  std::map<std::string, Total> totals_;
+};
+
+// Shipping labels for shipped orders (counted here). A shipment event that
+// does not decode fails, is retried, then dead-lettered: the projection
+// goes on, and `esdump dlq STORE` lists the letter.
+class ShippingLabels final : public eventsource::DeclarativeProjection {
+ public:
+  explicit ShippingLabels(const eventsource::EventRegistry& r)
+      : DeclarativeProjection("shipping-labels") {
+    on<OrderShipped>(r, [this](const OrderShipped& e, const EventRecord&) {
+      if (e.tracking_number.empty()) return invalid_argument("no tracking number");
+      labels_.fetch_add(1);
+      return Status();
+    });
+  }
+  int64_t labels() const { return labels_.load(); }
+
+ private:
+  std::atomic<int64_t> labels_{0};
 };
 
 int fail(std::string_view what, const Status& s) {
@@ -268,9 +355,37 @@ int run(const std::string& path) {
   std::mt19937 rng(static_cast<uint32_t>(run_number + 7));
   auto pick = [&](size_t n) { return static_cast<size_t>(rng() % n); };
 
+  // The bus: a notifier prints what customers would be told. Synchronous,
+  // so its lines come right after the save that caused them.
+  eventsource::InMemoryEventBus bus({.observability = {.metrics = &metrics}});
+  auto notify = [](const char* what) {
+    return [what](const auto&, const eventsource::StoredEvent& e) {
+      fmt::print("  [bus] notify {}: order {} {}\n", e.tenant, e.stream.id, what);
+      return Status();
+    };
+  };
+  for (Status s :
+       {bus.subscribe<OrderShipped>(registry, "notifier", notify("shipped")).status(),
+        bus.subscribe<OrderCancelled>(registry, "notifier", notify("cancelled")).status()})
+    if (!s.ok()) return fail("bus", s);
+
+  // Projections: checkpoints and dead letters in the store file itself.
+  eventsource::EngineProjectionStore projection_state(store->shared_store());
+  eventsource::SubscriptionOptions defaults;
+  defaults.failure.max_attempts = 3;
+  defaults.failure.initial_backoff = std::chrono::milliseconds(5);
+  defaults.observability.metrics = &metrics;
+  eventsource::ProjectionRunner runner(*store, projection_state, {.defaults = defaults});
+  CustomerTotals totals(registry);
+  ShippingLabels labels(registry);
+  eventsource::SubscriptionOptions from_first = defaults;
+  from_first.from = eventsource::StartFrom::beginning();  // an in-memory read model
+  for (Status s : {runner.add(totals, from_first), runner.add(labels), runner.start()})
+    if (!s.ok()) return fail("projections", s);
+
   std::vector<std::unique_ptr<Shop>> shops;
   for (const char* t : kTenants)
-    shops.push_back(std::make_unique<Shop>(t, *store, registry, &snapshots, &metrics));
+    shops.push_back(std::make_unique<Shop>(t, *store, registry, &snapshots, &metrics, &bus));
 
   int shipped = 0, cancelled = 0, refused = 0;
   for (const auto& shop_ptr : shops) {
@@ -375,15 +490,48 @@ int run(const std::string& path) {
   fmt::print("order {} at version 1: {} lines, {:.2f} EUR\n", first_order, past->state().lines,
              past->state().total_cents / 100.0);
 
+  // A legacy writer appends a shipment with its tracking number as a
+  // number: OrderShipped does not decode, so shipping-labels dead-letters it.
+  eventsource::NewEvent legacy;
+  legacy.type = "OrderShipped";
+  legacy.payload = R"({"tracking_number": 4711})";
+  legacy.tenant = "acme";
+  legacy.actor = "legacy-import";
+  auto appended = store->append_events({"Order", fmt::format("acme-legacy-{}", run_number)},
+                                       eventsource::ExpectedVersion::any(),
+                                       std::span<const eventsource::NewEvent>(&legacy, 1));
+  if (!appended.ok()) return fail("legacy append", appended.status());
+
+  // Read your writes: answer from the read model once it has the last event.
+  if (Status s = runner.wait_until(appended->last_position, std::chrono::seconds(30)); !s.ok())
+    return fail("waiting for the projections", s);
+  fmt::print("\ncustomer totals (read model at position {}):\n", appended->last_position.value);
+  for (const auto& [customer, t] : totals.totals())
+    fmt::print("  {:<10} {} orders, {:>8.2f} EUR\n", customer, t.orders, t.cents / 100.0);
+  fmt::print("shipping labels printed: {}\n", labels.labels());
+  for (const eventsource::ProjectionHealth& h : runner.health())
+    fmt::print("projection {:<16} {}, position {}, lag {}, {} handled, {} dead-lettered\n", h.name,
+               eventsource::state_name(h.state), h.position.value, h.lag_events, h.handled,
+               h.dead_letters);
+  auto letters = runner.dead_letters();
+  if (!letters.ok()) return fail("dead letters", letters.status());
+  for (const eventsource::DeadLetter& d : *letters)
+    fmt::print("dead letter #{}: {} at position {} after {} attempts: {}\n", d.id, d.projection,
+               d.position.value, d.attempts, d.error);
+  if (Status s = runner.stop(); !s.ok()) return fail("stopping the projections", s);
+  bus.shutdown();
+
   if (Status s = store->store().checkpoint(); !s.ok()) return fail("checkpoint", s);
   const eventsource::Counters c = metrics.counters();
   fmt::print(
       "\nshipped {}, cancelled {}, refused {}; store at position {}\n"
       "appends {} ({} events, {} bytes), reads {} ({} events), conflicts {}, snapshots: "
-      "{} hits, {} misses\n",
+      "{} hits, {} misses\n"
+      "bus and projections: {} handler calls, {} failed, {} dead letters\n",
       shipped, cancelled, refused, store->current_position()->value, c.appends, c.events_appended,
       c.bytes_appended, c.reads, c.events_read, c.conflicts, c.snapshot_hits,
-      c.snapshot_misses_none + c.snapshot_misses_schema + c.snapshot_misses_decode);
+      c.snapshot_misses_none + c.snapshot_misses_schema + c.snapshot_misses_decode,
+      c.events_dispatched, c.handler_failures, c.dead_letters);
   if (Status s = store->close(); !s.ok()) return fail("close", s);
   return 0;
 }
