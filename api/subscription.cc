@@ -841,6 +841,7 @@ class Subscription::Impl {
         if (failed_) break;
         if (stop_requested_ && (stop_now_ || position_.load() >= drain_target_)) break;
         paused = paused_;
+        if (paused && stop_requested_) break;  // a paused subscription stops where it is
         if (paused) {
           state_ = SubscriptionState::kPaused;
           cv_.notify_all();

@@ -244,6 +244,15 @@ TEST_SUITE("api-subscriptions") {
     require_ok(sub->stop(Subscription::StopMode::kDrain));
     CHECK(seen.positions() == range(1, 15));
     CHECK(sub->wait_until(GlobalPosition(16), 10s).code() == Code::kClosed);
+
+    // Paused, then stopped with drain: it stops where it is, promptly.
+    Seen second;
+    auto paused = start(store, "p2", second.handler());
+    require_ok(paused->wait_until(GlobalPosition(15), 10s));
+    paused->pause();
+    append_n(store, 3);
+    require_ok(paused->stop(Subscription::StopMode::kDrain, 5s));
+    CHECK(second.size() <= 18);
   }
 
   TEST_CASE("stop(kNow) returns promptly mid-backlog and the checkpoint is what was handled") {

@@ -210,7 +210,8 @@ class Subscription {
     kNow,    // after the event being handled
     kDrain,  // after every event stored when stop() was called
   };
-  // Stops the thread (writing a checkpoint first). Idempotent. kTimedOut
+  // Stops the thread (writing a checkpoint first). Idempotent. A paused
+  // subscription stops where it is, whatever the mode. kTimedOut
   // when it did not stop within `timeout` (a handler that does not return);
   // then it still stops once it can.
   Status stop(StopMode mode = StopMode::kDrain,
