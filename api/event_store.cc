@@ -135,6 +135,11 @@ void EventStore::wake_waiters() const {
 
 StoredEvent EventRecord::to_stored() const {
   StoredEvent s;
+  copy_to(s);
+  return s;
+}
+
+void EventRecord::copy_to(StoredEvent& s) const {
   s.position = position;
   s.version = version;
   s.timestamp_us = timestamp_us;
@@ -142,13 +147,13 @@ StoredEvent EventRecord::to_stored() const {
   s.id = id;
   s.correlation_id = correlation_id;
   s.causation_id = causation_id;
-  s.stream = stream();
-  s.type = type;
-  s.tenant = tenant;
-  s.actor = actor;
-  s.metadata = metadata;
-  s.payload = payload;
-  return s;
+  s.stream.type.assign(stream_type);
+  s.stream.id.assign(stream_id);
+  s.type.assign(type);
+  s.tenant.assign(tenant);
+  s.actor.assign(actor);
+  s.metadata.assign(metadata);
+  s.payload.assign(payload);
 }
 
 EventRecord StoredEvent::view() const {

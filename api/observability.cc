@@ -87,9 +87,7 @@ void Metrics::count_snapshot_miss(SnapshotMiss reason) {
 void Metrics::count_dispatched(uint64_t calls) {
   dispatched_.fetch_add(calls, std::memory_order_relaxed);
 }
-void Metrics::count_handler_failure() {
-  handler_failures_.fetch_add(1, std::memory_order_relaxed);
-}
+void Metrics::count_handler_failure() { handler_failures_.fetch_add(1, std::memory_order_relaxed); }
 void Metrics::count_dead_letter() { dead_letters_.fetch_add(1, std::memory_order_relaxed); }
 
 void Metrics::set_projection_lag(std::string_view projection, uint64_t events, double seconds) {

@@ -51,8 +51,8 @@ std::string checkpoint_name(const Projection& projection) {
 
 Status check_projection_name(std::string_view name) {
   if (name.empty() || name.size() > 200)
-    return invalid_argument(fmt::format(
-        "a projection name must be 1..200 bytes, not {} ('{}')", name.size(), name.substr(0, 40)));
+    return invalid_argument(fmt::format("a projection name must be 1..200 bytes, not {} ('{}')",
+                                        name.size(), name.substr(0, 40)));
   if (name.front() == '$')
     return invalid_argument(fmt::format(
         "projection name '{}': names starting with '$' are reserved for the library", name));

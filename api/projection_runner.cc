@@ -26,8 +26,8 @@ Status ProjectionRunner::add(Projection& projection, std::optional<SubscriptionO
   Group& group = groups_[name];
   for (const auto& e : group.versions)
     if (e->projection->version() == projection.version())
-      return invalid_argument(fmt::format("projection {} version {} is added already", name,
-                                          projection.version()));
+      return invalid_argument(
+          fmt::format("projection {} version {} is added already", name, projection.version()));
   auto entry = std::make_unique<Entry>();
   entry->projection = &projection;
   entry->options = options ? std::move(*options) : options_.defaults;

@@ -10,8 +10,9 @@ namespace eventsource {
 
 // ------------------------------------------------------------- engine --
 
-EngineProjectionStore::EngineProjectionStore(std::shared_ptr<Store> store, AppendOptions writes)
-    : store_(std::move(store)), writes_(writes) {}
+EngineProjectionStore::EngineProjectionStore(std::shared_ptr<Store> store,
+                                             EngineProjectionStoreOptions options)
+    : store_(std::move(store)), options_(options) {}
 
 Result<std::optional<ProjectionState>> EngineProjectionStore::load_checkpoint(
     std::string_view name) const {
@@ -20,11 +21,11 @@ Result<std::optional<ProjectionState>> EngineProjectionStore::load_checkpoint(
 
 Status EngineProjectionStore::save_checkpoint(std::string_view name, GlobalPosition position,
                                               std::string_view state) {
-  return store_->save_projection_state(name, position, state, writes_);
+  return store_->save_projection_state(name, position, state, options_.checkpoints);
 }
 
 Result<uint64_t> EngineProjectionStore::add_dead_letter(const DeadLetter& letter) {
-  return store_->add_dead_letter(letter, writes_);
+  return store_->add_dead_letter(letter, options_.letters);
 }
 
 Result<std::vector<DeadLetter>> EngineProjectionStore::dead_letters(
@@ -37,15 +38,15 @@ Result<DeadLetter> EngineProjectionStore::dead_letter(uint64_t id) const {
 }
 
 Status EngineProjectionStore::remove_dead_letter(uint64_t id) {
-  return store_->remove_dead_letter(id, writes_);
+  return store_->remove_dead_letter(id, options_.letters);
 }
 
 Result<uint64_t> EngineProjectionStore::purge_dead_letters(std::string_view projection) {
-  return store_->purge_dead_letters(projection, writes_);
+  return store_->purge_dead_letters(projection, options_.letters);
 }
 
 Result<uint64_t> EngineProjectionStore::mark_for_retry(std::span<const uint64_t> ids) {
-  return store_->mark_dead_letters_for_retry(ids, writes_);
+  return store_->mark_dead_letters_for_retry(ids, options_.letters);
 }
 
 Result<std::vector<uint64_t>> EngineProjectionStore::marked_for_retry() const {
@@ -53,7 +54,7 @@ Result<std::vector<uint64_t>> EngineProjectionStore::marked_for_retry() const {
 }
 
 Status EngineProjectionStore::unmark(std::span<const uint64_t> ids) {
-  return store_->unmark_dead_letters(ids, writes_);
+  return store_->unmark_dead_letters(ids, options_.letters);
 }
 
 // ------------------------------------------------------------- memory --
@@ -77,8 +78,8 @@ Result<std::optional<ProjectionState>> InMemoryProjectionStore::load_checkpoint(
 Status InMemoryProjectionStore::save_checkpoint(std::string_view name, GlobalPosition position,
                                                 std::string_view state) {
   if (name.empty() || name.size() > 255)
-    return invalid_argument(fmt::format("a checkpoint name must be 1..255 bytes, not {}",
-                                        name.size()));
+    return invalid_argument(
+        fmt::format("a checkpoint name must be 1..255 bytes, not {}", name.size()));
   std::lock_guard lock(mu_);
   ProjectionState& s = checkpoints_[std::string(name)];
   s.position = position;
@@ -89,8 +90,8 @@ Status InMemoryProjectionStore::save_checkpoint(std::string_view name, GlobalPos
 
 Result<uint64_t> InMemoryProjectionStore::add_dead_letter(const DeadLetter& letter) {
   if (letter.projection.empty() || letter.projection.size() > 255)
-    return invalid_argument(fmt::format("a dead letter's projection name must be 1..255 bytes, not {}",
-                                        letter.projection.size()));
+    return invalid_argument(fmt::format(
+        "a dead letter's projection name must be 1..255 bytes, not {}", letter.projection.size()));
   std::lock_guard lock(mu_);
   DeadLetter d = letter;
   d.id = next_id_++;

@@ -60,8 +60,8 @@ uint64_t grow(const std::string& path, int n) {
   uint64_t next = (*store)->current_position()->value + 1;
   std::vector<NewEvent> batch;
   for (int i = 0; i < n; ++i, ++next) {
-    batch.push_back(testing::new_event("Tick", is_poison(next) ? "{\"poison\":true}"
-                                                               : "{\"n\":" + std::to_string(next) + "}"));
+    batch.push_back(testing::new_event(
+        "Tick", is_poison(next) ? "{\"poison\":true}" : "{\"n\":" + std::to_string(next) + "}"));
     if (batch.size() == 25 || i + 1 == n) {
       auto r = (*store)->append_events({"Clock", std::to_string(next % 5)}, ExpectedVersion::any(),
                                        std::move(batch));
@@ -130,8 +130,8 @@ class SideLog final : public Projection {
 
 struct Observed {
   uint64_t checkpoint = 0;
-  std::map<uint64_t, int> handled;        // position -> times handled
-  std::map<uint64_t, int> letters;        // position -> dead letters
+  std::map<uint64_t, int> handled;  // position -> times handled
+  std::map<uint64_t, int> letters;  // position -> dead letters
   uint64_t max_handled = 0;
 };
 

@@ -6,6 +6,8 @@
 // dead-letter operations (list, show, retry one / all, resolve, purge);
 // both ProjectionStores behaving alike, letters marked for retry in the
 // store file (as esdump dlq retry does) replayed on the next start.
+#include "eventsource/projection.h"
+
 #include <doctest/doctest.h>
 
 #include <atomic>
@@ -21,7 +23,6 @@
 #include "eventsource/events.h"
 #include "eventsource/json.h"
 #include "eventsource/memory_event_store.h"
-#include "eventsource/projection.h"
 #include "eventsource/projection_runner.h"
 #include "eventsource/projection_store.h"
 #include "tests/api/api_test_support.h"
@@ -145,8 +146,7 @@ TEST_SUITE("api-projections") {
     const GlobalPosition last = append(store, registry, OrderPlaced{"ann", 1});
     CustomerTotals totals(registry);
     auto sub = Subscription::start(
-        store, totals,
-        {.store = &state, .failure = {.max_attempts = 2, .initial_backoff = 1ms}});
+        store, totals, {.store = &state, .failure = {.max_attempts = 2, .initial_backoff = 1ms}});
     REQUIRE(sub.ok());
     require_ok((*sub)->wait_until(last, 10s));
     CHECK(totals.totals() == std::map<std::string, int64_t>{{"ann", 11}});
@@ -157,7 +157,8 @@ TEST_SUITE("api-projections") {
     CHECK((*letters)[0].error.find("OrderPlaced") != std::string::npos);
   }
 
-  TEST_CASE("on<E> for an unregistered type refuses to start; so does a projection without handlers") {
+  TEST_CASE(
+      "on<E> for an unregistered type refuses to start; so does a projection without handlers") {
     EventRegistry registry;  // nothing registered
     InMemoryEventStore store;
     InMemoryProjectionStore state;
@@ -193,7 +194,8 @@ TEST_SUITE("api-projections") {
     CHECK(runner.add(totals).code() == Code::kInvalidArgument);  // same name and version
     require_ok(runner.start());
     GlobalPosition last;
-    for (int i = 0; i < 200; ++i) last = append(store, registry, OrderPlaced{"c" + std::to_string(i % 3), 1});
+    for (int i = 0; i < 200; ++i)
+      last = append(store, registry, OrderPlaced{"c" + std::to_string(i % 3), 1});
     // Appends went through while `slow` is stuck on its first event, and
     // the other projection kept up.
     require_ok(runner.wait_until("customer-totals", last, 10s));
@@ -215,7 +217,8 @@ TEST_SUITE("api-projections") {
     require_ok(runner.stop());
   }
 
-  TEST_CASE("versions: the old read model serves until the new one has caught up, then they switch") {
+  TEST_CASE(
+      "versions: the old read model serves until the new one has caught up, then they switch") {
     EventRegistry registry = make_registry();
     InMemoryEventStore store;
     InMemoryProjectionStore state;
@@ -276,7 +279,8 @@ TEST_SUITE("api-projections") {
     REQUIRE(v2_checkpoint->has_value());
   }
 
-  TEST_CASE("dead-letter operations through the runner: list, show, retry one and all, resolve, purge") {
+  TEST_CASE(
+      "dead-letter operations through the runner: list, show, retry one and all, resolve, purge") {
     InMemoryEventStore store;
     InMemoryProjectionStore state;
     std::atomic<bool> fixed{false};
@@ -289,8 +293,8 @@ TEST_SUITE("api-projections") {
       }
     } picky;
     picky.fixed = &fixed;
-    ProjectionRunner runner(
-        store, state, {.defaults = {.failure = {.max_attempts = 1, .initial_backoff = 1ms}}});
+    ProjectionRunner runner(store, state,
+                            {.defaults = {.failure = {.max_attempts = 1, .initial_backoff = 1ms}}});
     require_ok(runner.add(picky));
     require_ok(runner.start());
     GlobalPosition last;
@@ -354,8 +358,7 @@ TEST_SUITE("api-projections") {
       CHECK(s->dead_letters()->size() == 2);
       CHECK(s->dead_letters("p")->size() == 1);
       CHECK(s->dead_letter(*id1)->error == "boom");
-      CHECK(s->mark_for_retry(std::vector<uint64_t>{*id1, 999}).status().code() ==
-            Code::kNotFound);
+      CHECK(s->mark_for_retry(std::vector<uint64_t>{*id1, 999}).status().code() == Code::kNotFound);
       CHECK(s->marked_for_retry()->empty());
       CHECK(*s->mark_for_retry(std::vector<uint64_t>{*id1, *id2}) == 2);
       CHECK(*s->mark_for_retry(std::vector<uint64_t>{*id1}) == 0);

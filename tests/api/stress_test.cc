@@ -79,15 +79,16 @@ TEST_SUITE("api-stress") {
       };
     };
     REQUIRE(bus.subscribe_all("mailer", collect(bus_a)).ok());
-    REQUIRE(bus.subscribe("auditor", std::vector<std::string>{"Opened", "Added"}, collect(bus_b))
-                .ok());
+    REQUIRE(
+        bus.subscribe("auditor", std::vector<std::string>{"Opened", "Added"}, collect(bus_b)).ok());
 
     PerStream totals("totals"), audit("audit");
     ProjectionRunner runner(store, state);
     REQUIRE(runner.add(totals).ok());
-    REQUIRE(runner.add(audit, SubscriptionOptions{
-                                  .checkpoint = {.every = CheckpointPolicy::Every::kEvent},
-                                  .batch_size = 16})
+    REQUIRE(runner
+                .add(audit,
+                     SubscriptionOptions{.checkpoint = {.every = CheckpointPolicy::Every::kEvent},
+                                         .batch_size = 16})
                 .ok());
     REQUIRE(runner.start().ok());
 
@@ -104,8 +105,9 @@ TEST_SUITE("api-stress") {
         return Status();
       };
     };
-    auto r1 = Subscription::start(store, "follower-1", follow(f1),
-                                  {.failure = {.max_attempts = 1, .then = FailurePolicy::Then::kStop}});
+    auto r1 =
+        Subscription::start(store, "follower-1", follow(f1),
+                            {.failure = {.max_attempts = 1, .then = FailurePolicy::Then::kStop}});
     auto r2 = Subscription::start_batched(
         store, "follower-2",
         [&](std::span<const StoredEvent> batch) {
@@ -157,7 +159,8 @@ TEST_SUITE("api-stress") {
     }
     threads.emplace_back([&] {
       while (!done) {
-        for (const ProjectionHealth& h : runner.health()) CHECK(h.state != SubscriptionState::kError);
+        for (const ProjectionHealth& h : runner.health())
+          CHECK(h.state != SubscriptionState::kError);
         auto head = store.current_position();
         CHECK(head.ok());
         if (!head.ok()) return;

@@ -154,7 +154,8 @@ TEST_SUITE("api-subscriptions") {
     CHECK(after.positions() == range(11, 13));  // resumed after its checkpoint
   }
 
-  TEST_CASE("filters: types, stream types and tenant; filtered-out events still count as got through") {
+  TEST_CASE(
+      "filters: types, stream types and tenant; filtered-out events still count as got through") {
     InMemoryEventStore store;
     append_n(store, 3, "Placed", {"Order", "1"}, "acme");
     append_n(store, 3, "Shipped", {"Order", "1"}, "acme");
@@ -175,15 +176,15 @@ TEST_SUITE("api-subscriptions") {
     std::mutex mu;
     std::vector<size_t> sizes;
     std::vector<uint64_t> positions;
-    auto r = Subscription::start_batched(
-        store, "batched",
-        [&](std::span<const StoredEvent> batch) {
-          std::lock_guard lock(mu);
-          sizes.push_back(batch.size());
-          for (const StoredEvent& e : batch) positions.push_back(e.position.value);
-          return Status();
-        },
-        {.batch_size = 100});
+    auto r = Subscription::start_batched(store, "batched",
+                                         [&](std::span<const StoredEvent> batch) {
+                                           std::lock_guard lock(mu);
+                                           sizes.push_back(batch.size());
+                                           for (const StoredEvent& e : batch)
+                                             positions.push_back(e.position.value);
+                                           return Status();
+                                         },
+                                         {.batch_size = 100});
     REQUIRE(r.ok());
     require_ok((*r)->wait_until(GlobalPosition(250), 10s));
     std::lock_guard lock(mu);
@@ -192,7 +193,8 @@ TEST_SUITE("api-subscriptions") {
     CHECK(sizes.size() >= 3);
   }
 
-  TEST_CASE("a failing batch is handled again one event at a time; the poison one is dead-lettered") {
+  TEST_CASE(
+      "a failing batch is handled again one event at a time; the poison one is dead-lettered") {
     InMemoryEventStore store;
     InMemoryProjectionStore dlq;
     append_n(store, 20);
@@ -260,14 +262,13 @@ TEST_SUITE("api-subscriptions") {
     InMemoryProjectionStore checkpoints;
     append_n(store, 2000);
     std::atomic<int> calls{0};
-    auto sub = start(
-        store, "slow",
-        [&](const EventRecord&) {
-          std::this_thread::sleep_for(100us);
-          ++calls;
-          return Status();
-        },
-        {.store = &checkpoints, .batch_size = 50});
+    auto sub = start(store, "slow",
+                     [&](const EventRecord&) {
+                       std::this_thread::sleep_for(100us);
+                       ++calls;
+                       return Status();
+                     },
+                     {.store = &checkpoints, .batch_size = 50});
     while (calls.load() < 10) std::this_thread::sleep_for(1ms);
     require_ok(sub->stop(Subscription::StopMode::kNow));
     const uint64_t got = sub->position().value;
@@ -289,16 +290,16 @@ TEST_SUITE("api-subscriptions") {
     policy.initial_backoff = 10ms;
     policy.max_backoff = 40ms;
     const auto t0 = std::chrono::steady_clock::now();
-    auto sub = start(
-        store, "ladder",
-        [&](const EventRecord& e) {
-          std::lock_guard lock(mu);
-          int n = ++calls[e.position.value];
-          if (e.position.value == 3 && n <= 2) return invalid_argument("flaky");  // then ok
-          if (e.position.value == 7) return invalid_argument("always fails at 7");
-          return Status();
-        },
-        {.store = &dlq, .failure = policy});
+    auto sub = start(store, "ladder",
+                     [&](const EventRecord& e) {
+                       std::lock_guard lock(mu);
+                       int n = ++calls[e.position.value];
+                       if (e.position.value == 3 && n <= 2)
+                         return invalid_argument("flaky");  // then ok
+                       if (e.position.value == 7) return invalid_argument("always fails at 7");
+                       return Status();
+                     },
+                     {.store = &dlq, .failure = policy});
     require_ok(sub->wait_until(GlobalPosition(10), 10s));
     const auto took = std::chrono::steady_clock::now() - t0;
     {
@@ -328,13 +329,12 @@ TEST_SUITE("api-subscriptions") {
     InMemoryEventStore store;
     InMemoryProjectionStore dlq;
     append_n(store, 3);
-    auto sub = start(
-        store, "thrower",
-        [&](const EventRecord& e) -> Status {
-          if (e.position.value == 2) throw std::runtime_error("boom");
-          return Status();
-        },
-        {.store = &dlq, .failure = quick(2, FailurePolicy::Then::kDeadLetter)});
+    auto sub = start(store, "thrower",
+                     [&](const EventRecord& e) -> Status {
+                       if (e.position.value == 2) throw std::runtime_error("boom");
+                       return Status();
+                     },
+                     {.store = &dlq, .failure = quick(2, FailurePolicy::Then::kDeadLetter)});
     require_ok(sub->wait_until(GlobalPosition(3), 10s));
     auto letters = dlq.dead_letters();
     REQUIRE(letters.ok());
@@ -342,20 +342,20 @@ TEST_SUITE("api-subscriptions") {
     CHECK((*letters)[0].error.find("boom") != std::string::npos);
   }
 
-  TEST_CASE("kPause stops at the poison event until resume() retries it or skip() dead-letters it") {
+  TEST_CASE(
+      "kPause stops at the poison event until resume() retries it or skip() dead-letters it") {
     InMemoryEventStore store;
     InMemoryProjectionStore dlq;
     append_n(store, 6);
     std::atomic<bool> fixed{false};
     Seen seen;
-    auto sub = start(
-        store, "careful",
-        [&](const EventRecord& e) {
-          if ((e.position.value == 2 && !fixed) || e.position.value == 4)
-            return invalid_argument("poison at " + std::to_string(e.position.value));
-          return seen.handler()(e);
-        },
-        {.store = &dlq, .failure = quick(2, FailurePolicy::Then::kPause)});
+    auto sub = start(store, "careful",
+                     [&](const EventRecord& e) {
+                       if ((e.position.value == 2 && !fixed) || e.position.value == 4)
+                         return invalid_argument("poison at " + std::to_string(e.position.value));
+                       return seen.handler()(e);
+                     },
+                     {.store = &dlq, .failure = quick(2, FailurePolicy::Then::kPause)});
     CHECK(sub->wait_until(GlobalPosition(2), 300ms).code() == Code::kTimedOut);
     CHECK(sub->state() == SubscriptionState::kPaused);
     CHECK(sub->position().value == 1);
@@ -377,12 +377,11 @@ TEST_SUITE("api-subscriptions") {
   TEST_CASE("kStop ends in kError, and waits report the error") {
     InMemoryEventStore store;
     append_n(store, 3);
-    auto sub = start(
-        store, "strict",
-        [&](const EventRecord& e) {
-          return e.position.value == 2 ? invalid_argument("no") : Status();
-        },
-        {.failure = quick(1, FailurePolicy::Then::kStop)});
+    auto sub = start(store, "strict",
+                     [&](const EventRecord& e) {
+                       return e.position.value == 2 ? invalid_argument("no") : Status();
+                     },
+                     {.failure = quick(1, FailurePolicy::Then::kStop)});
     Status s = sub->wait_until(GlobalPosition(3), 10s);
     CHECK(s.code() == Code::kInvalidArgument);
     CHECK(mentions(s, "strict"));
@@ -394,9 +393,11 @@ TEST_SUITE("api-subscriptions") {
   TEST_CASE("without a ProjectionStore a poison event stops the subscription, never skipped") {
     InMemoryEventStore store;
     append_n(store, 3);
-    auto sub = start(store, "nowhere", [](const EventRecord& e) {
-      return e.position.value == 2 ? invalid_argument("bad") : Status();
-    }, {.failure = quick(2, FailurePolicy::Then::kDeadLetter)});
+    auto sub = start(store, "nowhere",
+                     [](const EventRecord& e) {
+                       return e.position.value == 2 ? invalid_argument("bad") : Status();
+                     },
+                     {.failure = quick(2, FailurePolicy::Then::kDeadLetter)});
     Status s = sub->wait_until(GlobalPosition(3), 10s);
     CHECK(s.code() == Code::kInvalidArgument);
     CHECK(sub->state() == SubscriptionState::kError);
@@ -412,14 +413,14 @@ TEST_SUITE("api-subscriptions") {
     InMemoryEventStore store;
     InMemoryProjectionStore dlq;
     append_n(store, 3);
-    auto sub = start(
-        store, "sluggish",
-        [&](const EventRecord& e) {
-          if (e.position.value == 2) std::this_thread::sleep_for(30ms);
-          return Status();
-        },
-        {.store = &dlq, .failure = quick(2, FailurePolicy::Then::kDeadLetter),
-         .handler_timeout = 10ms});
+    auto sub = start(store, "sluggish",
+                     [&](const EventRecord& e) {
+                       if (e.position.value == 2) std::this_thread::sleep_for(30ms);
+                       return Status();
+                     },
+                     {.store = &dlq,
+                      .failure = quick(2, FailurePolicy::Then::kDeadLetter),
+                      .handler_timeout = 10ms});
     require_ok(sub->wait_until(GlobalPosition(3), 10s));
     auto letters = dlq.dead_letters();
     REQUIRE(letters.ok());
@@ -432,10 +433,12 @@ TEST_SUITE("api-subscriptions") {
     InMemoryEventStore store;
     append_n(store, 1);
     std::atomic<bool> release{false};
-    auto sub = start(store, "stuck", [&](const EventRecord&) {
-      while (!release.load()) std::this_thread::sleep_for(1ms);
-      return Status();
-    }, {.failure = quick(1, FailurePolicy::Then::kStop)});
+    auto sub = start(store, "stuck",
+                     [&](const EventRecord&) {
+                       while (!release.load()) std::this_thread::sleep_for(1ms);
+                       return Status();
+                     },
+                     {.failure = quick(1, FailurePolicy::Then::kStop)});
     std::this_thread::sleep_for(60ms);
     const ProjectionHealth h = sub->health();
     CHECK(h.handler_running_ms >= 40);
@@ -456,17 +459,18 @@ TEST_SUITE("api-subscriptions") {
       std::mutex mu;
       std::vector<uint64_t> ahead;  // checkpoint positions seen past what was handled
       uint64_t handled = 0;
-      auto sub = start(
-          store, "cp",
-          [&](const EventRecord& e) {
-            auto saved = checkpoints.load_checkpoint("cp@v1");
-            std::lock_guard lock(mu);
-            if (saved.ok() && *saved && (*saved)->position.value > handled)
-              ahead.push_back((*saved)->position.value);
-            handled = e.position.value;
-            return Status();
-          },
-          {.store = &checkpoints, .checkpoint = {.every = every, .interval = 1h}, .batch_size = 10});
+      auto sub = start(store, "cp",
+                       [&](const EventRecord& e) {
+                         auto saved = checkpoints.load_checkpoint("cp@v1");
+                         std::lock_guard lock(mu);
+                         if (saved.ok() && *saved && (*saved)->position.value > handled)
+                           ahead.push_back((*saved)->position.value);
+                         handled = e.position.value;
+                         return Status();
+                       },
+                       {.store = &checkpoints,
+                        .checkpoint = {.every = every, .interval = 1h},
+                        .batch_size = 10});
       require_ok(sub->wait_until(GlobalPosition(30), 10s));
       require_ok(sub->stop());
       auto saved = checkpoints.load_checkpoint("cp@v1");
@@ -482,12 +486,12 @@ TEST_SUITE("api-subscriptions") {
     InMemoryProjectionStore dlq;
     append_n(store, 3);
     std::atomic<bool> fixed{false};
-    auto sub = start(
-        store, "r",
-        [&](const EventRecord& e) {
-          return e.position.value == 2 && !fixed ? invalid_argument("bad 2") : Status();
-        },
-        {.store = &dlq, .failure = quick(1, FailurePolicy::Then::kDeadLetter)});
+    auto sub =
+        start(store, "r",
+              [&](const EventRecord& e) {
+                return e.position.value == 2 && !fixed ? invalid_argument("bad 2") : Status();
+              },
+              {.store = &dlq, .failure = quick(1, FailurePolicy::Then::kDeadLetter)});
     require_ok(sub->wait_until(GlobalPosition(3), 10s));
     auto letters = dlq.dead_letters();
     REQUIRE(letters.ok());
@@ -556,8 +560,8 @@ TEST_SUITE("api-subscriptions") {
         return Status();
       }
     } counter;
-    auto r = Subscription::start(store, counter,
-                                 {.store = &dlq, .failure = quick(1, FailurePolicy::Then::kDeadLetter)});
+    auto r = Subscription::start(
+        store, counter, {.store = &dlq, .failure = quick(1, FailurePolicy::Then::kDeadLetter)});
     REQUIRE(r.ok());
     auto& sub = *r;
     require_ok(sub->wait_until(GlobalPosition(10), 10s));
@@ -574,19 +578,19 @@ TEST_SUITE("api-subscriptions") {
     CHECK(dlq.dead_letters()->size() == 1);        // one letter per (projection, position)
   }
 
-  TEST_CASE("counters: events dispatched, handler failures, dead letters and lag, as Prometheus text") {
+  TEST_CASE(
+      "counters: events dispatched, handler failures, dead letters and lag, as Prometheus text") {
     Metrics metrics;
     InMemoryEventStore store;
     InMemoryProjectionStore dlq;
     append_n(store, 5);
-    auto sub = start(
-        store, "metered",
-        [&](const EventRecord& e) {
-          return e.position.value == 3 ? invalid_argument("three") : Status();
-        },
-        {.store = &dlq,
-         .failure = quick(2, FailurePolicy::Then::kDeadLetter),
-         .observability = {.metrics = &metrics}});
+    auto sub = start(store, "metered",
+                     [&](const EventRecord& e) {
+                       return e.position.value == 3 ? invalid_argument("three") : Status();
+                     },
+                     {.store = &dlq,
+                      .failure = quick(2, FailurePolicy::Then::kDeadLetter),
+                      .observability = {.metrics = &metrics}});
     require_ok(sub->wait_until(GlobalPosition(5), 10s));
     require_ok(sub->stop());
     const Counters c = metrics.counters();
@@ -621,11 +625,14 @@ TEST_SUITE("api-subscriptions") {
       if (!reader.ok()) _exit(3);
       std::string out;
       std::mutex mu;
-      auto sub = Subscription::start(**reader, "follower", [&](const EventRecord& e) {
-        std::lock_guard lock(mu);
-        out += std::to_string(e.position.value) + "\n";
-        return Status();
-      }, {.failure = {.max_attempts = 1, .then = FailurePolicy::Then::kStop}});
+      auto sub =
+          Subscription::start(**reader, "follower",
+                              [&](const EventRecord& e) {
+                                std::lock_guard lock(mu);
+                                out += std::to_string(e.position.value) + "\n";
+                                return Status();
+                              },
+                              {.failure = {.max_attempts = 1, .then = FailurePolicy::Then::kStop}});
       if (!sub.ok()) _exit(4);
       if (!(*sub)->wait_until(GlobalPosition(510), std::chrono::seconds(30)).ok()) _exit(5);
       (*sub)->stop().ignore_error();

@@ -88,6 +88,8 @@ struct EventRecord {
 
   StreamId stream() const { return StreamId{std::string(stream_type), std::string(stream_id)}; }
   StoredEvent to_stored() const;
+  // Copies into `out`, reusing the capacity of its strings.
+  void copy_to(StoredEvent& out) const;
 };
 
 // An EventRecord that owns its bytes.

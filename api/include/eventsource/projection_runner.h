@@ -5,8 +5,8 @@
 //   EngineProjectionStore state(events.shared_store());
 //   ProjectionRunner runner(events, state);
 //   runner.add(customer_totals);
-//   runner.add(search_index, SubscriptionOptions{.failure = {.then = FailurePolicy::Then::kPause}});
-//   runner.start();
+//   runner.add(search_index, SubscriptionOptions{.failure = {.then =
+//   FailurePolicy::Then::kPause}}); runner.start();
 //   ...
 //   runner.wait_until(saved.last_position, 1s);  // every projection has it
 //   for (const ProjectionHealth& h : runner.health()) ...
@@ -58,9 +58,9 @@ struct ProjectionRunnerOptions {
 };
 
 struct DeadLetterRetryReport {
-  uint64_t retried = 0;                // letters handed back to their projection
-  uint64_t succeeded = 0;              // and handled (removed)
-  std::vector<std::string> failures;   // one line per letter that failed again
+  uint64_t retried = 0;               // letters handed back to their projection
+  uint64_t succeeded = 0;             // and handled (removed)
+  std::vector<std::string> failures;  // one line per letter that failed again
 };
 
 class ProjectionRunner {

@@ -64,11 +64,22 @@ class ProjectionStore {
   virtual Status unmark(std::span<const uint64_t> ids) = 0;
 };
 
-// Over the engine's Store (shared with an EngineEventStore, say). Writes use
-// `writes`' durability (default: the Store's).
+struct EngineProjectionStoreOptions {
+  // Checkpoints: durability kNone by default (a write, no fdatasync of its
+  // own; the next synced write covers it). A checkpoint lost to a power cut
+  // only means events handled again, inside the at-least-once window; and
+  // the aux chain recovers as a prefix (format-spec.md [F-45]), so a
+  // checkpoint never survives without the dead letters written before it.
+  AppendOptions checkpoints = {Durability::kNone};
+  // Dead letters and retry marks: the Store's durability by default.
+  AppendOptions letters = {};
+};
+
+// Over the engine's Store (shared with an EngineEventStore, say).
 class EngineProjectionStore final : public ProjectionStore {
  public:
-  explicit EngineProjectionStore(std::shared_ptr<Store> store, AppendOptions writes = {});
+  explicit EngineProjectionStore(std::shared_ptr<Store> store,
+                                 EngineProjectionStoreOptions options = {});
 
   std::string_view backend() const override { return "engine"; }
   Result<std::optional<ProjectionState>> load_checkpoint(std::string_view name) const override;
@@ -85,7 +96,7 @@ class EngineProjectionStore final : public ProjectionStore {
 
  private:
   std::shared_ptr<Store> store_;
-  AppendOptions writes_;
+  EngineProjectionStoreOptions options_;
 };
 
 class InMemoryProjectionStore final : public ProjectionStore {

@@ -93,9 +93,9 @@ struct FailurePolicy {
     kPause,       // pause at the event until resume() or skip()
     kStop,        // stop in kError
   };
-  uint32_t max_attempts = 5;                       // calls per event, retries included (>= 1)
-  std::chrono::milliseconds initial_backoff{10};   // before the first retry
-  std::chrono::milliseconds max_backoff{1000};     // cap; each wait doubles the last
+  uint32_t max_attempts = 5;                      // calls per event, retries included (>= 1)
+  std::chrono::milliseconds initial_backoff{10};  // before the first retry
+  std::chrono::milliseconds max_backoff{1000};    // cap; each wait doubles the last
   Then then = Then::kDeadLetter;
 };
 
@@ -138,14 +138,14 @@ struct ProjectionHealth {
   std::string name;
   uint32_t version = 1;
   SubscriptionState state = SubscriptionState::kStarting;
-  GlobalPosition position;   // got through
-  GlobalPosition head;       // the store's last position
-  uint64_t lag_events = 0;   // head - position
-  double lag_seconds = 0;    // age of the oldest event not yet got through (0 when none)
-  uint64_t handled = 0;      // handler calls that succeeded
-  uint64_t failures = 0;     // handler calls that failed (retries included)
-  uint64_t dead_letters = 0; // events dead-lettered by this subscription
-  std::string last_error;    // "" when none
+  GlobalPosition position;    // got through
+  GlobalPosition head;        // the store's last position
+  uint64_t lag_events = 0;    // head - position
+  double lag_seconds = 0;     // age of the oldest event not yet got through (0 when none)
+  uint64_t handled = 0;       // handler calls that succeeded
+  uint64_t failures = 0;      // handler calls that failed (retries included)
+  uint64_t dead_letters = 0;  // events dead-lettered by this subscription
+  std::string last_error;     // "" when none
   int64_t last_error_us = 0;
   int64_t handler_running_ms = 0;  // age of the call running now (0: none)
   bool active = true;              // ProjectionRunner: serving reads (see versions)
