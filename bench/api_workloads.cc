@@ -10,6 +10,7 @@
 #include <memory>
 #include <variant>
 
+#include "bench/projection_workloads.h"
 #include "eventsource/engine_event_store.h"
 #include "eventsource/events.h"
 #include "eventsource/json.h"
@@ -478,8 +479,19 @@ bool is_api_workload(std::string_view name) {
   return false;
 }
 
+Result<std::vector<NewEvent>> order_events() {
+  EVENTSOURCE_ASSIGN_OR_RETURN(EventRegistry * json, registry(false));
+  std::vector<NewEvent> out;
+  for (const OrderPlaced& o : order_pool()) {
+    EVENTSOURCE_ASSIGN_OR_RETURN(NewEvent e, json->encode(o));
+    out.push_back(std::move(e));
+  }
+  return out;
+}
+
 std::vector<Measurement> run_api_workload(const Config& cfg, const std::string& workload,
                                           const std::string& backend, const std::string& dir) {
+  if (is_projection_workload(workload)) return run_projection_workload(cfg, workload, backend, dir);
   std::vector<Measurement> out;
   Status s;
   const uint64_t n = std::min<uint64_t>(std::max<uint64_t>(cfg.n, 1), kMaxApiEvents);

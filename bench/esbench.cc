@@ -39,7 +39,10 @@ flags:
                                 replay, open, open_streams, store_size,
                                 bytes_per_event, then the api/ workloads (api =
                                 only those): api_append, api_load,
-                                api_aggregate, api_save, json_codec
+                                api_aggregate, api_save, json_codec,
+                                bus_dispatch_sync, bus_dispatch_async,
+                                projection_catchup, live_latency,
+                                live_latency_xproc
   --n N               events (default 1000000; 1e6 notation accepted)
   --payload BYTES     payload size, exact (default 200)
   --streams N         streams, written round-robin (default 10000)
@@ -101,6 +104,35 @@ workloads:
                      StoreStats::log_bytes, SQLite database file size
                      (bytes_per_event), and allocated bytes on disk
                      (file_bytes_per_event)
+
+api/ workloads of the event bus and subscriptions (--backend engine also
+adds backend "memory" rows, InMemoryEventStore, where marked *):
+  bus_dispatch_sync  InMemoryEventBus publish, one event per call, to 4 no-op
+  bus_dispatch_async subscribers; async: 2 workers, queue 1024, timed until
+                     wait_idle returns. n capped at 300000; ns_per_event, and
+                     batch100_ns_per_event for 100 events per call; p50/p99 per
+                     event over chunks of 1000. Run once (engine pass), no store
+  projection_catchup* n events (capped at 300000, SQLite and memory 50000),
+                     then medians of 3 interleaved rounds of: catchup_read_all
+                     (EventStore::read_all, no-op callback), catchup_handler
+                     (Subscription from the beginning, no-op handler),
+                     catchup_checkpoint (the same, checkpoint per batch of
+                     1000: engine records with durability group, also none;
+                     memory: InMemoryProjectionStore; not SQLite),
+                     catchup_batched (start_batched); to_raw = share of
+                     read_all's rate
+  live_latency*      a live Subscription in this process; 2000 events appended
+                     one at a time, one per 200 us, each stamped with its
+                     append start (CLOCK_MONOTONIC); latency = handler time -
+                     stamp, p50/p99 and p999_us. The store's default durability
+                     (engine group, SQLite synchronous=FULL); the engine also
+                     as live_latency_none (durability none)
+  live_latency_xproc the same, followed by a forked process that opens the
+                     store read-only (SQLite: a connection of its own) with
+                     poll_interval 1 ms (live_latency_xproc_2ms: 2 ms, the
+                     default) and sends its percentiles back; durability none,
+                     so that the writer keeps its pace; live_latency_xproc_group:
+                     1000 events at the store's default durability, poll 1 ms
 
 concurrent_append also reports "syncs" and "appends_per_sync": fdatasync and
 fsync calls of the process during the run, counted by esbench's own wrappers
