@@ -966,25 +966,19 @@ class Subscription::Impl {
 Subscription::Subscription(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Subscription::~Subscription() = default;
 
-namespace {
-
-Result<std::unique_ptr<Subscription::Impl>> make(EventStore& store, Projection& projection,
-                                                 std::unique_ptr<Projection> owned,
-                                                 SubscriptionOptions options) {
-  auto impl =
-      std::make_unique<Subscription::Impl>(store, projection, std::move(owned), std::move(options));
+Result<std::unique_ptr<Subscription>> Subscription::create(EventStore& store,
+                                                           Projection& projection,
+                                                           std::unique_ptr<Projection> owned,
+                                                           SubscriptionOptions options) {
+  auto impl = std::make_unique<Impl>(store, projection, std::move(owned), std::move(options));
   EVENTSOURCE_RETURN_IF_ERROR(impl->validate());
   EVENTSOURCE_RETURN_IF_ERROR(impl->start());
-  return impl;
+  return std::unique_ptr<Subscription>(new Subscription(std::move(impl)));
 }
-
-}  // namespace
 
 Result<std::unique_ptr<Subscription>> Subscription::start(EventStore& store, Projection& projection,
                                                           SubscriptionOptions options) {
-  std::unique_ptr<Impl> impl;
-  EVENTSOURCE_ASSIGN_OR_RETURN(impl, make(store, projection, nullptr, std::move(options)));
-  return std::unique_ptr<Subscription>(new Subscription(std::move(impl)));
+  return create(store, projection, nullptr, std::move(options));
 }
 
 Result<std::unique_ptr<Subscription>> Subscription::start(EventStore& store, std::string name,
@@ -993,9 +987,7 @@ Result<std::unique_ptr<Subscription>> Subscription::start(EventStore& store, std
   if (!handler) return invalid_argument(fmt::format("subscription {}: empty handler", name));
   auto owned = std::make_unique<HandlerProjection>(std::move(name), std::move(handler));
   Projection& p = *owned;
-  std::unique_ptr<Impl> impl;
-  EVENTSOURCE_ASSIGN_OR_RETURN(impl, make(store, p, std::move(owned), std::move(options)));
-  return std::unique_ptr<Subscription>(new Subscription(std::move(impl)));
+  return create(store, p, std::move(owned), std::move(options));
 }
 
 Result<std::unique_ptr<Subscription>> Subscription::start_batched(EventStore& store,
@@ -1005,9 +997,7 @@ Result<std::unique_ptr<Subscription>> Subscription::start_batched(EventStore& st
   if (!handler) return invalid_argument(fmt::format("subscription {}: empty handler", name));
   auto owned = std::make_unique<BatchProjection>(std::move(name), std::move(handler));
   Projection& p = *owned;
-  std::unique_ptr<Impl> impl;
-  EVENTSOURCE_ASSIGN_OR_RETURN(impl, make(store, p, std::move(owned), std::move(options)));
-  return std::unique_ptr<Subscription>(new Subscription(std::move(impl)));
+  return create(store, p, std::move(owned), std::move(options));
 }
 
 std::string_view Subscription::name() const { return impl_->name(); }

@@ -106,6 +106,20 @@ class CustomerTotals : public DeclarativeProjection {
   std::map<std::string, int64_t> totals_;
 };
 
+// Fails on {"bad":true} payloads until `fixed`; counts the bad ones handled.
+class Picky final : public Projection {
+ public:
+  std::atomic<bool> fixed{false};
+  std::atomic<int> handled_bad{0};
+  std::string_view name() const override { return "picky"; }
+  Status handle(const EventRecord& e) override {
+    if (e.payload != "{\"bad\":true}") return Status();
+    if (!fixed.load()) return invalid_argument("bad payload");
+    ++handled_bad;
+    return Status();
+  }
+};
+
 TEST_SUITE("api-projections") {
   TEST_CASE("a declarative projection decodes its types, skips others, and filters by tenant") {
     EventRegistry registry = make_registry();
@@ -283,16 +297,7 @@ TEST_SUITE("api-projections") {
       "dead-letter operations through the runner: list, show, retry one and all, resolve, purge") {
     InMemoryEventStore store;
     InMemoryProjectionStore state;
-    std::atomic<bool> fixed{false};
-    struct Picky : Projection {
-      std::atomic<bool>* fixed;
-      std::string_view name() const override { return "picky"; }
-      Status handle(const EventRecord& e) override {
-        if (e.payload == "{\"bad\":true}" && !fixed->load()) return invalid_argument("bad payload");
-        return Status();
-      }
-    } picky;
-    picky.fixed = &fixed;
+    Picky picky;
     ProjectionRunner runner(store, state,
                             {.defaults = {.failure = {.max_attempts = 1, .initial_backoff = 1ms}}});
     require_ok(runner.add(picky));
@@ -313,7 +318,7 @@ TEST_SUITE("api-projections") {
     CHECK(report->retried == 3);
     CHECK(report->succeeded == 0);
     CHECK(report->failures.size() == 3);
-    fixed = true;
+    picky.fixed = true;
     letters = runner.dead_letters();
     REQUIRE(letters->size() == 3);
     require_ok(runner.retry_dead_letter((*letters)[0].id));
@@ -376,21 +381,7 @@ TEST_SUITE("api-projections") {
     TempDir dir("es-marked");
     const std::string path = dir.file("events.es");
     uint64_t id = 0;
-    std::atomic<bool> fixed{false};
-    std::atomic<int> handled_bad{0};
-    struct Picky : Projection {
-      std::atomic<bool>* fixed;
-      std::atomic<int>* handled_bad;
-      std::string_view name() const override { return "picky"; }
-      Status handle(const EventRecord& e) override {
-        if (e.payload != "{\"bad\":true}") return Status();
-        if (!fixed->load()) return invalid_argument("bad payload");
-        ++*handled_bad;
-        return Status();
-      }
-    } picky;
-    picky.fixed = &fixed;
-    picky.handled_bad = &handled_bad;
+    Picky picky;
     const ProjectionRunnerOptions options{.defaults = {.failure = {.max_attempts = 1}}};
     {
       auto events = EngineEventStore::open(path);
@@ -417,7 +408,7 @@ TEST_SUITE("api-projections") {
       CHECK(*marked == 1);
       require_ok((*store)->close());
     }
-    fixed = true;
+    picky.fixed = true;
     auto events = EngineEventStore::open(path);
     REQUIRE(events.ok());
     EngineProjectionStore state((*events)->shared_store());
@@ -426,7 +417,7 @@ TEST_SUITE("api-projections") {
     require_ok(runner.start());
     require_ok(runner.wait_until(GlobalPosition(2), 10s));
     require_ok(runner.subscription("picky")->wait_live(10s));
-    CHECK(handled_bad.load() == 1);
+    CHECK(picky.handled_bad.load() == 1);
     CHECK(state.dead_letters()->empty());
     CHECK(state.marked_for_retry()->empty());
   }

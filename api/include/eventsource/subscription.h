@@ -231,6 +231,10 @@ class Subscription {
 
  private:
   explicit Subscription(std::unique_ptr<Impl> impl);
+  // Runs `projection` (owned when `owned` holds it).
+  static Result<std::unique_ptr<Subscription>> create(EventStore& store, Projection& projection,
+                                                      std::unique_ptr<Projection> owned,
+                                                      SubscriptionOptions options);
   std::unique_ptr<Impl> impl_;
 };
 
