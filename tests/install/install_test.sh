@@ -70,12 +70,17 @@ eventsource/json.h
 eventsource/memory_event_store.h
 eventsource/observability.h
 eventsource/options.h
+eventsource/projection.h
+eventsource/projection_runner.h
+eventsource/projection_store.h
+eventsource/read_model.h
 eventsource/repository.h
 eventsource/snapshot_store.h
 eventsource/sqlite_event_store.h
 eventsource/sqlite_snapshot_store.h
 eventsource/status.h
 eventsource/store.h
+eventsource/subscription.h
 eventsource/testing.h
 eventsource/types.h"
 installed_headers=""
