@@ -99,9 +99,10 @@ class BatchProjection final : public Projection {
   size_t used_ = 0;  // events of this batch in batch_
 };
 
-// Runs `fn` (a call into the projection), turning a throw into a Status.
+// Runs `fn` (a call into the projection; it returns a Status or a Result),
+// turning a throw into an error.
 template <class F>
-Status guarded(std::string_view name, std::string_view what, F&& fn) {
+auto guarded(std::string_view name, std::string_view what, F&& fn) -> decltype(fn()) {
   try {
     return fn();
   } catch (const std::exception& e) {
@@ -162,7 +163,7 @@ class Subscription::Impl {
       case StartFrom::Kind::kCheckpoint: {
         if (proj_.owns_checkpoint()) {
           Result<GlobalPosition> own =
-              guarded_result([&] { return proj_.own_checkpoint(); }, "own_checkpoint()");
+              guarded(name_, "own_checkpoint()", [&] { return proj_.own_checkpoint(); });
           if (!own.ok()) return own.take_status();
           from = own->value;
         } else if (opt_.store != nullptr) {
@@ -365,17 +366,6 @@ class Subscription::Impl {
 
  private:
   enum class PoisonAction : uint8_t { kWait, kRetry, kSkip };
-
-  template <class F>
-  auto guarded_result(F&& fn, std::string_view what) -> decltype(fn()) {
-    try {
-      return fn();
-    } catch (const std::exception& e) {
-      return invalid_argument(fmt::format("projection {}: {} threw: {}", name_, what, e.what()));
-    } catch (...) {
-      return invalid_argument(fmt::format("projection {}: {} threw", name_, what));
-    }
-  }
 
   bool finished_locked() const { return !thread_running_; }
   bool on_own_thread() const { return std::this_thread::get_id() == thread_id_.load(); }
