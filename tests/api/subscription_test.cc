@@ -620,9 +620,12 @@ TEST_SUITE("api-subscriptions") {
     TempDir dir("es-tenants");
     const std::string path = dir.file("events.es");
     const char* const tenants[] = {"", "acme", "globex"};
+    int started[2];  // the child says when its first append is acknowledged
+    REQUIRE(pipe(started) == 0);
     const pid_t child = fork();
     REQUIRE(child >= 0);
     if (child == 0) {
+      close(started[0]);
       std::mt19937_64 rng(seed);
       auto store = EngineEventStore::open(path);
       if (!store.ok()) _exit(3);
@@ -636,9 +639,14 @@ TEST_SUITE("api-subscriptions") {
         auto r = (*store)->append_events({"T", std::to_string(rng() % 7)}, ExpectedVersion::any(),
                                          std::move(batch));
         if (!r.ok()) _exit(4);
+        if (i == 0 && write(started[1], "x", 1) != 1) _exit(5);
       }
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50 + seed % 100));
+    close(started[1]);
+    char byte = 0;
+    REQUIRE(read(started[0], &byte, 1) == 1);  // however slow the child (sanitizers)
+    close(started[0]);
+    std::this_thread::sleep_for(std::chrono::milliseconds(seed % 60));
     REQUIRE(kill(child, SIGKILL) == 0);
     int status = 0;
     REQUIRE(waitpid(child, &status, 0) == child);
