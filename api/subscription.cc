@@ -579,6 +579,17 @@ class Subscription::Impl {
     return Status();
   }
 
+  // Dead-letters `e` and passes it; false (stop the thread, kError) when
+  // either write fails: the event is never skipped without its letter.
+  bool park(const StoredEvent& e, const Status& error, uint32_t attempts) {
+    Status s = dead_letter(e, error, attempts);
+    if (s.ok()) s = pass(e);
+    if (s.ok()) return true;
+    record_failure(s, e.position.value);
+    fail(s);
+    return false;
+  }
+
   // The failure ladder for the event that failed. False: stop the thread.
   bool poison(const StoredEvent& e, Status error) {
     uint32_t attempts = 1;
@@ -598,12 +609,7 @@ class Subscription::Impl {
               fail(s);
               return false;
             }
-            Status s = dead_letter(e, error, attempts);
-            if (s.ok()) s = pass(e);
-            if (s.ok()) return true;
-            record_failure(s, e.position.value);
-            fail(s);
-            return false;
+            return park(e, error, attempts);
           }
           case FailurePolicy::Then::kStop:
             fail(error);
@@ -620,12 +626,7 @@ class Subscription::Impl {
                 attempts = 0;
                 break;
               }
-              Status s = dead_letter(e, error, attempts);
-              if (s.ok()) s = pass(e);
-              if (s.ok()) return true;
-              record_failure(s, e.position.value);
-              fail(s);
-              return false;
+              return park(e, error, attempts);
             }
             attempts = 0;  // retry: a fresh ladder
             wait = milliseconds(0);
